@@ -1,0 +1,139 @@
+"""Configuration of GPA pretraining: a ViTMAE configuration plus the fields of the method."""
+
+from __future__ import annotations
+
+from transformers import ViTMAEConfig
+
+GPA_TEACHERS = ("self", "ema", "pretrained")
+GPA_SCORES = ("logits", "softmax")
+GPA_QUERIES = ("all", "others")
+
+
+def _require_choice(field: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"GPAConfig.{field}={value!r} is invalid; allowed values: {', '.join(map(repr, allowed))}.")
+
+
+def _require_fraction(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"GPAConfig.{field}={value!r} is invalid; allowed values: a number in [0, 1].")
+
+
+def resolve_index(field: str, index: int, size: int, what: str) -> int:
+    """Turns a possibly negative index into ``0 <= index < size`` or raises naming ``field``."""
+    if isinstance(index, bool) or not isinstance(index, int) or not -size <= index < size:
+        raise ValueError(
+            f"GPAConfig.{field}={index!r} is out of range; allowed values: an integer in [{-size}, {size - 1}] "
+            f"(the model has {size} {what})."
+        )
+    return index % size
+
+
+class GPAConfig(ViTMAEConfig):
+    r"""Configuration of [`GPAForPreTraining`]: every [`ViTMAEConfig`] field plus the GPA method's.
+
+    Args:
+        gpa_teacher (`str`, *optional*, defaults to `"self"`):
+            Which network scores the patches: `"self"` (the student encoder under `no_grad`), `"ema"` (a momentum
+            copy of the student encoder) or `"pretrained"` (a frozen ViT or ViTMAE loaded from
+            `gpa_teacher_name_or_path`, the paper's setting).
+        gpa_teacher_name_or_path (`str`, *optional*):
+            Local directory or Hub id of the pretrained teacher; required when `gpa_teacher="pretrained"`.
+        gpa_ema_momentum (`float`, *optional*, defaults to 0.999):
+            Momentum of the `"ema"` teacher: `teacher = m * teacher + (1 - m) * student` after each optimizer step.
+        gpa_layer (`int`, *optional*, defaults to -1):
+            Teacher block whose attention gives the score; negative values count from the end.
+        gpa_head (`int` or `None`, *optional*, defaults to -1):
+            Head of that block; negative values count from the end; `None` sums over all heads.
+        gpa_score (`str`, *optional*, defaults to `"logits"`):
+            `"logits"`: pre-softmax `q . k / sqrt(d)` (released code); `"softmax"`: attention probabilities.
+        gpa_queries (`str`, *optional*, defaults to `"all"`):
+            `"all"`: every query, CLS and the patch itself included (released code); `"others"`: the other patches
+            only (the paper's Eq. 5).
+        hard_ratio_start, hard_ratio_end, soft_ratio_start, soft_ratio_end (`float`):
+            Fractions of the masked patches chosen by top GPA (hard) and by GPA-weighted sampling (soft), linearly
+            interpolated over training (Eq. 6); the rest is random.
+        gpa_prediction (`bool`, *optional*, defaults to `True`):
+            Adds Masked Attention Modeling: a head regresses the z-scored GPA of each masked patch.
+        gpa_loss_weight (`float`, *optional*, defaults to 1.0):
+            `loss = rgb_loss + gpa_loss_weight * gpa_loss`.
+        gpa_decoder_layers (`int`, *optional*, defaults to 0):
+            0: one linear layer on the RGB decoder's output; N > 0: an N-layer decoder stack of its own.
+        gpa_teacher_config (`dict`, *optional*):
+            Filled in when a `"pretrained"` teacher is loaded: its config, so the checkpoint (which stores the
+            teacher's weights) can be loaded where `gpa_teacher_name_or_path` does not exist.
+    """
+
+    model_type = "gpa"
+
+    gpa_teacher: str = "self"
+    gpa_teacher_name_or_path: str | None = None
+    gpa_ema_momentum: float = 0.999
+    gpa_layer: int = -1
+    gpa_head: int | None = -1
+    gpa_score: str = "logits"
+    gpa_queries: str = "all"
+    hard_ratio_start: float = 0.0
+    hard_ratio_end: float = 0.5
+    soft_ratio_start: float = 0.5
+    soft_ratio_end: float = 0.0
+    gpa_prediction: bool = True
+    gpa_loss_weight: float = 1.0
+    gpa_decoder_layers: int = 0
+    gpa_teacher_config: dict | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.validate_gpa()
+
+    def validate_gpa(self) -> None:
+        """Raises ``ValueError`` naming the first invalid GPA field and its allowed values."""
+        _require_choice("gpa_teacher", self.gpa_teacher, GPA_TEACHERS)
+        if self.gpa_teacher == "pretrained" and not self.gpa_teacher_name_or_path:
+            raise ValueError(
+                "GPAConfig.gpa_teacher_name_or_path is required when gpa_teacher='pretrained'; "
+                "allowed values: a local directory or Hub id of a ViTMAE or ViT checkpoint."
+            )
+        _require_fraction("gpa_ema_momentum", self.gpa_ema_momentum)
+        _require_choice("gpa_score", self.gpa_score, GPA_SCORES)
+        _require_choice("gpa_queries", self.gpa_queries, GPA_QUERIES)
+        for field in ("hard_ratio_start", "hard_ratio_end", "soft_ratio_start", "soft_ratio_end"):
+            _require_fraction(field, getattr(self, field))
+        for stage in ("start", "end"):
+            total = getattr(self, f"hard_ratio_{stage}") + getattr(self, f"soft_ratio_{stage}")
+            if total > 1.0 + 1e-9:
+                raise ValueError(
+                    f"GPAConfig.hard_ratio_{stage} + soft_ratio_{stage} = {total} is invalid; "
+                    "allowed values: fractions summing to at most 1."
+                )
+        _require_fraction("mask_ratio", self.mask_ratio)
+        if not isinstance(self.gpa_prediction, bool):
+            raise ValueError(f"GPAConfig.gpa_prediction={self.gpa_prediction!r} is invalid; allowed values: True, False.")
+        if isinstance(self.gpa_loss_weight, bool) or not isinstance(self.gpa_loss_weight, (int, float)) or (
+            self.gpa_loss_weight < 0
+        ):
+            raise ValueError(
+                f"GPAConfig.gpa_loss_weight={self.gpa_loss_weight!r} is invalid; allowed values: a number >= 0."
+            )
+        if isinstance(self.gpa_decoder_layers, bool) or not isinstance(self.gpa_decoder_layers, int) or (
+            self.gpa_decoder_layers < 0
+        ):
+            raise ValueError(
+                f"GPAConfig.gpa_decoder_layers={self.gpa_decoder_layers!r} is invalid; allowed values: an integer >= 0."
+            )
+        if self.gpa_teacher != "pretrained":
+            self.resolved_gpa_layer(self.num_hidden_layers)
+            self.resolved_gpa_head(self.num_attention_heads)
+
+    def resolved_gpa_layer(self, num_layers: int) -> int:
+        """``gpa_layer`` as a non-negative block index for a teacher of ``num_layers`` blocks."""
+        return resolve_index("gpa_layer", self.gpa_layer, num_layers, "blocks")
+
+    def resolved_gpa_head(self, num_heads: int) -> int | None:
+        """``gpa_head`` as a non-negative head index (or ``None``) for a teacher of ``num_heads`` heads."""
+        if self.gpa_head is None:
+            return None
+        return resolve_index("gpa_head", self.gpa_head, num_heads, "heads")
+
+
+__all__ = ["GPAConfig"]

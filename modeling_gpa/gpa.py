@@ -1,0 +1,88 @@
+"""The Global Patch-wise Attention score and its per-image normalisations.
+
+The score of patch ``m`` is the attention that the queries of one block pay to its key:
+``GPA_m = sum_i q_i . k_m / sqrt(d)``. Since the logits are linear in ``q``, the sum over queries
+collapses to ``(sum_i q_i) . k_m``: the exact score costs O(n·d), never the n×n matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-6
+
+
+def global_patch_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    head: int | None = -1,
+    score: str = "logits",
+    queries: str = "all",
+) -> torch.Tensor:
+    """Raw GPA score of every patch, summed over queries.
+
+    Args:
+        query: (B, H, 1+n, d) queries of one block, CLS at index 0.
+        key: (B, H, 1+n, d) keys of the same block.
+        head: head to read (negative counts from the end), or ``None`` for the sum over all heads.
+        score: ``"logits"`` (pre-softmax ``q.k/sqrt(d)``, O(n·d)) or ``"softmax"`` (attention probabilities,
+            which need each query's normaliser and so the n×n matrix of the chosen head(s)).
+        queries: ``"all"`` (every query, CLS and the patch itself included) or ``"others"`` (the other
+            patches only: no CLS query, no self term).
+
+    Returns:
+        (B, n) float32 scores of the n patch keys (the CLS key is dropped), unnormalised.
+    """
+    if query.shape != key.shape or query.dim() != 4:
+        raise ValueError(f"query and key must both be (B, H, 1+n, d); got {tuple(query.shape)} and {tuple(key.shape)}.")
+    if score not in ("logits", "softmax"):
+        raise ValueError(f"score={score!r} is invalid; allowed values: 'logits', 'softmax'.")
+    if queries not in ("all", "others"):
+        raise ValueError(f"queries={queries!r} is invalid; allowed values: 'all', 'others'.")
+    if head is not None:
+        query = query[:, head : head + 1 if head != -1 else None]
+        key = key[:, head : head + 1 if head != -1 else None]
+    # The sums run over hundreds of queries: bf16/fp16 would lose the ranking, so accumulate in float32.
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        query, key = query.float(), key.float()
+        scale = query.shape[-1] ** -0.5
+        if score == "logits":
+            patch_keys = key[:, :, 1:]
+            if queries == "all":
+                query_sum = query.sum(dim=2, keepdim=True)
+                per_head = (query_sum * patch_keys).sum(dim=-1)
+            else:
+                patch_queries = query[:, :, 1:]
+                others = patch_queries.sum(dim=2, keepdim=True) - patch_queries
+                per_head = (others * patch_keys).sum(dim=-1)
+            per_head = per_head * scale
+        else:
+            probabilities = torch.softmax(torch.matmul(query, key.transpose(-1, -2)) * scale, dim=-1)
+            if queries == "all":
+                per_head = probabilities[:, :, :, 1:].sum(dim=2)
+            else:
+                patch_block = probabilities[:, :, 1:, 1:]
+                per_head = patch_block.sum(dim=2) - patch_block.diagonal(dim1=-2, dim2=-1)
+        return per_head.sum(dim=1)
+
+
+def minmax_normalize(score: torch.Tensor) -> torch.Tensor:
+    """(B, n) -> (B, n) in [0, 1] per image; a constant row (blank image) becomes all ones, never NaN."""
+    score = score.float()
+    low = score.amin(dim=-1, keepdim=True)
+    span = score.amax(dim=-1, keepdim=True) - low
+    flat = span <= EPS * score.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
+    normalized = (score - low) / torch.where(flat, torch.ones_like(span), span)
+    return torch.where(flat, torch.ones_like(normalized), normalized)
+
+
+def zscore_normalize(score: torch.Tensor) -> torch.Tensor:
+    """(B, n) -> (B, n) with zero mean and unit variance per image; a constant row becomes all zeros."""
+    score = score.float()
+    centred = score - score.mean(dim=-1, keepdim=True)
+    std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    return centred / std.clamp_min(EPS)
+
+
+__all__ = ["global_patch_attention", "minmax_normalize", "zscore_normalize"]

@@ -1,0 +1,102 @@
+"""Soft-to-hard masking (the paper's Eq. 6), expressed as the ``noise`` that ``ViTMAEForPreTraining`` takes.
+
+Of the ``len_mask`` masked patches, a fraction ``hard(p)`` is the top-GPA patches, ``soft(p)`` is sampled in
+proportion to the normalised GPA from the rest, and the remainder is uniform; ``p`` is training progress.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .gpa import minmax_normalize
+
+KEPT, HARD, SOFT, RANDOM = 0, 1, 2, 3
+
+
+def mask_fractions(
+    progress: float, hard: tuple[float, float] = (0.0, 0.5), soft: tuple[float, float] = (0.5, 0.0)
+) -> tuple[float, float, float]:
+    """Eq. 6: (hard, soft, random) fractions of the masked patches at progress ``p`` in [0, 1] (clamped)."""
+    p = min(max(float(progress), 0.0), 1.0)
+    hard_fraction = hard[0] + p * (hard[1] - hard[0])
+    soft_fraction = min(soft[0] + p * (soft[1] - soft[0]), 1.0 - hard_fraction)
+    return hard_fraction, soft_fraction, max(0.0, 1.0 - hard_fraction - soft_fraction)
+
+
+def mask_counts(
+    num_patches: int,
+    mask_ratio: float,
+    progress: float,
+    hard: tuple[float, float] = (0.0, 0.5),
+    soft: tuple[float, float] = (0.5, 0.0),
+) -> tuple[int, int, int]:
+    """Exact (hard, soft, random) patch counts; they add up to ``n - int(n * (1 - mask_ratio))``."""
+    len_mask = num_patches - int(num_patches * (1 - mask_ratio))
+    hard_fraction, soft_fraction, _ = mask_fractions(progress, hard, soft)
+    num_hard = min(int(len_mask * hard_fraction), len_mask)
+    num_soft = min(int(len_mask * soft_fraction), len_mask - num_hard)
+    return num_hard, num_soft, len_mask - num_hard - num_soft
+
+
+def _take_top(keys: torch.Tensor, taken: torch.Tensor, count: int) -> torch.Tensor:
+    """Marks the ``count`` largest ``keys`` among the patches not yet ``taken``: (B, n) bool -> (B, n) bool."""
+    if count == 0:
+        return torch.zeros_like(taken)
+    indices = keys.masked_fill(taken, float("-inf")).topk(count, dim=-1).indices
+    return torch.zeros_like(taken).scatter_(-1, indices, True)
+
+
+def gpa_mask_groups(
+    gpa: torch.Tensor,
+    mask_ratio: float,
+    progress: float,
+    *,
+    hard: tuple[float, float] = (0.0, 0.5),
+    soft: tuple[float, float] = (0.5, 0.0),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Which patches are masked and why.
+
+    Args:
+        gpa: (B, n) raw scores (any scale; normalised per image here).
+
+    Returns:
+        (B, n) int64 with ``KEPT`` (0), ``HARD`` (1), ``SOFT`` (2) or ``RANDOM`` (3) per patch: disjoint sets of
+        exactly the sizes ``mask_counts`` gives, for every image.
+    """
+    batch, num_patches = gpa.shape
+    num_hard, num_soft, num_random = mask_counts(num_patches, mask_ratio, progress, hard, soft)
+    weights = minmax_normalize(gpa)
+    uniform = torch.rand(2, batch, num_patches, generator=generator, device=gpa.device)
+    taken = torch.zeros(batch, num_patches, dtype=torch.bool, device=gpa.device)
+    # A blank image has all weights equal: break the tie at random rather than by patch index.
+    flat = (weights == weights[:, :1]).all(dim=-1, keepdim=True)
+    hard_set = _take_top(weights + flat * uniform[0], taken, num_hard)
+    # Efraimidis-Spirakis: the k largest u^(1/w) are a weighted sample without replacement.
+    soft_keys = uniform[0].clamp_min(1e-12).log() / weights.clamp_min(1e-12)
+    soft_set = _take_top(soft_keys, hard_set, num_soft)
+    random_set = _take_top(uniform[1], hard_set | soft_set, num_random)
+    return hard_set * HARD + soft_set * SOFT + random_set * RANDOM
+
+
+def noise_from_mask(masked: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, n) bool -> (B, n) noise in [0, 2): masked patches get the largest values, so ViTMAE drops exactly them."""
+    uniform = torch.rand(masked.shape, generator=generator, device=masked.device)
+    return uniform + masked.float()
+
+
+def gpa_noise(
+    gpa: torch.Tensor,
+    mask_ratio: float,
+    progress: float,
+    *,
+    hard: tuple[float, float] = (0.0, 0.5),
+    soft: tuple[float, float] = (0.5, 0.0),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(B, n) raw GPA -> (B, n) noise for ``ViTMAEForPreTraining``: the soft-to-hard mask at ``progress``."""
+    groups = gpa_mask_groups(gpa, mask_ratio, progress, hard=hard, soft=soft, generator=generator)
+    return noise_from_mask(groups != KEPT, generator=generator)
+
+
+__all__ = ["mask_fractions", "mask_counts", "gpa_mask_groups", "gpa_noise", "noise_from_mask"]

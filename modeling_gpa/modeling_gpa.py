@@ -1,0 +1,299 @@
+"""GPA pretraining: ViTMAE whose mask follows a teacher's Global Patch-wise Attention, plus Masked Attention Modeling."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.models.vit_mae.modeling_vit_mae import (
+    ViTMAEDecoder,
+    ViTMAEEmbeddings,
+    ViTMAEForPreTraining,
+    ViTMAEModel,
+    ViTMAEPreTrainedModel,
+    build_2d_sinusoidal_position_embedding,
+)
+from transformers.utils import ModelOutput
+
+from .configuration_gpa import GPAConfig
+from .gpa import zscore_normalize
+from .masking import gpa_noise, mask_fractions
+from .teacher import build_teacher_from_config, ema_update, freeze, load_pretrained_teacher, teacher_scores
+
+
+@dataclass
+class GPAForPreTrainingOutput(ModelOutput):
+    """Outputs of [`GPAForPreTraining`].
+
+    Args:
+        loss: scalar, ``rgb_loss + gpa_loss_weight * gpa_loss`` (``rgb_loss`` alone without MAM).
+        rgb_loss: scalar, MAE's pixel MSE on masked patches.
+        gpa_loss: scalar MSE of the predicted z-scored GPA on masked patches, or ``None`` without MAM.
+        logits: (B, n, patch_size**2 * C) predicted pixels.
+        gpa_logits: (B, n) predicted z-scored GPA, or ``None`` without MAM.
+        mask: (B, n), 1 for masked patches.
+        ids_restore: (B, n) indices restoring patch order.
+        gpa: (B, n) raw teacher scores used, or ``None`` when neither the mask nor MAM needed them.
+    """
+
+    loss: torch.FloatTensor | None = None
+    rgb_loss: torch.FloatTensor | None = None
+    gpa_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    gpa_logits: torch.FloatTensor | None = None
+    mask: torch.LongTensor | None = None
+    ids_restore: torch.LongTensor | None = None
+    gpa: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def masked_mean(per_patch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, n) values, (B, n) mask -> scalar mean over the masked patches."""
+    return (per_patch * mask).sum() / mask.sum()
+
+
+class GPAForPreTraining(ViTMAEForPreTraining):
+    """ViTMAE pretraining with GPA soft-to-hard masking and, optionally, Masked Attention Modeling.
+
+    The encoder (``vit``) and pixel decoder (``decoder``) are ViTMAE's own, so ``ViTForImageClassification`` and
+    ``ViTMAEModel`` load a GPA checkpoint directly. Teachers:
+
+    - ``"self"``: the student encoder on the full image under ``no_grad``; no extra weights.
+    - ``"ema"``: ``teacher``, a momentum copy of the encoder; its weights are saved with the model.
+    - ``"pretrained"``: ``teacher``, a frozen ViT/ViTMAE from ``gpa_teacher_name_or_path``. Its weights are saved
+      in the checkpoint too, with its config in ``gpa_teacher_config``, so a checkpoint loads on a machine where
+      that path does not exist.
+    """
+
+    config_class = GPAConfig
+    config: GPAConfig
+
+    def __init__(self, config: GPAConfig):
+        ViTMAEPreTrainedModel.__init__(self, config)
+        config.validate_gpa()
+        self.config = config
+        self.vit = ViTMAEModel(config)
+        num_patches = self.vit.embeddings.patch_embeddings.num_patches
+        self.decoder = ViTMAEDecoder(config, num_patches=num_patches)
+        self.teacher = self._build_teacher(config)
+        self.gpa_decoder, self.gpa_head = self._build_gpa_predictor(config, num_patches)
+        # 1.0 once the EMA teacher holds the student's weights; saved, so a resumed run keeps its EMA state.
+        self.register_buffer("teacher_initialized", torch.tensor(float(config.gpa_teacher != "ema")))
+        self.post_init()
+        # ViTMAEModel initialises itself in its own __init__, so _init_weights above never sees its embeddings.
+        init_position_tables(self.vit.embeddings, config.initializer_range)
+        self._validate_teacher_geometry()
+
+    @staticmethod
+    def _build_teacher(config: GPAConfig) -> nn.Module | None:
+        if config.gpa_teacher == "ema":
+            return freeze(ViTMAEModel(config))
+        if config.gpa_teacher != "pretrained":
+            return None
+        try:
+            teacher = load_pretrained_teacher(config.gpa_teacher_name_or_path)
+        except OSError:
+            if config.gpa_teacher_config is None:
+                raise
+            return build_teacher_from_config(config.gpa_teacher_config)
+        config.gpa_teacher_config = teacher.config.to_dict()
+        return teacher
+
+    @staticmethod
+    def _build_gpa_predictor(config: GPAConfig, num_patches: int) -> tuple[nn.Module | None, nn.Module | None]:
+        if not config.gpa_prediction:
+            return None, None
+        if config.gpa_decoder_layers == 0:
+            return None, nn.Linear(config.decoder_hidden_size, 1)
+        gpa_decoder_config = copy.deepcopy(config)
+        gpa_decoder_config.decoder_num_hidden_layers = config.gpa_decoder_layers
+        gpa_decoder = ViTMAEDecoder(gpa_decoder_config, num_patches=num_patches)
+        gpa_decoder.decoder_pred = nn.Linear(config.decoder_hidden_size, 1)
+        return gpa_decoder, None
+
+    def _validate_teacher_geometry(self) -> None:
+        """A teacher must see the student's patch grid, and have the configured block and head."""
+        encoder = self.teacher_encoder
+        teacher_grid = encoder.embeddings.patch_embeddings
+        student_grid = self.vit.embeddings.patch_embeddings
+        if (tuple(teacher_grid.image_size), tuple(teacher_grid.patch_size)) != (
+            tuple(student_grid.image_size),
+            tuple(student_grid.patch_size),
+        ):
+            raise ValueError(
+                f"GPAConfig.gpa_teacher_name_or_path={self.config.gpa_teacher_name_or_path!r} has image_size "
+                f"{teacher_grid.image_size} and patch_size {teacher_grid.patch_size}, but the student has "
+                f"{student_grid.image_size} and {student_grid.patch_size}; allowed values: a teacher with the "
+                "student's patch grid."
+            )
+        self.config.resolved_gpa_layer(len(encoder.layers))
+        self.config.resolved_gpa_head(encoder.config.num_attention_heads)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """ViTMAE's init, plus sin-cos position tables and random CLS / mask tokens (zero upstream)."""
+        super()._init_weights(module)
+        if isinstance(module, GPAForPreTraining):
+            init.constant_(module.teacher_initialized, float(module.config.gpa_teacher != "ema"))
+        elif isinstance(module, (ViTMAEEmbeddings, ViTMAEDecoder)):
+            init_position_tables(module, self.config.initializer_range)
+
+    @property
+    def teacher_encoder(self) -> nn.Module:
+        """The encoder whose attention scores the patches."""
+        return self.vit if self.teacher is None else self.teacher
+
+    def train(self, mode: bool = True) -> "GPAForPreTraining":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        """One momentum step of the ``"ema"`` teacher (call after each optimizer step); no-op for other teachers."""
+        if self.config.gpa_teacher != "ema":
+            return
+        if not bool(self.teacher_initialized):
+            self._reset_ema_teacher()
+            return
+        ema_update(self.teacher, self.vit, self.config.gpa_ema_momentum)
+
+    def _reset_ema_teacher(self) -> None:
+        self.teacher.load_state_dict(self.vit.state_dict())
+        self.teacher_initialized.fill_(1.0)
+
+    @torch.no_grad()
+    def compute_gpa(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """(B, C, H, W) -> (B, n) raw float32 teacher scores at the configured block and head.
+
+        The teacher runs only up to that block, and in it only LayerNorm and the Q/K projections.
+        """
+        if not bool(self.teacher_initialized):
+            self._reset_ema_teacher()
+        encoder = self.teacher_encoder
+        return teacher_scores(
+            encoder,
+            pixel_values.to(encoder.embeddings.patch_embeddings.projection.weight.dtype),
+            layer=self.config.resolved_gpa_layer(len(encoder.layers)),
+            head=self.config.resolved_gpa_head(encoder.config.num_attention_heads),
+            score=self.config.gpa_score,
+            queries=self.config.gpa_queries,
+            interpolate_pos_encoding=bool(interpolate_pos_encoding),
+        )
+
+    def mask_fractions(self, progress: float) -> tuple[float, float, float]:
+        """(hard, soft, random) fractions of the masked patches at training progress in [0, 1]."""
+        return mask_fractions(progress, *self._ratio_schedule())
+
+    def _ratio_schedule(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        config = self.config
+        return (config.hard_ratio_start, config.hard_ratio_end), (config.soft_ratio_start, config.soft_ratio_end)
+
+    def _decoder_hidden_states(
+        self, latent: torch.Tensor, ids_restore: torch.Tensor, interpolate_pos_encoding: bool
+    ) -> torch.Tensor:
+        """ViTMAE's decoder up to ``decoder_norm``: (B, 1+len_keep, D) latent -> (B, 1+n, D_dec) hidden states."""
+        decoder = self.decoder
+        hidden_states = decoder.decoder_embed(latent)
+        num_masked = ids_restore.shape[1] + 1 - hidden_states.shape[1]
+        mask_tokens = decoder.mask_token.expand(hidden_states.shape[0], num_masked, -1)
+        tokens = torch.cat([hidden_states[:, 1:], mask_tokens], dim=1)
+        index = ids_restore.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+        tokens = torch.gather(tokens, dim=1, index=index)
+        hidden_states = torch.cat([hidden_states[:, :1], tokens], dim=1)
+        if interpolate_pos_encoding:
+            hidden_states = hidden_states + decoder.interpolate_pos_encoding(hidden_states)
+        else:
+            hidden_states = hidden_states + decoder.decoder_pos_embed
+        for layer in decoder.decoder_layers:
+            hidden_states = layer(hidden_states)
+        return decoder.decoder_norm(hidden_states)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask_progress: float | torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> GPAForPreTrainingOutput:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): images.
+        noise (`torch.Tensor` of shape `(B, n)`, *optional*): if given, the mask comes from it (plain MAE).
+        mask_progress (`float`, *optional*): training progress in [0, 1] for the soft-to-hard schedule (0.0 if None).
+        """
+        interpolate = bool(interpolate_pos_encoding)
+        gpa = None
+        if noise is None or self.config.gpa_prediction:
+            gpa = self.compute_gpa(pixel_values, interpolate)
+        if noise is None:
+            hard, soft = self._ratio_schedule()
+            progress = 0.0 if mask_progress is None else float(mask_progress)
+            noise = gpa_noise(gpa, self.config.mask_ratio, progress, hard=hard, soft=soft)
+
+        outputs = self.vit(
+            pixel_values, noise=noise, interpolate_pos_encoding=interpolate, attention_mask=attention_mask, **kwargs
+        )
+        latent, mask, ids_restore = outputs.last_hidden_state, outputs.mask, outputs.ids_restore
+        decoder_hidden = self._decoder_hidden_states(latent, ids_restore, interpolate)
+        logits = self.decoder.decoder_pred(decoder_hidden)[:, 1:]
+
+        target = self.patchify(pixel_values, interpolate_pos_encoding=interpolate)
+        if self.config.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        rgb_loss = masked_mean(((logits - target) ** 2).mean(dim=-1), mask)
+
+        gpa_logits = gpa_loss = None
+        loss = rgb_loss
+        if self.config.gpa_prediction:
+            if self.gpa_decoder is not None:
+                gpa_logits = self.gpa_decoder(latent, ids_restore, interpolate_pos_encoding=interpolate).logits
+            else:
+                gpa_logits = self.gpa_head(decoder_hidden)[:, 1:]
+            gpa_logits = gpa_logits.squeeze(-1)
+            gpa_loss = masked_mean((gpa_logits.float() - zscore_normalize(gpa)) ** 2, mask)
+            loss = rgb_loss + self.config.gpa_loss_weight * gpa_loss
+
+        return GPAForPreTrainingOutput(
+            loss=loss,
+            rgb_loss=rgb_loss,
+            gpa_loss=gpa_loss,
+            logits=logits,
+            gpa_logits=gpa_logits,
+            mask=mask,
+            ids_restore=ids_restore,
+            gpa=gpa,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+def init_position_tables(module: ViTMAEEmbeddings | ViTMAEDecoder, initializer_range: float) -> None:
+    """Sin-cos position table and N(0, initializer_range) CLS or mask token, skipping tensors already loaded.
+
+    ``transformers.initialization`` helpers leave alone what ``from_pretrained`` loaded, so checkpoints still win.
+    """
+    if isinstance(module, ViTMAEEmbeddings):
+        table, token = module.position_embeddings, module.cls_token
+    else:
+        table, token = module.decoder_pos_embed, module.mask_token
+    init.copy_(table, sincos_table(int((table.shape[1] - 1) ** 0.5), table.shape[-1]))
+    init.normal_(token, std=initializer_range)
+
+
+def sincos_table(grid_size: int, embed_dim: int) -> torch.Tensor:
+    """(1, 1 + grid_size**2, embed_dim) MAE's 2-D sin-cos table with a zero CLS row, in ViTMAE's layout."""
+    table = build_2d_sinusoidal_position_embedding(grid_size, grid_size, embed_dim=embed_dim, cls_token=True)
+    # ViTMAE's pretrained checkpoints store [sin_w|cos_w|sin_h|cos_h]; keep that layout so they stay compatible.
+    half = embed_dim // 2
+    return torch.cat([table[..., half:], table[..., :half]], dim=-1).unsqueeze(0)
+
+
+__all__ = ["GPAForPreTraining", "GPAForPreTrainingOutput"]

@@ -1,0 +1,124 @@
+"""Teachers that score patches: full-image tokens and the Q/K of one block, running nothing past it.
+
+A teacher encoder is a ``ViTMAEModel`` (the student's own encoder, its EMA copy, or a pretrained MAE) or a
+``ViTModel`` (a pretrained ViT). Both keep their blocks in ``.layers`` with ``layernorm_before`` and
+``attention.{q_proj,k_proj}``, which is all the score needs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from transformers import AutoConfig, ViTMAEModel, ViTModel
+
+from .gpa import global_patch_attention
+
+TEACHER_CLASSES = {"vit_mae": ViTMAEModel, "vit": ViTModel, "gpa": ViTMAEModel}
+
+
+def full_image_tokens(
+    encoder: ViTMAEModel | ViTModel, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 1+n, D) embedded tokens of the whole image in patch order (no masking, no shuffle)."""
+    embeddings = encoder.embeddings
+    if isinstance(encoder, ViTModel):
+        return embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
+    patches = embeddings.patch_embeddings(pixel_values)
+    if interpolate_pos_encoding:
+        positions = embeddings.interpolate_pos_encoding(patches, *pixel_values.shape[2:])
+    else:
+        positions = embeddings.position_embeddings
+    cls = (embeddings.cls_token + positions[:, :1]).expand(patches.shape[0], -1, -1)
+    return torch.cat([cls, patches + positions[:, 1:]], dim=1)
+
+
+def query_key_at(
+    encoder: ViTMAEModel | ViTModel, pixel_values: torch.Tensor, layer: int, interpolate_pos_encoding: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys of block ``layer`` on the full image, each (B, H, 1+n, d).
+
+    Runs blocks ``0..layer-1`` whole and, in block ``layer``, only its LayerNorm and Q/K projections.
+    """
+    hidden_states = full_image_tokens(encoder, pixel_values, interpolate_pos_encoding)
+    for block in encoder.layers[:layer]:
+        hidden_states = block(hidden_states)
+    block = encoder.layers[layer]
+    normed = block.layernorm_before(hidden_states)
+    attention = block.attention
+    shape = (*normed.shape[:2], -1, attention.head_dim)
+    query = attention.q_proj(normed).view(shape).transpose(1, 2)
+    key = attention.k_proj(normed).view(shape).transpose(1, 2)
+    return query, key
+
+
+@torch.no_grad()
+def teacher_scores(
+    encoder: ViTMAEModel | ViTModel,
+    pixel_values: torch.Tensor,
+    *,
+    layer: int,
+    head: int | None,
+    score: str = "logits",
+    queries: str = "all",
+    interpolate_pos_encoding: bool = False,
+) -> torch.Tensor:
+    """(B, C, H, W) -> (B, n) raw float32 GPA of ``encoder`` at block ``layer`` and ``head`` (None: all heads)."""
+    query, key = query_key_at(encoder, pixel_values, layer, interpolate_pos_encoding)
+    return global_patch_attention(query, key, head=head, score=score, queries=queries)
+
+
+def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
+    """Loads a frozen ViTMAE / ViT / GPA encoder from a local directory or Hub id, in eval mode."""
+    try:
+        teacher_config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        where = "directory" if os.path.isdir(name_or_path) else "path or Hub id"
+        raise OSError(
+            f"GPA teacher checkpoint not found at {name_or_path!r} ({where}): set gpa_teacher_name_or_path "
+            "(--gpa_teacher_name_or_path) to a local ViTMAE or ViT checkpoint directory, or to a Hub id with network "
+            "access."
+        ) from error
+    teacher_class = TEACHER_CLASSES.get(teacher_config.model_type)
+    if teacher_class is None:
+        raise ValueError(
+            f"GPAConfig.gpa_teacher_name_or_path={name_or_path!r} holds a {teacher_config.model_type!r} model; "
+            f"allowed values: a checkpoint of type {', '.join(sorted(TEACHER_CLASSES))}."
+        )
+    extra = {"add_pooling_layer": False} if teacher_class is ViTModel else {}
+    return freeze(teacher_class.from_pretrained(name_or_path, **extra))
+
+
+def build_teacher_from_config(teacher_config_dict: dict) -> ViTMAEModel | ViTModel:
+    """The teacher's architecture from a stored config dict (weights come from the checkpoint)."""
+    model_type = teacher_config_dict["model_type"]
+    teacher_config = AutoConfig.for_model(**teacher_config_dict)
+    teacher_class = TEACHER_CLASSES[model_type]
+    extra = {"add_pooling_layer": False} if teacher_class is ViTModel else {}
+    return freeze(teacher_class(teacher_config, **extra))
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, eval mode: the teacher is never trained by the optimizer."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """``teacher = momentum * teacher + (1 - momentum) * student``, parameters and floating buffers."""
+    teacher_tensors = [*teacher.parameters(), *(b for b in teacher.buffers() if b.is_floating_point())]
+    student_tensors = [*student.parameters(), *(b for b in student.buffers() if b.is_floating_point())]
+    torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - momentum)
+
+
+__all__ = [
+    "full_image_tokens",
+    "query_key_at",
+    "teacher_scores",
+    "load_pretrained_teacher",
+    "build_teacher_from_config",
+    "ema_update",
+    "freeze",
+]
