@@ -108,15 +108,21 @@ class GPAConfig(ViTMAEConfig):
                 )
         _require_fraction("mask_ratio", self.mask_ratio)
         if not isinstance(self.gpa_prediction, bool):
-            raise ValueError(f"GPAConfig.gpa_prediction={self.gpa_prediction!r} is invalid; allowed values: True, False.")
-        if isinstance(self.gpa_loss_weight, bool) or not isinstance(self.gpa_loss_weight, (int, float)) or (
-            self.gpa_loss_weight < 0
+            raise ValueError(
+                f"GPAConfig.gpa_prediction={self.gpa_prediction!r} is invalid; allowed values: True, False."
+            )
+        if (
+            isinstance(self.gpa_loss_weight, bool)
+            or not isinstance(self.gpa_loss_weight, (int, float))
+            or (self.gpa_loss_weight < 0)
         ):
             raise ValueError(
                 f"GPAConfig.gpa_loss_weight={self.gpa_loss_weight!r} is invalid; allowed values: a number >= 0."
             )
-        if isinstance(self.gpa_decoder_layers, bool) or not isinstance(self.gpa_decoder_layers, int) or (
-            self.gpa_decoder_layers < 0
+        if (
+            isinstance(self.gpa_decoder_layers, bool)
+            or not isinstance(self.gpa_decoder_layers, int)
+            or (self.gpa_decoder_layers < 0)
         ):
             raise ValueError(
                 f"GPAConfig.gpa_decoder_layers={self.gpa_decoder_layers!r} is invalid; allowed values: an integer >= 0."

@@ -1,4 +1,4 @@
-"""GPA pretraining: ViTMAE whose mask follows a teacher's Global Patch-wise Attention, plus Masked Attention Modeling."""
+"""GPA pretraining: ViTMAE masked by a teacher's Global Patch-wise Attention, plus Masked Attention Modeling."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         """The encoder whose attention scores the patches."""
         return self.vit if self.teacher is None else self.teacher
 
-    def train(self, mode: bool = True) -> "GPAForPreTraining":
+    def train(self, mode: bool = True) -> GPAForPreTraining:
         super().train(mode)
         if self.teacher is not None:
             self.teacher.eval()
