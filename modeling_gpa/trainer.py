@@ -1,0 +1,217 @@
+"""GPA pretraining with the Hugging Face ``Trainer``: schedule progress, EMA teacher steps, loss-part logging.
+
+[`GPATrainer`] feeds the soft-to-hard schedule its progress ``p = global_step / max_steps`` on every forward (training
+and evaluation), steps the EMA teacher once per optimizer step, divides the per-batch mean loss by the gradient
+accumulation steps, and logs ``rgb_loss``, ``gpa_loss`` and the hard / soft / random fractions in use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import EvalLoopOutput
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+MASK_SCHEDULES = ("step", "epoch")
+FRACTION_NAMES = ("hard_fraction", "soft_fraction", "random_fraction")
+
+
+@dataclass
+class GPATrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] plus GPA's: base learning rate, mask schedule granularity, output-dir overwrite.
+
+    Defaults differ from [`TrainingArguments`] where image pretraining needs it: ``remove_unused_columns=False``
+    (the model takes ``pixel_values`` from a transformed dataset), ``label_names=["pixel_values"]`` (so evaluation
+    reports ``eval_loss``) and ``prediction_loss_only=True`` (evaluation keeps no per-pixel predictions in memory).
+    """
+
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Base learning rate (as in run_mae.py): when set, learning_rate = base_learning_rate * "
+                "total_train_batch_size / 256, with total_train_batch_size = per_device_train_batch_size * "
+                "gradient_accumulation_steps * number of processes. It wins over --learning_rate."
+            )
+        },
+    )
+    mask_schedule: str = field(
+        default="step",
+        metadata={
+            "help": (
+                "Granularity of the soft-to-hard schedule's progress p: 'step' (p = global_step / max_steps) or "
+                "'epoch' (p = completed epochs / num_train_epochs, as the paper's Eq. 6 and the released code)."
+            ),
+            "choices": list(MASK_SCHEDULES),
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Train from scratch in a non-empty --output_dir instead of resuming from its last checkpoint "
+                "(or refusing to start when it holds no checkpoint)."
+            )
+        },
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Drop dataset columns the model does not take; False: the image transforms need them."},
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["pixel_values"],
+        metadata={"help": "Input keys treated as labels; pixel_values, so evaluation computes eval_loss."},
+    )
+    prediction_loss_only: bool = field(
+        default=True,
+        metadata={"help": "Evaluate the loss only, keeping no reconstructed pixels of the evaluation set in memory."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mask_schedule not in MASK_SCHEDULES:
+            raise ValueError(
+                f"--mask_schedule {self.mask_schedule!r} is invalid; allowed values: {', '.join(MASK_SCHEDULES)}."
+            )
+        if self.base_learning_rate is not None:
+            if self.base_learning_rate <= 0:
+                raise ValueError(f"--base_learning_rate {self.base_learning_rate} is invalid; pass a number > 0.")
+            default_rate = TrainingArguments.__dataclass_fields__["learning_rate"].default
+            if self.learning_rate != default_rate:
+                logger.warning(
+                    f"--learning_rate {self.learning_rate} is ignored: --base_learning_rate {self.base_learning_rate}"
+                    " sets the learning rate."
+                )
+            self.learning_rate = self.base_learning_rate * self.total_train_batch_size / 256
+            logger.info(
+                f"learning_rate = base_learning_rate {self.base_learning_rate} * total batch size "
+                f"{self.total_train_batch_size} / 256 = {self.learning_rate:g}"
+            )
+
+    @property
+    def total_train_batch_size(self) -> int:
+        """Images per optimizer step over all processes."""
+        return self.train_batch_size * self.gradient_accumulation_steps * self.world_size
+
+
+class EMATeacherCallback(TrainerCallback):
+    """Steps the model's EMA teacher after each optimizer step.
+
+    ``on_step_end`` fires once per optimizer step, after ``optimizer.step()``, never per accumulated micro-batch.
+    """
+
+    def on_step_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        extract_model_from_parallel(model).update_teacher()
+
+
+class RunningMeans:
+    """Weighted sums of named scalars since the last reset, averaged over all processes on demand."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.weight = 0.0
+
+    def add(self, values: dict[str, torch.Tensor | float], weight: float = 1.0) -> None:
+        """Accumulates ``weight * value`` for each name; tensors stay on their device (no host sync per step)."""
+        for name, value in values.items():
+            value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
+            self.sums[name] = self.sums.get(name, 0.0) + weight * value
+        self.weight += weight
+
+    def pop(self, accelerator) -> dict[str, float]:
+        """Means over everything added since the last ``pop`` on every process; then resets. Collective call."""
+        if not self.sums:
+            return {}
+        names = sorted(self.sums)
+        device = accelerator.device
+        totals = torch.stack([torch.as_tensor(self.sums[name], device=device).float() for name in names])
+        totals = torch.cat([totals, torch.tensor([self.weight], device=device)])
+        totals = accelerator.reduce(totals, reduction="sum")
+        self.sums, self.weight = {}, 0.0
+        return {name: (total / totals[-1]).item() for name, total in zip(names, totals[:-1], strict=True)}
+
+
+class GPATrainer(Trainer):
+    """[`Trainer`] for [`GPAForPreTraining`].
+
+    - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
+    - The EMA teacher is stepped once per optimizer step ([`EMATeacherCallback`]).
+    - The model's loss is a per-batch mean, so it is divided by the gradient accumulation steps: accumulating two
+      batches of ``B`` gives the loss and gradient of one batch of ``2B`` (``Trainer`` would otherwise read the
+      model's ``**kwargs`` as "the model normalises over the whole accumulated batch itself").
+    - Training logs add ``rgb_loss``, ``gpa_loss`` and the ``hard/soft/random_fraction`` in use, averaged over the
+      logging interval; evaluation adds ``eval_rgb_loss`` and ``eval_gpa_loss``.
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # GPAForPreTraining.forward passes **kwargs to its encoder; it takes no num_items_in_batch.
+        self.model_accepts_loss_kwargs = False
+        self.add_callback(EMATeacherCallback())
+        self._train_means = RunningMeans()
+        self._eval_means = RunningMeans()
+
+    def mask_progress(self) -> float:
+        """Schedule progress in [0, 1]: ``global_step / max_steps``, or completed epochs / epochs ('epoch')."""
+        state = self.state
+        if not state.max_steps:
+            return 0.0
+        if getattr(self.args, "mask_schedule", "step") == "epoch":
+            # Trainer rounds a fractional --num_train_epochs up in its state; the schedule runs over the real count.
+            epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else state.num_train_epochs
+            # Float epochs land on whole numbers at epoch ends; the epsilon absorbs rounding below them.
+            return min(math.floor((state.epoch or 0.0) + 1e-6) / epochs, 1.0)
+        return min(state.global_step / state.max_steps, 1.0)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Forward with the current ``mask_progress``; records the loss parts for logging."""
+        progress = self.mask_progress()
+        outputs = model(**inputs, mask_progress=progress)
+        parts = {"rgb_loss": outputs.rgb_loss}
+        if outputs.gpa_loss is not None:
+            parts["gpa_loss"] = outputs.gpa_loss
+        if model.training:
+            fractions = extract_model_from_parallel(model).mask_fractions(progress)
+            self._train_means.add({**parts, **dict(zip(FRACTION_NAMES, fractions, strict=True))})
+        else:
+            self._eval_means.add(parts, weight=len(inputs["pixel_values"]))
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the interval means of the loss parts and mask fractions to each training log."""
+        if "loss" in logs:
+            logs.update(self._train_means.pop(self.accelerator))
+        super().log(logs, start_time)
+
+    def evaluation_loop(
+        self,
+        dataloader,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """``Trainer``'s loop, plus ``{prefix}_rgb_loss`` and ``{prefix}_gpa_loss`` averaged per image."""
+        self._eval_means = RunningMeans()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        for name, value in self._eval_means.pop(self.accelerator).items():
+            output.metrics[f"{metric_key_prefix}_{name}"] = value
+        return output
+
+
+__all__ = ["GPATrainer", "GPATrainingArguments", "EMATeacherCallback", "RunningMeans"]

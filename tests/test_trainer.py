@@ -1,0 +1,207 @@
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from modeling_gpa import GPAConfig, GPAForPreTraining
+from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
+
+TINY = dict(
+    image_size=28,
+    patch_size=7,
+    num_channels=1,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    decoder_hidden_size=32,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=4,
+    decoder_intermediate_size=64,
+)
+NUM_PATCHES = 16
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """``size`` random 1x28x28 images; with ``noise``, a fixed masking noise per image (plain MAE masking)."""
+
+    def __init__(self, size: int, noise: bool = False, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.pixel_values = torch.randn(size, 1, 28, 28, generator=generator)
+        self.noise = torch.rand(size, NUM_PATCHES, generator=generator) if noise else None
+
+    def __len__(self) -> int:
+        return len(self.pixel_values)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = {"pixel_values": self.pixel_values[index]}
+        if self.noise is not None:
+            item["noise"] = self.noise[index]
+        return item
+
+
+def tiny_model(seed: int = 0, **overrides) -> GPAForPreTraining:
+    torch.manual_seed(seed)
+    return GPAForPreTraining(GPAConfig(**{**TINY, **overrides}))
+
+
+def arguments(tmp_path, **overrides) -> GPATrainingArguments:
+    defaults = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        per_device_train_batch_size=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        seed=0,
+    )
+    return GPATrainingArguments(**{**defaults, **overrides})
+
+
+def recorded_progress(model: GPAForPreTraining) -> list[float]:
+    """Collects the ``mask_progress`` of every forward call."""
+    seen = []
+    model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["mask_progress"]), with_kwargs=True)
+    return seen
+
+
+def test_step_schedule_reaches_every_forward_and_fractions_are_logged(tmp_path):
+    model = tiny_model()
+    seen = recorded_progress(model)
+    trainer = GPATrainer(model=model, args=arguments(tmp_path), train_dataset=ImageDataset(8))
+    trainer.train()
+
+    assert seen == [0.0, 0.25, 0.5, 0.75]
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in logs] == [1, 2, 3, 4]
+    for entry, progress in zip(logs, seen, strict=True):
+        hard, soft, random = model.mask_fractions(progress)
+        assert entry["hard_fraction"] == pytest.approx(hard)
+        assert entry["soft_fraction"] == pytest.approx(soft)
+        assert entry["random_fraction"] == pytest.approx(random)
+        assert entry["loss"] == pytest.approx(entry["rgb_loss"] + entry["gpa_loss"], rel=1e-5)
+    assert logs[-1]["hard_fraction"] == pytest.approx(0.375)
+
+
+def test_epoch_schedule_is_quantised_per_epoch(tmp_path):
+    model = tiny_model()
+    seen = recorded_progress(model)
+    trainer = GPATrainer(
+        model=model, args=arguments(tmp_path, mask_schedule="epoch", max_steps=8), train_dataset=ImageDataset(8)
+    )
+    trainer.train()
+    assert seen == [0.0] * 4 + [0.5] * 4
+
+
+def test_ema_teacher_steps_once_per_optimizer_step_under_gradient_accumulation(tmp_path):
+    """teacher <- m * teacher + (1 - m) * student exactly once between the optimizer step and the next forward."""
+
+    class Snapshots(TrainerCallback):
+        def __init__(self):
+            self.before, self.after, self.student, self.micro_batches = [], [], [], 0
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.before.append(model.teacher.layers[0].attention.q_proj.weight.clone())
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.after.append(model.teacher.layers[0].attention.q_proj.weight.clone())
+            self.student.append(model.vit.layers[0].attention.q_proj.weight.clone())
+
+        def on_substep_end(self, args, state, control, **kwargs):
+            self.micro_batches += 1
+
+    model = tiny_model(gpa_teacher="ema", gpa_ema_momentum=0.5)
+    seen = recorded_progress(model)
+    trainer = GPATrainer(
+        model=model,
+        args=arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3),
+        train_dataset=ImageDataset(12),
+    )
+    snapshots = Snapshots()
+    trainer.add_callback(snapshots)
+    trainer.train()
+
+    assert len(seen) == 6 and snapshots.micro_batches == 3
+    assert len(snapshots.after) == 3
+    for before, after, student in zip(snapshots.before, snapshots.after, snapshots.student, strict=True):
+        torch.testing.assert_close(after, 0.5 * before + 0.5 * student)
+        assert not torch.allclose(after, student)
+    for after, next_before in zip(snapshots.after, snapshots.before[1:], strict=False):
+        assert torch.equal(after, next_before)
+
+
+def test_gradient_accumulation_matches_one_step_of_the_doubled_batch(tmp_path):
+    """Fixed noise gives every image the same masked count, so two half-batch means average to the full mean."""
+    dataset = ImageDataset(4, noise=True)
+    sgd = dict(optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0)
+    runs = {}
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = tiny_model()
+        start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+        args = arguments(
+            tmp_path / str(accumulation),
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            **sgd,
+        )
+        trainer = GPATrainer(model=model, args=args, train_dataset=dataset)
+        trainer.train()
+        # Plain SGD with learning rate 1: the parameter change is minus the gradient.
+        gradient = {name: start[name] - p.detach() for name, p in model.named_parameters() if p.requires_grad}
+        log = next(entry for entry in trainer.state.log_history if "loss" in entry)
+        runs[accumulation] = gradient, log
+
+    (full_gradient, full_log), (accumulated_gradient, accumulated_log) = runs[1], runs[2]
+    for key in ("loss", "rgb_loss", "gpa_loss"):
+        assert accumulated_log[key] == pytest.approx(full_log[key], rel=1e-5)
+    with torch.no_grad():
+        model = tiny_model()
+        direct = model(dataset.pixel_values, noise=dataset.noise)
+    assert full_log["loss"] == pytest.approx(direct.loss.item(), rel=1e-5)
+    assert full_gradient["decoder.decoder_pred.weight"].abs().sum() > 0
+    for name, gradient in full_gradient.items():
+        torch.testing.assert_close(accumulated_gradient[name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_evaluation_uses_the_progress_reached(tmp_path):
+    """At progress 1 this schedule masks the top-GPA patches only, so the evaluation loss is deterministic."""
+    schedule = dict(hard_ratio_start=0.0, hard_ratio_end=1.0, soft_ratio_start=0.0, soft_ratio_end=0.0)
+    model = tiny_model(**schedule)
+    dataset = ImageDataset(4, seed=1)
+    args = arguments(tmp_path, max_steps=2, per_device_eval_batch_size=4)
+    trainer = GPATrainer(model=model, args=args, train_dataset=ImageDataset(4), eval_dataset=dataset)
+    trainer.train()
+    metrics = trainer.evaluate()
+
+    with torch.no_grad():
+        expected = model.eval()(dataset.pixel_values, mask_progress=1.0)
+    assert trainer.mask_progress() == 1.0
+    assert metrics["eval_loss"] == pytest.approx(expected.loss.item(), rel=1e-5)
+    assert metrics["eval_rgb_loss"] == pytest.approx(expected.rgb_loss.item(), rel=1e-5)
+    assert metrics["eval_gpa_loss"] == pytest.approx(expected.gpa_loss.item(), rel=1e-5)
+
+
+def test_base_learning_rate_is_scaled_by_the_total_batch_size_and_wins(tmp_path):
+    args = arguments(
+        tmp_path,
+        base_learning_rate=1.5e-4,
+        learning_rate=0.1,
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=4,
+    )
+    assert args.total_train_batch_size == 32
+    assert args.learning_rate == pytest.approx(1.5e-4 * 32 / 256)
+    assert arguments(tmp_path, learning_rate=0.1).learning_rate == 0.1
+
+
+def test_image_pretraining_defaults_and_bad_values(tmp_path):
+    args = arguments(tmp_path)
+    assert args.label_names == ["pixel_values"] and args.remove_unused_columns is False
+    assert args.prediction_loss_only and args.mask_schedule == "step"
+    with pytest.raises(ValueError, match="--mask_schedule 'steps' is invalid; allowed values: step, epoch"):
+        arguments(tmp_path, mask_schedule="steps")
+    with pytest.raises(ValueError, match="--base_learning_rate -1.0 is invalid"):
+        arguments(tmp_path, base_learning_rate=-1.0)
