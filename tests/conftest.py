@@ -1,0 +1,33 @@
+"""Shared pytest fixtures."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """The Fashion-MNIST DatasetDict ("train" 60k, "test" 10k), loaded once per test session."""
+    from modeling_gpa.data import load_fashion_mnist
+
+    return load_fashion_mnist()
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """An imagefolder tree with 12 readable images in two classes, of mixed modes and sizes (PNG and JPEG)."""
+    rng = np.random.default_rng(0)
+    modes = ["RGB", "L", "RGBA", "P"]
+    for index in range(12):
+        label = "cat" if index % 2 else "dog"
+        folder = tmp_path / "train" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        size = (40 + 4 * index, 36 + 2 * index)
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+        mode = modes[index % len(modes)]
+        image = image.convert(mode) if mode != "P" else image.quantize(16)
+        suffix = "jpg" if mode in ("RGB", "L") else "png"
+        image.save(folder / f"{index:02d}.{suffix}")
+    return tmp_path / "train"
