@@ -71,20 +71,36 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def encode_gray_images(images: np.ndarray) -> list[dict]:
-    """Encode (N, H, W) uint8 arrays as `datasets.Image` values: binary PGM bytes, which PIL opens as mode "L".
+def encode_gray_images(images: np.ndarray, image_format: str = "pgm") -> list[dict]:
+    """Encode (N, H, W) uint8 arrays as `datasets.Image` values that PIL opens as mode "L".
 
-    PGM is the raw pixels behind a 15-byte header, so encoding 60k images takes a fraction of a second (PNG takes ~5 s).
+    "pgm" is the raw pixels behind a 15-byte header: 60k images encode in a fraction of a second (PNG takes ~5 s).
+    "png" is slower to write but far smaller for flat images such as binary masks.
     """
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"expected (N, H, W) uint8 images, got {images.dtype} {images.shape}")
+    if image_format == "png":
+        return [{"bytes": _png_bytes(image), "path": None} for image in images]
+    if image_format != "pgm":
+        raise ValueError(f"image_format={image_format!r} is not supported: use 'pgm' or 'png'")
     _, height, width = images.shape
     header = f"P5\n{width} {height}\n255\n".encode()
     return [{"bytes": header + image.tobytes(), "path": None} for image in np.ascontiguousarray(images)]
 
 
-def arrays_to_dataset(columns: dict[str, np.ndarray], class_names: Sequence[str]) -> datasets.Dataset:
-    """Build a Dataset from (N, H, W) uint8 image arrays (each a `datasets.Image` column) and a `label` array."""
+def _png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def arrays_to_dataset(
+    columns: dict[str, np.ndarray], class_names: Sequence[str], png_columns: Sequence[str] = ()
+) -> datasets.Dataset:
+    """Build a Dataset from (N, H, W) uint8 image arrays (each a `datasets.Image` column) and a `label` array.
+
+    Image columns are stored as PGM, those in `png_columns` as PNG (see `encode_gray_images`).
+    """
     features, values = {}, {}
     for name, array in columns.items():
         if name == "label":
@@ -92,7 +108,7 @@ def arrays_to_dataset(columns: dict[str, np.ndarray], class_names: Sequence[str]
             values[name] = array.astype(np.int64)
         else:
             features[name] = datasets.Image()
-            values[name] = encode_gray_images(array)
+            values[name] = encode_gray_images(array, "png" if name in png_columns else "pgm")
     features = datasets.Features(features)
     info = datasets.DatasetInfo(builder_name=IN_MEMORY_BUILDER, features=features)
     return datasets.Dataset.from_dict(values, features=features, info=info)
@@ -146,19 +162,29 @@ def load_image_datasets(
     cache_dir: str | None = None,
     seed: int = 42,
     image_column_name: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
 ) -> tuple[datasets.DatasetDict, str]:
     """Load "train" and "validation" (and "test" when the source has one); return them and the image column's name.
 
     `dataset_name` goes to `datasets.load_dataset`, except "fashion_mnist" (and aliases) and "cluttered_fashion_mnist",
-    which are built offline; its test split serves as "validation" and stays as "test". Otherwise `train_dir` (and
-    optionally `validation_dir`) are read with the "imagefolder" builder. Without a validation split, a seeded
-    `train_val_split` fraction of "train" becomes "validation", as in Hugging Face's run_mae.py.
+    which are built offline; their test split serves as "validation" and stays as "test". For the cluttered set,
+    `dataset_config_name` may override its generator, e.g. "canvas_size=112,seed=1" (see
+    `modeling_gpa.cluttered.load_cluttered_fashion_mnist`). Otherwise `train_dir` (and optionally `validation_dir`)
+    are read with the "imagefolder" builder. Without a validation split, a seeded `train_val_split` fraction of "train"
+    becomes "validation". As in Hugging Face's run_mae.py, `max_train_samples` / `max_eval_samples` keep a seeded
+    random subset of "train" / "validation"; the cluttered set then only generates that many images.
     """
     if dataset_name in FASHION_MNIST_NAMES or dataset_name == CLUTTERED_FASHION_MNIST_NAME:
         if dataset_name == CLUTTERED_FASHION_MNIST_NAME:
             from .cluttered import load_cluttered_fashion_mnist
 
-            raw = load_cluttered_fashion_mnist(cache_dir=cache_dir)
+            raw = load_cluttered_fashion_mnist(
+                cache_dir=cache_dir,
+                max_train_samples=max_train_samples,
+                max_test_samples=max_eval_samples,
+                **_cluttered_options(dataset_config_name),
+            )
         else:
             raw = load_fashion_mnist()
         dataset = datasets.DatasetDict({"train": raw["train"], "validation": raw["test"], "test": raw["test"]})
@@ -187,7 +213,32 @@ def load_image_datasets(
             )
         split = dataset["train"].train_test_split(test_size=train_val_split, seed=seed)
         dataset["train"], dataset["validation"] = split["train"], split["test"]
+    limits = (("train", "max_train_samples", max_train_samples), ("validation", "max_eval_samples", max_eval_samples))
+    for split, name, limit in limits:
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"{name}={limit} must be a positive number of examples")
+            dataset[split] = dataset[split].shuffle(seed=seed).select(range(min(limit, len(dataset[split]))))
     return dataset, image_column(dataset["train"], image_column_name)
+
+
+def _cluttered_options(config_name: str | None) -> dict[str, float | int]:
+    """Parse "canvas_size=112,seed=1,background_strength=0.5,background_blur=0" into keyword arguments."""
+    types = {"canvas_size": int, "seed": int, "background_strength": float, "background_blur": float}
+    options = {}
+    for item in filter(None, (config_name or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in types or not value:
+            raise ValueError(
+                f"bad --dataset_config_name item {item!r} for cluttered_fashion_mnist: "
+                f"use key=value with keys {list(types)}"
+            )
+        try:
+            options[key] = types[key](value)
+        except ValueError:
+            raise ValueError(f"--dataset_config_name {key}={value!r} is not a valid {types[key].__name__}") from None
+    return options
 
 
 def _load_from_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:

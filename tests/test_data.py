@@ -75,6 +75,10 @@ def test_image_folder_split_is_seeded(image_folder):
     assert (len(first["train"]), len(first["validation"])) == (9, 3)
     assert first["validation"]["label"] == second["validation"]["label"]
     assert sorted(first["train"].features["label"].names) == ["cat", "dog"]
+    small, _ = load_image_datasets(train_dir=str(image_folder), seed=3, max_train_samples=4, max_eval_samples=2)
+    assert (len(small["train"]), len(small["validation"])) == (4, 2)
+    with pytest.raises(ValueError, match="max_train_samples=0"):
+        load_image_datasets(train_dir=str(image_folder), max_train_samples=0)
 
 
 def test_image_folder_with_validation_dir(image_folder):
