@@ -1,0 +1,415 @@
+"""Few-shot attention selection (paper section 3.4, Table 5, Figure 4): which teacher block and head score patches.
+
+Every candidate, each (block, head) and each block with all heads summed, is scored by its **object recall**: the
+share of its top-k GPA patches that lie on the ground-truth object, with k the number of patches MAE masks
+(``n - int(n * (1 - mask_ratio))``), averaged over the annotated images. This is the paper's "recall" (the share of
+the top-18 GPA patches that lie on the garment): precision-like, ``|topk ∩ object| / k``. A uniformly random mask
+scores the object's area share on average (``object_coverage``), the chance level to compare with.
+``modeling_gpa/metrics/object_recall`` reports the same quantity as ``on_object_share``.
+
+The whole table costs one teacher pass: the blocks run once, and at each block the LayerNorm + Q/K projections are
+read before the block runs, instead of one truncated forward per (block, head).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTModel
+
+from .gpa import global_patch_attention
+from .ground_truth import AnnotatedImages, masks_from_dataset
+from .image_inputs import ImageSettings
+from .teacher import full_image_tokens, teacher_scores
+
+# MAE's default, for encoders (ViTModel) whose config has no mask_ratio.
+DEFAULT_MASK_RATIO = 0.75
+
+
+@dataclass
+class HeadSelection:
+    """Object recall of every candidate and the best one.
+
+    Args:
+        recall: (num_layers, num_heads + 1) mean object recall; column ``num_heads`` is all heads summed.
+        best_layer: block of the best candidate (the first in row-major order on ties).
+        best_head: head of the best candidate, ``None`` for all heads summed.
+        best_recall: its object recall on the selection images.
+        object_coverage: mean share of patches on the object: what a random mask scores.
+        num_masked: k, the number of top-GPA patches compared with the object.
+        num_images: number of selection images.
+        heldout_recall: the best candidate's object recall on held-out images, when they were given.
+        heldout_object_coverage: the held-out images' object coverage.
+        num_heldout: number of held-out images.
+    """
+
+    recall: torch.Tensor
+    best_layer: int
+    best_head: int | None
+    best_recall: float
+    object_coverage: float
+    num_masked: int
+    num_images: int
+    heldout_recall: float | None = None
+    heldout_object_coverage: float | None = None
+    num_heldout: int = 0
+
+    def ranking(self, top: int = 5) -> list[dict]:
+        """The ``top`` candidates, best first: ``{"layer", "head" (None = all), "recall"}``."""
+        num_heads = self.recall.shape[1] - 1
+        order = torch.argsort(self.recall.flatten(), descending=True, stable=True)[:top]
+        return [
+            {
+                "layer": int(i) // (num_heads + 1),
+                "head": None if int(i) % (num_heads + 1) == num_heads else int(i) % (num_heads + 1),
+                "recall": float(self.recall.flatten()[i]),
+            }
+            for i in order
+        ]
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the table as nested lists (rows blocks, columns heads then ``"all"``), the choice, the rest."""
+        num_heads = self.recall.shape[1] - 1
+        return {
+            "metric": "object recall: share of the top-k GPA patches on the object, averaged over images",
+            "columns": [*range(num_heads), "all"],
+            "recall": [[round(float(v), 6) for v in row] for row in self.recall],
+            "best": {"layer": self.best_layer, "head": self.best_head, "recall": self.best_recall},
+            "top": self.ranking(),
+            "object_coverage": self.object_coverage,
+            "num_masked": self.num_masked,
+            "num_images": self.num_images,
+            "heldout": {
+                "recall": self.heldout_recall,
+                "object_coverage": self.heldout_object_coverage,
+                "num_images": self.num_heldout,
+            },
+        }
+
+
+def teacher_encoder_of(model: torch.nn.Module) -> ViTMAEModel | ViTModel:
+    """The encoder that scores patches: a GPA model's teacher, a ViTMAE/ViT model's ``vit``, or the encoder itself."""
+    if isinstance(model, (ViTMAEModel, ViTModel)):
+        return model
+    if getattr(model, "teacher_initialized", None) is not None and not bool(model.teacher_initialized):
+        # An EMA teacher that never copied the student holds random weights; compute_gpa copies it first too.
+        model.update_teacher()
+    encoder = getattr(model, "teacher_encoder", None)
+    if encoder is None:
+        encoder = getattr(model, "vit", None)
+    if not isinstance(encoder, (ViTMAEModel, ViTModel)):
+        raise TypeError(
+            f"cannot score attention heads of a {type(model).__name__}; pass a GPAForPreTraining, a ViTMAE or ViT "
+            "model, or a ViTMAEModel / ViTModel encoder."
+        )
+    return encoder
+
+
+def load_scoring_model(model_name_or_path: str) -> torch.nn.Module:
+    """A checkpoint to score patches with, in eval mode; weights load from safetensors only.
+
+    GPA and ViTMAE checkpoints load as pretraining models (so their decoder can reconstruct), ViT ones as encoders.
+    """
+    try:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as error:
+        raise OSError(
+            f"no checkpoint at {model_name_or_path!r}: pass a directory with config.json and model.safetensors "
+            "(or a Hub id with network access)."
+        ) from error
+    if config.model_type in ("gpa", "vit_mae"):
+        model = AutoModelForPreTraining.from_pretrained(model_name_or_path, use_safetensors=True)
+    elif config.model_type == "vit":
+        model = ViTModel.from_pretrained(model_name_or_path, add_pooling_layer=False, use_safetensors=True)
+    else:
+        raise ValueError(
+            f"{model_name_or_path!r} holds a {config.model_type!r} model; pass a gpa, vit_mae or vit checkpoint."
+        )
+    return model.eval()
+
+
+def num_masked_patches(num_patches: int, mask_ratio: float) -> int:
+    """MAE's count of masked patches, ``n - int(n * (1 - mask_ratio))``."""
+    return num_patches - int(num_patches * (1 - mask_ratio))
+
+
+def topk_object_share(scores: torch.Tensor, object_patches: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, n) scores, (B, n) bool object patches -> (B,) share of each image's ``k`` top-scored patches on it."""
+    top = scores.topk(k, dim=-1).indices
+    return object_patches.gather(1, top).float().mean(dim=-1)
+
+
+def _scoring_defaults(model: torch.nn.Module, mask_ratio: float | None, score: str | None, queries: str | None):
+    config = model.config
+    mask_ratio = getattr(config, "mask_ratio", DEFAULT_MASK_RATIO) if mask_ratio is None else mask_ratio
+    score = getattr(config, "gpa_score", "logits") if score is None else score
+    queries = getattr(config, "gpa_queries", "all") if queries is None else queries
+    return mask_ratio, score, queries
+
+
+def _checked_inputs(
+    encoder: ViTMAEModel | ViTModel, pixel_values: torch.Tensor, object_patches: torch.Tensor, mask_ratio: float
+) -> int:
+    """Validates shapes and returns k."""
+    if pixel_values.dim() != 4 or object_patches.dim() != 2 or pixel_values.shape[0] != object_patches.shape[0]:
+        raise ValueError(
+            f"pixel_values must be (B, C, H, W) and object_patches (B, n) for the same B; got "
+            f"{tuple(pixel_values.shape)} and {tuple(object_patches.shape)}."
+        )
+    num_patches = encoder.embeddings.patch_embeddings.num_patches
+    if object_patches.shape[1] != num_patches:
+        raise ValueError(
+            f"object_patches has {object_patches.shape[1]} patches per image but the encoder has {num_patches}; "
+            "build them with ground_truth.object_patches at the model's image_size and patch_size."
+        )
+    if not 0.0 < mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio={mask_ratio!r} is invalid; allowed values: a number in (0, 1).")
+    return num_masked_patches(num_patches, mask_ratio)
+
+
+def _to_encoder(encoder: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    weight = encoder.embeddings.patch_embeddings.projection.weight
+    return pixel_values.to(device=weight.device, dtype=weight.dtype)
+
+
+@torch.no_grad()
+def object_recall_table(
+    encoder: ViTMAEModel | ViTModel,
+    pixel_values: torch.Tensor,
+    object_patches: torch.Tensor,
+    *,
+    num_masked: int,
+    score: str = "logits",
+    queries: str = "all",
+    batch_size: int = 64,
+) -> torch.Tensor:
+    """(B, C, H, W) images and (B, n) bool object patches -> (num_layers, num_heads + 1) mean object recall.
+
+    One pass through the blocks per batch: at block ``b`` its LayerNorm and Q/K projections give every head's
+    score (``global_patch_attention`` with ``head=h``, and ``head=None`` for the last column), then the block runs.
+    """
+    num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
+    totals = torch.zeros(num_layers, num_heads + 1, dtype=torch.float64)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        for start in range(0, pixel_values.shape[0], batch_size):
+            batch = _to_encoder(encoder, pixel_values[start : start + batch_size])
+            objects = object_patches[start : start + batch_size].to(batch.device, torch.bool)
+            hidden_states = full_image_tokens(encoder, batch)
+            for index, block in enumerate(encoder.layers):
+                query, key = _block_query_key(block, hidden_states)
+                for column, head in enumerate([*range(num_heads), None]):
+                    scores = global_patch_attention(query, key, head=head, score=score, queries=queries)
+                    totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
+                if index + 1 < num_layers:
+                    hidden_states = block(hidden_states)
+    finally:
+        encoder.train(was_training)
+    return (totals / pixel_values.shape[0]).float()
+
+
+def _block_query_key(block: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1+n, D) input of a ViT block -> its queries and keys, each (B, H, 1+n, d)."""
+    normed = block.layernorm_before(hidden_states)
+    attention = block.attention
+    shape = (*normed.shape[:2], -1, attention.head_dim)
+    return attention.q_proj(normed).view(shape).transpose(1, 2), attention.k_proj(normed).view(shape).transpose(1, 2)
+
+
+def select_attention_head(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    object_patches: torch.Tensor,
+    mask_ratio: float | None = None,
+    *,
+    score: str | None = None,
+    queries: str | None = None,
+    batch_size: int = 64,
+) -> HeadSelection:
+    """Scores every (block, head) and every block's all-heads sum of the teacher; picks the best.
+
+    Args:
+        model: a ``GPAForPreTraining`` (its ``teacher_encoder`` is scored), a ViTMAE / ViT model, or a bare
+            ``ViTMAEModel`` / ``ViTModel`` encoder.
+        pixel_values: (B, C, H, W) normalised images at the model's size.
+        object_patches: (B, n) bool, True for ground-truth object patches (see ``ground_truth.object_patches``).
+        mask_ratio: sets k; defaults to the model's ``config.mask_ratio`` (0.75 for a ViT).
+        score, queries: GPA variant; default to the model's ``gpa_score`` / ``gpa_queries`` ("logits", "all").
+
+    Returns:
+        A ``HeadSelection``; ties go to the first candidate in row-major order (earlier block, lower head).
+    """
+    encoder = teacher_encoder_of(model)
+    mask_ratio, score, queries = _scoring_defaults(model, mask_ratio, score, queries)
+    num_masked = _checked_inputs(encoder, pixel_values, object_patches, mask_ratio)
+    recall = object_recall_table(
+        encoder,
+        pixel_values,
+        object_patches,
+        num_masked=num_masked,
+        score=score,
+        queries=queries,
+        batch_size=batch_size,
+    )
+    num_heads = recall.shape[1] - 1
+    best = int(torch.argmax(recall.flatten()))
+    layer, column = divmod(best, num_heads + 1)
+    return HeadSelection(
+        recall=recall,
+        best_layer=layer,
+        best_head=None if column == num_heads else column,
+        best_recall=float(recall[layer, column]),
+        object_coverage=float(object_patches.float().mean()),
+        num_masked=num_masked,
+        num_images=pixel_values.shape[0],
+    )
+
+
+@torch.no_grad()
+def attention_head_recall(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    object_patches: torch.Tensor,
+    *,
+    layer: int,
+    head: int | None,
+    mask_ratio: float | None = None,
+    score: str | None = None,
+    queries: str | None = None,
+    batch_size: int = 64,
+) -> float:
+    """Mean object recall of one (block, head) (``head=None``: all heads), e.g. the chosen one on held-out images."""
+    encoder = teacher_encoder_of(model)
+    mask_ratio, score, queries = _scoring_defaults(model, mask_ratio, score, queries)
+    num_masked = _checked_inputs(encoder, pixel_values, object_patches, mask_ratio)
+    was_training = encoder.training
+    encoder.eval()
+    total = 0.0
+    try:
+        for start in range(0, pixel_values.shape[0], batch_size):
+            batch = _to_encoder(encoder, pixel_values[start : start + batch_size])
+            scores = teacher_scores(encoder, batch, layer=layer, head=head, score=score, queries=queries)
+            objects = object_patches[start : start + batch_size].to(scores.device, torch.bool)
+            total += topk_object_share(scores, objects, num_masked).sum().item()
+    finally:
+        encoder.train(was_training)
+    return total / pixel_values.shape[0]
+
+
+def select_head_for_pretraining(
+    model: torch.nn.Module,
+    dataset,
+    num_images: int,
+    *,
+    output_dir: str,
+    num_heldout: int = 0,
+    image_settings: ImageSettings | None = None,
+    image_column: str = "image",
+    mask_column: str | None = "auto",
+    mask_ratio: float | None = None,
+    min_object_fraction: float = 0.5,
+    seed: int = 0,
+    apply: bool = True,
+    batch_size: int = 64,
+) -> HeadSelection:
+    """Few-shot selection before pretraining: picks the teacher's block and head, writes ``head_selection.json``.
+
+    Args:
+        model: the ``GPAForPreTraining`` about to be trained (or any model ``select_attention_head`` takes).
+        dataset: a ``datasets.Dataset`` of PIL images (Fashion-MNIST: the garment's non-zero pixels are the object;
+            cluttered Fashion-MNIST: its ``object_mask`` column), or ``AnnotatedImages`` from a masks folder or a
+            boxes JSON (``ground_truth.masks_from_folder`` / ``masks_from_boxes``).
+        num_images: selection images, drawn at random (``seed``).
+        output_dir: where ``head_selection.json`` is written (created if missing).
+        num_heldout: further images, disjoint from the selection ones, on which the choice is re-measured: a choice
+            made on 10 images can overfit.
+        image_settings: normalisation of the training pipeline (``ImageSettings.for_config(config, mean, std)``);
+            default: the model's size with ``data.build_image_processor``'s default mean and std.
+        image_column, mask_column: for a ``datasets.Dataset``, see ``ground_truth.masks_from_dataset``.
+        mask_ratio: sets k; default: the model's ``config.mask_ratio``.
+        min_object_fraction: share of a patch's pixels that must be object for the patch to be object.
+        apply: write the choice into ``model.config.gpa_layer`` / ``gpa_head`` (GPA models only).
+
+    Returns:
+        The ``HeadSelection``, held-out numbers filled in when ``num_heldout > 0``.
+    """
+    total = num_images + num_heldout
+    if num_images < 1 or num_heldout < 0 or total > len(dataset):
+        raise ValueError(
+            f"num_images={num_images} and num_heldout={num_heldout} need {total} annotated images but "
+            f"{len(dataset)} are available; use num_images >= 1 and at most {len(dataset)} images in all."
+        )
+    chosen = np.random.default_rng(seed).permutation(len(dataset))[:total].tolist()
+    if isinstance(dataset, AnnotatedImages):
+        annotated = dataset.subset(chosen)
+    else:
+        annotated = masks_from_dataset(dataset, chosen, image_column=image_column, mask_column=mask_column)
+    encoder = teacher_encoder_of(model)
+    settings = image_settings or ImageSettings.for_config(model.config)
+    pixel_values, objects = annotated.to_model_inputs(settings, encoder.config.patch_size, min_object_fraction)
+
+    selection = select_attention_head(
+        model, pixel_values[:num_images], objects[:num_images], mask_ratio, batch_size=batch_size
+    )
+    if num_heldout:
+        selection.heldout_recall = attention_head_recall(
+            model,
+            pixel_values[num_images:],
+            objects[num_images:],
+            layer=selection.best_layer,
+            head=selection.best_head,
+            mask_ratio=mask_ratio,
+            batch_size=batch_size,
+        )
+        selection.heldout_object_coverage = float(objects[num_images:].float().mean())
+        selection.num_heldout = num_heldout
+    if apply and hasattr(model.config, "gpa_layer"):
+        model.config.gpa_layer = selection.best_layer
+        model.config.gpa_head = selection.best_head
+    write_selection(selection, output_dir)
+    return selection
+
+
+def write_selection(selection: HeadSelection, output_dir: str, file_name: str = "head_selection.json") -> str:
+    """Writes ``selection.to_dict()`` as JSON in ``output_dir``; returns the file's path."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, file_name)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(selection.to_dict(), handle, indent=2)
+    return path
+
+
+def format_selection(selection: HeadSelection) -> str:
+    """A few human-readable lines: the choice, chance level and, when measured, the held-out recall."""
+    head = "all heads" if selection.best_head is None else f"head {selection.best_head}"
+    lines = [
+        f"best: block {selection.best_layer}, {head}: object recall {selection.best_recall:.3f} "
+        f"on {selection.num_images} images (top-{selection.num_masked} GPA patches; "
+        f"random mask: {selection.object_coverage:.3f})",
+    ]
+    if selection.heldout_recall is not None:
+        lines.append(
+            f"held-out: object recall {selection.heldout_recall:.3f} on {selection.num_heldout} images "
+            f"(random mask: {selection.heldout_object_coverage:.3f})"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "HeadSelection",
+    "attention_head_recall",
+    "format_selection",
+    "load_scoring_model",
+    "num_masked_patches",
+    "object_recall_table",
+    "select_attention_head",
+    "select_head_for_pretraining",
+    "teacher_encoder_of",
+    "topk_object_share",
+    "write_selection",
+]

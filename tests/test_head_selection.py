@@ -1,0 +1,292 @@
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from PIL import Image
+from tiny import tiny_kwargs
+from transformers import AutoConfig, ViTConfig, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel, ViTModel
+
+from modeling_gpa import GPAConfig, GPAForPreTraining
+from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from modeling_gpa.ground_truth import object_patches
+from modeling_gpa.head_selection import (
+    attention_head_recall,
+    select_attention_head,
+    select_head_for_pretraining,
+    topk_object_share,
+)
+from modeling_gpa.teacher import teacher_scores
+
+
+def object_detector_vit() -> ViTModel:
+    """A 2-block ViT on 8x8 images (16 patches of 2x2) whose heads provably rank object patches first or last.
+
+    Each patch embeds as [v, 1 - v, 0, ...] with v its mean intensity, so after LayerNorm the key dimension
+    ``LN_0 - LN_1`` is positive on bright (object) patches and negative on dark ones. Every query is the constant e_0,
+    so a head's GPA is ``scale * (LN_0 - LN_1)`` up to a positive factor: ``scale > 0`` ranks the object first,
+    ``scale < 0`` last. Blocks add nothing (zero output projections), so both blocks see the same tokens.
+    Head scales: block 0 = (+1, -0.5), block 1 = (-1, +2); all heads summed is positive in both blocks.
+    """
+    config = ViTConfig(
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+    )
+    model = ViTModel(config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        projection = model.embeddings.patch_embeddings.projection
+        projection.weight[0] = 0.25
+        projection.weight[1] = -0.25
+        projection.bias[1] = 1.0
+        for layer, scales in zip(model.layers, [(1.0, -0.5), (-1.0, 2.0)], strict=True):
+            layer.layernorm_before.weight.fill_(1.0)
+            layer.layernorm_after.weight.fill_(1.0)
+            for head, scale in enumerate(scales):
+                layer.attention.q_proj.bias[4 * head] = 1.0
+                layer.attention.k_proj.weight[4 * head, 0] = scale
+                layer.attention.k_proj.weight[4 * head, 1] = -scale
+    return model
+
+
+def block_images(object_rows: list[int]) -> torch.Tensor:
+    """(B, 8, 8) bool: image b is bright on its first ``object_rows[b]`` patches (row-major), dark elsewhere."""
+    masks = torch.zeros(len(object_rows), 16, dtype=torch.bool)
+    for index, count in enumerate(object_rows):
+        masks[index, :count] = True
+    return masks.view(-1, 4, 4).repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+
+
+def test_recall_table_matches_a_hand_computation():
+    # 16 patches, mask_ratio 0.5 -> k = 16 - int(16 * 0.5) = 8.
+    # Image A: 5 object patches. A head ranking the object first puts all 5 in its top 8: 5/8. A head ranking it
+    # last finds 11 dark patches, so its top 8 are all dark: 0.
+    # Image B: 10 object patches. Object first: top 8 all object, 8/8. Object last: 6 dark + 2 object: 2/8.
+    # Mean: object-first heads (0.625 + 1) / 2 = 0.8125; object-last heads (0 + 0.25) / 2 = 0.125.
+    pixel_mask = block_images([5, 10])
+    pixel_values = pixel_mask.float().unsqueeze(1)
+    selection = select_attention_head(object_detector_vit(), pixel_values, object_patches(pixel_mask, 2), 0.5)
+    expected = torch.tensor([[0.8125, 0.125, 0.8125], [0.125, 0.8125, 0.8125]])
+    torch.testing.assert_close(selection.recall, expected)
+    # Four candidates tie; the first in row-major order wins.
+    assert (selection.best_layer, selection.best_head, selection.best_recall) == (0, 0, 0.8125)
+    assert selection.num_masked == 8 and selection.num_images == 2
+    assert selection.object_coverage == pytest.approx(15 / 32)
+
+
+def test_topk_object_share_by_hand():
+    scores = torch.tensor([[0.9, 0.1, 0.8, 0.7], [0.0, 1.0, 2.0, 3.0]])
+    objects = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    # Top 2: patches {0, 2} -> 1 of 2 on the object; patches {3, 2} -> 1 of 2.
+    torch.testing.assert_close(topk_object_share(scores, objects, 2), torch.tensor([0.5, 0.5]))
+    # Top 3: patches {0, 2, 3} -> 1 of 3; patches {3, 2, 1} -> 2 of 3.
+    torch.testing.assert_close(topk_object_share(scores, objects, 3), torch.tensor([1 / 3, 2 / 3]))
+
+
+def tiny_gpa(**overrides) -> GPAForPreTraining:
+    torch.manual_seed(0)
+    return GPAForPreTraining(GPAConfig(**tiny_kwargs(**overrides))).eval()
+
+
+def count_block_calls(encoder) -> list[int]:
+    calls = [0] * len(encoder.layers)
+    for index, layer in enumerate(encoder.layers):
+        layer.register_forward_hook(lambda *_, i=index: calls.__setitem__(i, calls[i] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("score, queries", [("logits", "all"), ("softmax", "others")])
+def test_table_equals_one_truncated_forward_per_candidate_but_runs_each_block_once(score, queries):
+    model = tiny_gpa(gpa_score=score, gpa_queries=queries)
+    pixel_values = torch.randn(5, 1, 28, 28)
+    objects = torch.rand(5, 49) < 0.4
+    calls = count_block_calls(model.vit)
+    selection = select_attention_head(model, pixel_values, objects, mask_ratio=0.75)
+    # 3 blocks: blocks 0 and 1 run once; the last block's output is never needed.
+    assert calls == [1, 1, 0]
+    k = 49 - int(49 * 0.25)
+    for layer in range(3):
+        for column, head in enumerate([0, 1, 2, 3, None]):
+            scores = teacher_scores(model.vit, pixel_values, layer=layer, head=head, score=score, queries=queries)
+            expected = topk_object_share(scores, objects, k).mean()
+            assert selection.recall[layer, column].item() == pytest.approx(expected.item(), abs=1e-6)
+    best = selection.recall.flatten().argmax().item()
+    assert selection.best_layer == best // 5 and selection.best_recall == selection.recall.max().item()
+
+
+def test_batches_bare_encoders_and_single_candidate_agree():
+    model = tiny_gpa()
+    pixel_values, objects = torch.randn(7, 1, 28, 28), torch.rand(7, 49) < 0.5
+    full = select_attention_head(model, pixel_values, objects, batch_size=64)
+    batched = select_attention_head(model, pixel_values, objects, batch_size=3)
+    torch.testing.assert_close(full.recall, batched.recall)
+    encoder = ViTMAEModel(model.vit.config)
+    encoder.load_state_dict(model.vit.state_dict())
+    torch.testing.assert_close(select_attention_head(encoder, pixel_values, objects).recall, full.recall)
+    one = attention_head_recall(model, pixel_values, objects, layer=1, head=None, batch_size=2)
+    assert one == pytest.approx(full.recall[1, 4].item(), abs=1e-6)
+
+
+def test_an_ema_teacher_is_scored_after_copying_the_student():
+    model = tiny_gpa(gpa_teacher="ema")
+    pixel_values, objects = torch.randn(3, 1, 28, 28), torch.rand(3, 49) < 0.5
+    selection = select_attention_head(model, pixel_values, objects)
+    assert bool(model.teacher_initialized)
+    torch.testing.assert_close(selection.recall, select_attention_head(model.vit, pixel_values, objects).recall)
+
+
+def test_bad_inputs_say_what_to_do():
+    model = tiny_gpa()
+    with pytest.raises(ValueError, match="object_patches has 16 patches per image but the encoder has 49"):
+        select_attention_head(model, torch.randn(2, 1, 28, 28), torch.ones(2, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask_ratio=1.0 is invalid"):
+        select_attention_head(model, torch.randn(2, 1, 28, 28), torch.ones(2, 49, dtype=torch.bool), 1.0)
+    with pytest.raises(TypeError, match="cannot score attention heads of a Linear"):
+        select_attention_head(torch.nn.Linear(2, 2), torch.randn(2, 1, 28, 28), torch.ones(2, 49, dtype=torch.bool))
+
+
+def garment_dataset(count: int, seed: int = 0) -> Dataset:
+    """Fashion-MNIST-like rows: a bright rectangle of random size on black, plus an ``object_mask`` of its left half."""
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for _ in range(count):
+        image = np.zeros((28, 28), dtype=np.uint8)
+        top, left = rng.integers(0, 10, size=2)
+        height, width = rng.integers(10, 18, size=2)
+        image[top : top + height, left : left + width] = rng.integers(60, 255)
+        mask = np.zeros_like(image)
+        mask[top : top + height, left : left + width // 2] = 255
+        images.append(Image.fromarray(image))
+        masks.append(Image.fromarray(mask))
+    return Dataset.from_dict({"image": images, "object_mask": masks, "label": list(range(count))})
+
+
+def test_select_head_for_pretraining_writes_the_choice_and_the_heldout_recall(tmp_path):
+    model = tiny_gpa()
+    dataset = garment_dataset(30)
+    selection = select_head_for_pretraining(model, dataset, 10, output_dir=str(tmp_path), num_heldout=12, seed=1)
+    assert (model.config.gpa_layer, model.config.gpa_head) == (selection.best_layer, selection.best_head)
+    written = json.loads((tmp_path / "head_selection.json").read_text())
+    assert written["best"] == {
+        "layer": selection.best_layer,
+        "head": selection.best_head,
+        "recall": selection.best_recall,
+    }
+    assert written["columns"] == [0, 1, 2, 3, "all"] and len(written["recall"]) == 3
+    assert written["num_masked"] == 49 - int(49 * 0.25) and written["heldout"]["num_images"] == 12
+    assert written["top"][0]["recall"] == selection.best_recall
+    assert 0.0 <= selection.heldout_recall <= 1.0
+
+    # The held-out number is the chosen candidate's recall on the 12 rows after the 10 selection rows.
+    rows = np.random.default_rng(1).permutation(30)[:22].tolist()
+    masks = torch.stack([torch.from_numpy(np.asarray(dataset[i]["object_mask"]) > 0) for i in rows[10:]])
+    pixels = torch.stack([torch.from_numpy(np.asarray(dataset[i]["image"], dtype=np.float32)) for i in rows[10:]])
+    expected = attention_head_recall(
+        model,
+        ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1),
+        object_patches(masks, 4),
+        layer=selection.best_layer,
+        head=selection.best_head,
+    )
+    assert selection.heldout_recall == pytest.approx(expected, abs=1e-6)
+
+
+def test_plain_fashion_mnist_takes_the_garment_pixels(tmp_path):
+    dataset = garment_dataset(6).remove_columns("object_mask")
+    selection = select_head_for_pretraining(tiny_gpa(), dataset, 6, output_dir=str(tmp_path), apply=False)
+    rectangles = torch.stack([torch.from_numpy(np.asarray(row["image"]) > 0) for row in dataset])
+    assert selection.object_coverage == pytest.approx(object_patches(rectangles, 4).float().mean().item())
+
+
+def test_too_few_images_and_natural_images_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="need 25 annotated images but 6 are available"):
+        select_head_for_pretraining(tiny_gpa(), garment_dataset(6), 20, output_dir=str(tmp_path), num_heldout=5)
+    noisy = Dataset.from_dict({"image": [Image.fromarray(np.full((28, 28), 90, np.uint8))] * 3})
+    with pytest.raises(ValueError, match="no black background"):
+        select_head_for_pretraining(tiny_gpa(), noisy, 3, output_dir=str(tmp_path))
+
+
+def load_select_head_script():
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_scripts", "run_select_head.py"
+    )
+    spec = importlib.util.spec_from_file_location("run_select_head", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def annotated_folder(directory) -> None:
+    """Six 28x28 images of a bright rectangle, masks/<stem>.png and boxes.json describing the same rectangles."""
+    (directory / "masks").mkdir(parents=True)
+    boxes = {}
+    for index, row in enumerate(garment_dataset(6, seed=3).remove_columns("object_mask")):
+        image = np.asarray(row["image"])
+        ys, xs = np.nonzero(image)
+        row["image"].save(directory / f"img{index}.png")
+        Image.fromarray((image > 0).astype(np.uint8) * 255).save(directory / "masks" / f"img{index}.png")
+        boxes[f"img{index}.png"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    (directory / "boxes.json").write_text(json.dumps({name: [box] for name, box in boxes.items()}))
+
+
+def test_select_head_script_on_masks_writes_table_heat_map_and_config(tmp_path, capsys):
+    checkpoint = tmp_path / "gpa"
+    tiny_gpa().save_pretrained(checkpoint)
+    annotated_folder(tmp_path / "images")
+    script = load_select_head_script()
+    output = tmp_path / "selection"
+    args = ["--model_name_or_path", str(checkpoint), "--image_dir", str(tmp_path / "images"), "--num_images", "4"]
+    args += ["--num_heldout", "2", "--output_dir", str(output), "--write_config", str(output / "gpa.json")]
+    selection = script.run(script.parse_args(args))
+    assert json.loads((output / "head_selection.json").read_text())["heldout"]["num_images"] == 2
+    assert Image.open(output / "head_selection.png").size[0] > 500
+    config = AutoConfig.from_pretrained(output / "gpa.json")
+    assert isinstance(config, GPAConfig)
+    assert (config.gpa_layer, config.gpa_head, config.hidden_size) == (selection.best_layer, selection.best_head, 32)
+    printed = capsys.readouterr().out
+    assert f"best: block {selection.best_layer}," in printed and "held-out: object recall" in printed
+
+
+def test_select_head_script_on_boxes_makes_a_vitmae_checkpoint_the_pretrained_teacher(tmp_path):
+    checkpoint = tmp_path / "mae"
+    torch.manual_seed(0)
+    ViTMAEForPreTraining(ViTMAEConfig(**tiny_kwargs())).save_pretrained(checkpoint)
+    annotated_folder(tmp_path / "images")
+    script = load_select_head_script()
+    args = ["--model_name_or_path", str(checkpoint), "--image_dir", str(tmp_path / "images"), "--num_images", "6"]
+    args += ["--boxes_json", str(tmp_path / "images" / "boxes.json"), "--mask_ratio", "0.5"]
+    (tmp_path / "config").mkdir()
+    args += ["--output_dir", str(tmp_path / "out"), "--write_config", str(tmp_path / "config")]
+    selection = script.run(script.parse_args(args))
+    assert selection.num_masked == 49 - int(49 * 0.5)
+    config = GPAConfig.from_pretrained(tmp_path / "config")
+    assert (config.gpa_teacher, config.gpa_teacher_name_or_path) == ("pretrained", str(checkpoint))
+    assert (config.gpa_layer, config.gpa_head, config.mask_ratio) == (selection.best_layer, selection.best_head, 0.5)
+    teacher = ViTMAEModel.from_pretrained(checkpoint, use_safetensors=True)
+    student = GPAForPreTraining(config)
+    torch.testing.assert_close(
+        student.teacher.layers[0].attention.q_proj.weight, teacher.layers[0].attention.q_proj.weight
+    )
+
+
+def test_select_head_script_errors(tmp_path):
+    annotated_folder(tmp_path / "images")
+    script = load_select_head_script()
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model_name_or_path", "x", "--output_dir", "o"])
+    checkpoint = tmp_path / "gpa"
+    tiny_gpa().save_pretrained(checkpoint)
+    base = ["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match="need 16 annotated images but 6 are available"):
+        script.main(base + ["--image_dir", str(tmp_path / "images"), "--num_images", "16", "--num_heldout", "0"])
+    with pytest.raises(SystemExit, match="mask directory"):
+        script.main(base + ["--image_dir", str(tmp_path / "images"), "--masks_dir", str(tmp_path / "none")])
