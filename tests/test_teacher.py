@@ -1,0 +1,91 @@
+import pytest
+import torch
+from test_gpa import brute_force
+from tiny import tiny_kwargs
+from transformers import ViTConfig, ViTMAEConfig, ViTMAEModel, ViTModel
+
+from modeling_gpa import GPAConfig, GPAForPreTraining
+from modeling_gpa.teacher import ema_update, load_pretrained_teacher, query_key_at
+
+
+def reference_query_key(encoder, pixel_values):
+    """Q and K of every block, read with forward hooks from the encoder's own full forward pass (SDPA)."""
+    captured = {}
+
+    def keep(name, index):
+        def hook(module, inputs, output):
+            heads = encoder.config.num_attention_heads
+            captured[(name, index)] = output.view(*output.shape[:2], heads, -1).transpose(1, 2)
+
+        return hook
+
+    handles = []
+    for index, layer in enumerate(encoder.layers):
+        handles.append(layer.attention.q_proj.register_forward_hook(keep("q", index)))
+        handles.append(layer.attention.k_proj.register_forward_hook(keep("k", index)))
+    with torch.no_grad():
+        if isinstance(encoder, ViTMAEModel):
+            # mask_ratio=0 and increasing noise: every patch kept, in its own order.
+            identity = torch.arange(encoder.embeddings.patch_embeddings.num_patches, dtype=torch.float32)
+            encoder(pixel_values, noise=identity.expand(pixel_values.shape[0], -1))
+        else:
+            encoder(pixel_values)
+    for handle in handles:
+        handle.remove()
+    return captured
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2])
+@pytest.mark.parametrize("score, queries", [("logits", "all"), ("logits", "others"), ("softmax", "all")])
+@pytest.mark.parametrize("head", [-1, 1, None])
+def test_compute_gpa_equals_brute_force_from_the_teachers_own_qk(layer, score, queries, head):
+    torch.manual_seed(0)
+    model = GPAForPreTraining(
+        GPAConfig(**tiny_kwargs(gpa_layer=layer, gpa_head=head, gpa_score=score, gpa_queries=queries))
+    )
+    reference = ViTMAEModel(ViTMAEConfig(**tiny_kwargs(mask_ratio=0.0)))
+    reference.load_state_dict(model.vit.state_dict())
+    pixel_values = torch.randn(3, 1, 28, 28)
+    captured = reference_query_key(reference, pixel_values)
+    expected = brute_force(captured[("q", layer)], captured[("k", layer)], head, score, queries)
+    torch.testing.assert_close(model.compute_gpa(pixel_values).double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_vit_teacher_is_scored_from_its_own_qk(tmp_path):
+    torch.manual_seed(0)
+    vit_config = ViTConfig(**{k: v for k, v in tiny_kwargs().items() if not k.startswith("decoder")})
+    ViTModel(vit_config, add_pooling_layer=False).save_pretrained(tmp_path)
+    teacher = load_pretrained_teacher(str(tmp_path))
+    assert isinstance(teacher, ViTModel) and not any(p.requires_grad for p in teacher.parameters())
+    pixel_values = torch.randn(2, 1, 28, 28)
+    captured = reference_query_key(teacher, pixel_values)
+    query, key = query_key_at(teacher, pixel_values, 1)
+    torch.testing.assert_close(query, captured[("q", 1)])
+    torch.testing.assert_close(key, captured[("k", 1)])
+
+
+def test_only_blocks_before_the_scored_one_run_whole():
+    model = GPAForPreTraining(GPAConfig(**tiny_kwargs(gpa_layer=1)))
+    whole_blocks, projections = [], []
+    for index, layer in enumerate(model.vit.layers):
+        layer.register_forward_hook(lambda *args, i=index: whole_blocks.append(i))
+        layer.attention.v_proj.register_forward_hook(lambda *args, i=index: projections.append(i))
+    scores = model.compute_gpa(torch.randn(2, 1, 28, 28))
+    assert whole_blocks == [0] and projections == [0]
+    assert scores.grad_fn is None
+
+
+def test_ema_update_is_a_momentum_step():
+    torch.manual_seed(0)
+    teacher, student = ViTMAEModel(ViTMAEConfig(**tiny_kwargs())), ViTMAEModel(ViTMAEConfig(**tiny_kwargs()))
+    before = teacher.layers[0].attention.q_proj.weight.clone()
+    ema_update(teacher, student, 0.9)
+    expected = 0.9 * before + 0.1 * student.layers[0].attention.q_proj.weight
+    torch.testing.assert_close(teacher.layers[0].attention.q_proj.weight, expected)
+
+
+def test_missing_teacher_checkpoint_is_one_clear_error(tmp_path):
+    with pytest.raises(OSError, match="--gpa_teacher_name_or_path"):
+        GPAForPreTraining(
+            GPAConfig(**tiny_kwargs(gpa_teacher="pretrained", gpa_teacher_name_or_path=str(tmp_path / "none")))
+        )
