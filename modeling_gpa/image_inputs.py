@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD, to_num_channels
-
 
 def default_mean_std(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``data.build_image_processor``'s defaults: Fashion-MNIST's statistics for 1 channel, ImageNet's for 3."""
+    # data.py imports `datasets`, which the GPU benchmark machines lack; head selection on tensors must import there.
+    from .data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
+
     return (FASHION_MNIST_MEAN, FASHION_MNIST_STD) if num_channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -101,6 +102,8 @@ class ImageSettings:
         The whole image is resized to the model's size (bicubic, as the training transforms), never cropped: masks
         resized the same way stay aligned, and nothing of the object is cut away.
         """
+        from .data import to_num_channels  # lazily, as in default_mean_std
+
         height, width = self.image_size
         arrays = [
             np.asarray(

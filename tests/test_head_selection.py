@@ -1,6 +1,9 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -290,3 +293,31 @@ def test_select_head_script_errors(tmp_path):
         script.main(base + ["--image_dir", str(tmp_path / "images"), "--num_images", "16", "--num_heldout", "0"])
     with pytest.raises(SystemExit, match="mask directory"):
         script.main(base + ["--image_dir", str(tmp_path / "images"), "--masks_dir", str(tmp_path / "none")])
+
+
+def test_selection_on_tensors_needs_neither_datasets_nor_matplotlib(tmp_path):
+    # The GPU benchmark machines have neither package; the benchmark scores heads from tensors.
+    script = textwrap.dedent(
+        """
+        import sys
+
+        class Missing:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("datasets", "evaluate", "matplotlib"):
+                    raise ImportError(name)
+
+        sys.meta_path.insert(0, Missing())
+        import torch
+        from transformers import ViTConfig, ViTModel
+        from modeling_gpa.ground_truth import object_patches
+        from modeling_gpa.head_selection import select_attention_head
+
+        encoder = ViTModel(ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=8, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=8), add_pooling_layer=False)
+        objects = object_patches(torch.rand(2, 8, 8) > 0.5, 2)
+        print(tuple(select_attention_head(encoder, torch.randn(2, 1, 8, 8), objects).recall.shape))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "(1, 3)"
