@@ -7,20 +7,25 @@ accumulation steps, and logs ``rgb_loss``, ``gpa_loss`` and the hard / soft / ra
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import re
 from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import EvalLoopOutput
-from transformers.utils import logging
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 logger = logging.get_logger(__name__)
 
 MASK_SCHEDULES = ("step", "epoch")
 FRACTION_NAMES = ("hard_fraction", "soft_fraction", "random_fraction")
+_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 @dataclass
@@ -138,6 +143,36 @@ class RunningMeans:
         return {name: (total / totals[-1]).item() for name, total in zip(names, totals[:-1], strict=True)}
 
 
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest-step ``checkpoint-N`` in ``output_dir`` whose trainer state was written, or None.
+
+    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_RE.match(name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps.append((int(match.group(1)), name))
+    for _, name in sorted(steps, reverse=True):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+            return path
+        logger.warning(f"Skipping incomplete checkpoint {path}: it has no {TRAINER_STATE_NAME} (cut off while saving).")
+    return None
+
+
+def _has_safetensors(checkpoint: str) -> bool:
+    return any(os.path.isfile(os.path.join(checkpoint, name)) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME))
+
+
+def restore_weights(model: PreTrainedModel, checkpoint: str) -> None:
+    """Copies every weight of ``checkpoint`` into ``model`` in place (strict: each tensor must be there)."""
+    saved = type(model).from_pretrained(checkpoint, config=copy.deepcopy(model.config), dtype=model.dtype)
+    model.load_state_dict(saved.state_dict())
+
+
 class GPATrainer(Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
@@ -159,6 +194,44 @@ class GPATrainer(Trainer):
         self.add_callback(EMATeacherCallback())
         self._train_means = RunningMeans()
         self._eval_means = RunningMeans()
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the last *complete* checkpoint in ``output_dir``.
+
+        From a checkpoint at an epoch boundary the run continues bit for bit where the uninterrupted run would be. From
+        one inside an epoch, step, schedule, weights, EMA teacher and optimizer continue exactly, but the random draws
+        after it differ: ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved.
+        """
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"no complete checkpoint in {self.args.output_dir} to resume from: train without "
+                    "--resume_from_checkpoint or point it at a checkpoint directory."
+                )
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Restores the weights of a checkpoint, renaming its keys as ``from_pretrained`` does.
+
+        ``save_pretrained`` writes ViT weights under their original Hub names (``encoder.layer.0.attention...``) but
+        ``Trainer`` reloads them with a plain non-strict ``load_state_dict``, which silently keeps the fresh weights
+        of every renamed key (huggingface/transformers#48805). FSDP checkpoints keep ``Trainer``'s own loader.
+        """
+        if self.is_fsdp_enabled or not _has_safetensors(resume_from_checkpoint):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        logger.info(f"Loading model from {resume_from_checkpoint}.")
+        restore_weights(extract_model_from_parallel(model if model is not None else self.model), resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        """``Trainer``'s best-model reload, with the key renaming of [`_load_from_checkpoint`]."""
+        best = self.state.best_model_checkpoint
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not _has_safetensors(best):
+            super()._load_best_model()
+            return
+        logger.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
+        restore_weights(extract_model_from_parallel(self.model), best)
 
     def mask_progress(self) -> float:
         """Schedule progress in [0, 1]: ``global_step / max_steps``, or completed epochs / epochs ('epoch')."""
@@ -214,4 +287,11 @@ class GPATrainer(Trainer):
         return output
 
 
-__all__ = ["GPATrainer", "GPATrainingArguments", "EMATeacherCallback", "RunningMeans"]
+__all__ = [
+    "GPATrainer",
+    "GPATrainingArguments",
+    "EMATeacherCallback",
+    "RunningMeans",
+    "last_complete_checkpoint",
+    "restore_weights",
+]

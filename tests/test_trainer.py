@@ -3,7 +3,7 @@ import torch
 from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
+from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
 TINY = dict(
     image_size=28,
@@ -205,3 +205,22 @@ def test_image_pretraining_defaults_and_bad_values(tmp_path):
         arguments(tmp_path, mask_schedule="steps")
     with pytest.raises(ValueError, match="--base_learning_rate -1.0 is invalid"):
         arguments(tmp_path, base_learning_rate=-1.0)
+
+
+def test_resume_restores_every_weight_and_skips_incomplete_checkpoints(tmp_path):
+    """Trainer's own reload misses the renamed ViT keys (huggingface/transformers#48805); ours restores them all."""
+    args = dict(max_steps=2, save_strategy="steps", save_steps=2)
+    trained = tiny_model(gpa_teacher="ema")
+    GPATrainer(model=trained, args=arguments(tmp_path, **args), train_dataset=ImageDataset(4)).train()
+    (tmp_path / "checkpoint-3").mkdir()
+
+    resumed = tiny_model(seed=1, gpa_teacher="ema")
+    trainer = GPATrainer(model=resumed, args=arguments(tmp_path, **args), train_dataset=ImageDataset(4))
+    trainer.train(resume_from_checkpoint=True)
+
+    assert trainer.state.global_step == 2
+    expected = trained.state_dict()
+    for name, tensor in resumed.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
+    assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    assert last_complete_checkpoint(str(tmp_path / "missing")) is None
