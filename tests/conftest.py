@@ -1,10 +1,17 @@
 """Shared pytest fixtures."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+# The test models are tiny: one thread per process is fastest, and subprocesses (accelerate launches) inherit it,
+# so parallel processes never oversubscribe the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
