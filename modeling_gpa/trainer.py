@@ -80,6 +80,10 @@ class GPATrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not self.use_cpu and _world_size_from_launcher() > 1 and not torch.cuda.is_available():
+            # A launcher started several processes on a machine without GPUs (e.g. accelerate's cpu_2proc.yaml):
+            # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
+            self.use_cpu = True
         super().__post_init__()
         if self.mask_schedule not in MASK_SCHEDULES:
             raise ValueError(
@@ -104,6 +108,11 @@ class GPATrainingArguments(TrainingArguments):
     def total_train_batch_size(self) -> int:
         """Images per optimizer step over all processes."""
         return self.train_batch_size * self.gradient_accumulation_steps * self.world_size
+
+
+def _world_size_from_launcher() -> int:
+    """Number of processes torchrun / accelerate launch started (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 class EMATeacherCallback(TrainerCallback):

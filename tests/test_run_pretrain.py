@@ -1,0 +1,240 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from modeling_gpa import GPAForPreTraining
+from modeling_gpa.trainer import GPATrainingArguments
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "run_scripts"))
+import run_pretrain  # noqa: E402
+
+TINY = dict(
+    patch_size=7,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    decoder_hidden_size=32,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=4,
+    decoder_intermediate_size=64,
+)
+OVERRIDES = ",".join(f"{key}={value}" for key, value in TINY.items())
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """train/ (16 gray 28x28 PNGs and one unreadable file) and val/ (4 PNGs), two classes each."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 16), ("val", 4)):
+        for index in range(count):
+            folder = root / split / f"class{index % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+            Image.fromarray(pixels, "L").save(folder / f"{index:02d}.png")
+    (root / "train" / "class0" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+def pretrain_args(images: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--train_dir",
+        str(images / "train"),
+        "--validation_dir",
+        str(images / "val"),
+        "--cache_dir",
+        str(output_dir.parent / f"{output_dir.name}_cache"),
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--config_overrides",
+        OVERRIDES,
+        "--per_device_train_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        *extra,
+    ]
+
+
+def error_of(argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_pretrain.main(argv)
+    return str(exit_info.value.code)
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        run_pretrain.parse_arguments(["--help"])
+    text = capsys.readouterr().out
+    ours = [*dataclasses.fields(run_pretrain.ModelArguments), *dataclasses.fields(run_pretrain.DataTrainingArguments)]
+    ours += [f for f in dataclasses.fields(GPATrainingArguments) if f.name in ("base_learning_rate", "mask_schedule")]
+    for field in ours:
+        assert f"--{field.name}" in text and field.metadata.get("help"), field.name
+    for flag in (*run_pretrain.GPA_FIELDS, "mask_method", "strict_images", "overwrite_output_dir", "max_steps"):
+        assert f"--{flag}" in text
+
+
+def test_pretrains_from_scratch_with_geometry_from_the_data(images, tmp_path, capsys, caplog):
+    output_dir = tmp_path / "run"
+    argv = pretrain_args(images, output_dir, "--do_eval", "--max_steps", "2", "--base_learning_rate", "1.5e-4")
+    with caplog.at_level("WARNING", logger="run_pretrain"):
+        metrics = run_pretrain.main(argv)
+
+    assert "Skipped 1 unreadable train images (16 left)" in caplog.text
+    assert f"GPA checkpoint: {output_dir}" in capsys.readouterr().out
+    for name in ("model.safetensors", "preprocessor_config.json", "trainer_state.json", "config.json"):
+        assert (output_dir / name).is_file(), name
+    model = GPAForPreTraining.from_pretrained(output_dir)
+    assert (model.config.image_size, model.config.num_channels, model.config.patch_size) == (28, 1, 7)
+    assert model.config.mask_ratio == 0.75 and model.config.norm_pix_loss
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_rgb_loss"] + metrics["eval_gpa_loss"], rel=1e-5)
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    logs = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["hard_fraction"] for entry in logs] == [0.0, pytest.approx(0.25)]
+    # base_learning_rate 1.5e-4 * 4 images / 256; the linear schedule halves it after the first of two steps.
+    assert logs[0]["learning_rate"] == pytest.approx(1.5e-4 * 4 / 256)
+
+
+def test_random_masking_arm_is_plain_mae_through_the_same_model(images, tmp_path):
+    output_dir = tmp_path / "random"
+    run_pretrain.main(pretrain_args(images, output_dir, "--mask_method", "random", "--max_steps", "1"))
+    config = GPAForPreTraining.from_pretrained(output_dir).config
+    assert not config.gpa_prediction and config.gpa_teacher == "self"
+    assert (config.hard_ratio_start, config.hard_ratio_end, config.soft_ratio_start, config.soft_ratio_end) == (0,) * 4
+    log = json.loads((output_dir / "trainer_state.json").read_text())["log_history"][0]
+    assert "gpa_loss" not in log and log["random_fraction"] == 1.0 and log["loss"] == pytest.approx(log["rgb_loss"])
+
+
+def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, tmp_path, caplog):
+    torch.manual_seed(0)
+    vitmae = ViTMAEForPreTraining(ViTMAEConfig(image_size=28, num_channels=1, **TINY))
+    vitmae.save_pretrained(tmp_path / "vitmae")
+    argv = pretrain_args(images, tmp_path / "run", "--gpa_teacher", "ema", "--gpa_head", "all", "--max_steps", "1")
+    argv[argv.index("--config_overrides") : argv.index("--config_overrides") + 2] = []
+    argv += ["--model_name_or_path", str(tmp_path / "vitmae")]
+
+    with caplog.at_level("WARNING", logger="run_pretrain"):
+        trainer, checkpoint = run_pretrain.build_trainer(*run_pretrain.parse_arguments(argv))
+    assert checkpoint is None
+    model = trainer.model
+    assert model.config.gpa_teacher == "ema" and model.config.gpa_head is None
+    for name, tensor in vitmae.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    message = next(record.getMessage() for record in caplog.records if "Initialised" in record.getMessage())
+    assert "gpa_head" in message and "teacher." in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--gpa_head", "first"], "--gpa_head 'first' is invalid; allowed values: an integer, 'none' or 'all'."),
+        (["--mask_method", "random", "--gpa_prediction", "true"], "drop it with --mask_method random"),
+        (["--image_size", "30"], "image_size 30 is not a multiple of patch_size 7"),
+        (["--gpa_layer", "5"], "GPAConfig.gpa_layer=5 is out of range"),
+        (["--strict_images"], "unreadable image"),
+        (["--model_name_or_path", "x"], "--config_overrides only applies to a model trained from scratch"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(images, tmp_path, extra, expected):
+    message = error_of(pretrain_args(images, tmp_path / "run", "--max_steps", "1", *extra))
+    assert message.startswith("run_pretrain.py: error: ") and expected in message and "\n" not in message
+
+
+def test_refuses_a_non_empty_output_dir_without_checkpoint_unless_overwritten(images, tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    argv = pretrain_args(images, output_dir, "--max_steps", "1")
+    assert "already exists and is not empty. Use --overwrite_output_dir" in error_of(argv)
+    run_pretrain.main([*argv, "--overwrite_output_dir"])
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def run_subprocess(command: list[str], **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env}, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
+    output_dir = tmp_path / "ddp"
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        "run_scripts/accelerate_configs/cpu_2proc.yaml",
+        "--main_process_port",
+        str(29500 + os.getpid() % 1000),
+        "run_scripts/run_pretrain.py",
+        *pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2"),
+    ]
+    # One thread per process: two processes share the CPU.
+    process = run_subprocess(command, OMP_NUM_THREADS="1")
+    out, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, out[-3000:]
+
+    for rank in (0, 1):
+        assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+    model = GPAForPreTraining.from_pretrained(output_dir)
+    torch.testing.assert_close(
+        model.state_dict(), GPAForPreTraining.from_pretrained(output_dir / "checkpoint-2").state_dict()
+    )
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):
+    """SIGKILL after the first checkpoint, then rerun the same command: it ends where the uninterrupted run does.
+
+    16 images in batches of 4 make 4 steps per epoch; checkpoints every 4 steps sit at epoch boundaries, where the
+    resumed run continues bit for bit (see GPATrainer.train).
+    """
+    settings = ["--max_steps", "40", "--save_steps", "4", "--gpa_teacher", "ema", "--gpa_ema_momentum", "0.5"]
+    settings += ["--learning_rate", "1e-2"]
+    killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
+    command = [sys.executable, "run_scripts/run_pretrain.py", *pretrain_args(images, killed_dir, *settings)]
+    process = run_subprocess(command)
+    deadline = time.monotonic() + 240
+    while not (killed_dir / "checkpoint-4" / "trainer_state.json").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    out, _ = process.communicate()
+    assert process.returncode == -signal.SIGKILL, out[-3000:]
+    assert not (killed_dir / "model.safetensors").exists()
+
+    run_pretrain.main(pretrain_args(images, killed_dir, *settings))
+    run_pretrain.main(pretrain_args(images, reference_dir, *settings))
+
+    resumed, reference = load_file(killed_dir / "model.safetensors"), load_file(reference_dir / "model.safetensors")
+    assert any(name.startswith("teacher.") for name in reference)
+    for name, tensor in reference.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-6, atol=1e-7, msg=name)
+    resumed_state = json.loads((killed_dir / "trainer_state.json").read_text())
+    reference_state = json.loads((reference_dir / "trainer_state.json").read_text())
+    assert resumed_state["global_step"] == reference_state["global_step"] == 40
+    keys = ("step", "loss", "rgb_loss", "gpa_loss", "hard_fraction", "soft_fraction", "random_fraction")
+    resumed_logs = {entry["step"]: entry for entry in resumed_state["log_history"] if "loss" in entry}
+    for entry in reference_state["log_history"]:
+        if "loss" in entry:
+            assert {k: resumed_logs[entry["step"]][k] for k in keys} == pytest.approx({k: entry[k] for k in keys})
