@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent setup: .venv with CPU torch 2.13.0, this package editable with its dev extras, and Fashion-MNIST.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+    python=$(command -v python3.11 || command -v python3) || { echo "setup.sh: install python3 (3.11) first" >&2; exit 1; }
+    echo "Creating .venv with $python"
+    "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check --quiet)
+
+# torch first and pinned: this version is the CPU build on the local disk; any other resolves to GBs of CUDA wheels.
+if ! .venv/bin/python -c 'import sys, torch; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
+    echo "Installing torch 2.13.0 (CPU)"
+    "${pip[@]}" install torch==2.13.0
+fi
+
+# Reinstall only when the package metadata changed (the install is editable: code changes need nothing).
+stamp=.venv/.modeling-gpa-setup
+wanted=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/pip show --quiet modeling-gpa 2>/dev/null; then
+    echo "Installing modeling-gpa (editable, with dev extras)"
+    "${pip[@]}" install -e '.[dev]'
+    echo "$wanted" >"$stamp"
+fi
+
+fashion_mnist=${GPA_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+if [ ! -d "$fashion_mnist" ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        sudo=()
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    else
+        echo "setup.sh: Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'," \
+            "or set GPA_FASHION_MNIST_DIR to a folder with its gzip IDX files" >&2
+        exit 0
+    fi
+    echo "Installing Debian's dataset-fashion-mnist"
+    if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq dataset-fashion-mnist; }; then
+        echo "setup.sh: apt-get could not install dataset-fashion-mnist; Fashion-MNIST runs and tests will fail" >&2
+    fi
+fi
