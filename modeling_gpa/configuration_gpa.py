@@ -19,6 +19,10 @@ def _require_fraction(field: str, value: object) -> None:
         raise ValueError(f"GPAConfig.{field}={value!r} is invalid; allowed values: a number in [0, 1].")
 
 
+def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def resolve_index(field: str, index: int, size: int, what: str) -> int:
     """Turns a possibly negative index into ``0 <= index < size`` or raises naming ``field``."""
     if isinstance(index, bool) or not isinstance(index, int) or not -size <= index < size:
@@ -59,6 +63,10 @@ class GPAConfig(ViTMAEConfig):
             `loss = rgb_loss + gpa_loss_weight * gpa_loss`.
         gpa_decoder_layers (`int`, *optional*, defaults to 0):
             0: one linear layer on the RGB decoder's output; N > 0: an N-layer decoder stack of its own.
+        gpa_teacher_image_size (`int`, *optional*):
+            Cheaper teacher: it scores the image resized (area) to this side, a multiple of `patch_size` smaller than
+            `image_size`, and its map is upsampled (bilinear) to the student's patch grid. Half the resolution gives
+            the teacher 4x fewer tokens. `None` (default): the teacher sees the student's image.
         gpa_teacher_config (`dict`, *optional*):
             Filled in when a `"pretrained"` teacher is loaded: its config, so the checkpoint (which stores the
             teacher's weights) can be loaded where `gpa_teacher_name_or_path` does not exist.
@@ -80,6 +88,7 @@ class GPAConfig(ViTMAEConfig):
     gpa_prediction: bool = True
     gpa_loss_weight: float = 1.0
     gpa_decoder_layers: int = 0
+    gpa_teacher_image_size: int | None = None
     gpa_teacher_config: dict | None = None
 
     def __post_init__(self, **kwargs):
@@ -127,9 +136,24 @@ class GPAConfig(ViTMAEConfig):
             raise ValueError(
                 f"GPAConfig.gpa_decoder_layers={self.gpa_decoder_layers!r} is invalid; allowed values: an integer >= 0."
             )
+        self._validate_teacher_image_size()
         if self.gpa_teacher != "pretrained":
             self.resolved_gpa_layer(self.num_hidden_layers)
             self.resolved_gpa_head(self.num_attention_heads)
+
+    def _validate_teacher_image_size(self) -> None:
+        size = self.gpa_teacher_image_size
+        if size is None:
+            return
+        image_side, patch_sides = min(_pair(self.image_size)), _pair(self.patch_size)
+        whole_patches = isinstance(size, int) and not isinstance(size, bool) and not any(size % p for p in patch_sides)
+        if not whole_patches or not 0 < size < image_side:
+            half = image_side // 2 // max(patch_sides) * max(patch_sides)
+            example = f" (e.g. {half})" if half else ""
+            raise ValueError(
+                f"GPAConfig.gpa_teacher_image_size={size!r} is invalid; allowed values: None, or a multiple of "
+                f"patch_size {self.patch_size} smaller than image_size {self.image_size}{example}."
+            )
 
     def resolved_gpa_layer(self, num_layers: int) -> int:
         """``gpa_layer`` as a non-negative block index for a teacher of ``num_layers`` blocks."""

@@ -170,20 +170,34 @@ class GPAForPreTraining(ViTMAEForPreTraining):
     def compute_gpa(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """(B, C, H, W) -> (B, n) raw float32 teacher scores at the configured block and head.
 
-        The teacher runs only up to that block, and in it only LayerNorm and the Q/K projections.
+        The teacher runs only up to that block, and in it only LayerNorm and the Q/K projections. With
+        ``gpa_teacher_image_size`` it scores the image resized to that side, (B, n_small), and the map is upsampled
+        bilinearly to the student's (H / patch, W / patch) grid.
         """
         if not bool(self.teacher_initialized):
             self._reset_ema_teacher()
         encoder = self.teacher_encoder
-        return teacher_scores(
+        pixel_values = pixel_values.to(encoder.embeddings.patch_embeddings.projection.weight.dtype)
+        teacher_size = self.config.gpa_teacher_image_size
+        teacher_pixels = pixel_values
+        if teacher_size is not None:
+            teacher_pixels = nn.functional.interpolate(pixel_values, size=(teacher_size, teacher_size), mode="area")
+        scores = teacher_scores(
             encoder,
-            pixel_values.to(encoder.embeddings.patch_embeddings.projection.weight.dtype),
+            teacher_pixels,
             layer=self.config.resolved_gpa_layer(len(encoder.layers)),
             head=self.config.resolved_gpa_head(encoder.config.num_attention_heads),
             score=self.config.gpa_score,
             queries=self.config.gpa_queries,
-            interpolate_pos_encoding=bool(interpolate_pos_encoding),
+            interpolate_pos_encoding=teacher_size is not None or bool(interpolate_pos_encoding),
         )
+        if teacher_size is None:
+            return scores
+        patch_height, patch_width = self.vit.embeddings.patch_embeddings.patch_size
+        small_grid = (teacher_size // patch_height, teacher_size // patch_width)
+        student_grid = (pixel_values.shape[-2] // patch_height, pixel_values.shape[-1] // patch_width)
+        scores = scores.view(-1, 1, *small_grid)
+        return nn.functional.interpolate(scores, size=student_grid, mode="bilinear", align_corners=False).flatten(1)
 
     def mask_fractions(self, progress: float) -> tuple[float, float, float]:
         """(hard, soft, random) fractions of the masked patches at training progress in [0, 1]."""
