@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Weighted k-NN accuracy of a frozen encoder (DINO's protocol) on any GPA, ViTMAE or ViT checkpoint.
+
+    python run_scripts/run_knn.py --model_name_or_path outputs/gpa --dataset_name fashion_mnist --output_dir outputs/knn
+
+Each eval image votes with its ``k`` most cosine-similar train images, each vote weighted ``exp(sim / T)``.
+Writes ``<output_dir>/results.json`` (top-1, top-5) and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from modeling_gpa.evaluation import (
+    POOLINGS,
+    add_dataset_arguments,
+    knn_accuracy,
+    labelled_features,
+    load_encoder,
+    load_labelled_splits,
+    write_results,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=42)
+    add_dataset_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.k < 1 or args.temperature <= 0:
+        parser.error(f"--k={args.k} and --temperature={args.temperature} must be positive.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    encoder = load_encoder(args.model_name_or_path)
+    data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
+    train_features, train_labels = labelled_features(encoder, data["train"], args.pooling, args.batch_size, args.device)
+    eval_features, eval_labels = labelled_features(encoder, data["eval"], args.pooling, args.batch_size, args.device)
+    metrics = knn_accuracy(
+        train_features, train_labels, eval_features, eval_labels, data["num_classes"], args.k, args.temperature
+    )
+    results = {
+        **metrics,
+        "model_name_or_path": args.model_name_or_path,
+        "pooling": args.pooling,
+        "k": args.k,
+        "temperature": args.temperature,
+        "num_train": len(train_labels),
+        "num_eval": len(eval_labels),
+        "num_classes": data["num_classes"],
+    }
+    path = write_results(results, args.output_dir)
+    top5 = next((f", top-5 {value:.4f}" for key, value in metrics.items() if key != "top1_accuracy"), "")
+    print(
+        f"knn k={args.k} T={args.temperature} pooling={args.pooling}: top-1 {metrics['top1_accuracy']:.4f}{top5} "
+        f"({len(eval_labels)} eval / {len(train_labels)} train images) -> {path}"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")

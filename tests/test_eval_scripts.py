@@ -1,0 +1,122 @@
+"""run_knn.py, run_linear_probe.py and run_finetune.py end to end on a tiny image folder and checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import tiny_kwargs
+from transformers import BertConfig, BertModel
+
+from modeling_gpa import GPAConfig, GPAForPreTraining
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "run_scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import run_finetune  # noqa: E402
+import run_knn  # noqa: E402
+import run_linear_probe  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """Three classes of 28x28 grayscale images (a bright band at a class-specific height), eight images each."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label in range(3):
+        for split, count in (("train", 8), ("val", 4)):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 60, (28, 28))
+                pixels[label * 9 : label * 9 + 9] += 180
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{index}.png")
+    unlabelled = root / "flat"
+    unlabelled.mkdir()
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 255, (28, 28)).astype(np.uint8)).save(unlabelled / f"{index}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gpa")
+    GPAForPreTraining(GPAConfig(**tiny_kwargs())).save_pretrained(path)
+    return path
+
+
+def data_args(image_folder, output_dir):
+    return [
+        "--train_dir",
+        str(image_folder / "train"),
+        "--validation_dir",
+        str(image_folder / "val"),
+        "--output_dir",
+        str(output_dir),
+    ]
+
+
+def test_knn_script_writes_results_and_a_summary(image_folder, checkpoint, tmp_path, capsys):
+    args = ["--model_name_or_path", str(checkpoint), "--k", "3", "--pooling", "mean", "--device", "cpu"]
+    results = run_knn.main(args + data_args(image_folder, tmp_path))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == results
+    assert saved["num_train"] == 24 and saved["num_eval"] == 12 and saved["num_classes"] == 3
+    assert 0.0 <= saved["top1_accuracy"] <= saved["top3_accuracy"] == 1.0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("knn k=3 T=0.07 pooling=mean: top-1 ")
+
+
+@pytest.mark.parametrize("optimizer", ["lars", "sgd"])
+def test_linear_probe_script_learns_the_bands(image_folder, checkpoint, tmp_path, capsys, optimizer):
+    args = ["--model_name_or_path", str(checkpoint), "--optimizer", optimizer, "--epochs", "40", "--batch_size", "4"]
+    args += ["--warmup_epochs", "2", "--max_train_samples", "21", "--device", "cpu"]
+    results = run_linear_probe.main(args + data_args(image_folder, tmp_path))
+    assert results["num_train"] == 21
+    # Bright bands at three heights are linearly separable even in a random encoder's features.
+    assert results["accuracy"] > 0.6
+    assert "linear probe (" in capsys.readouterr().out
+
+
+def test_finetune_script_trains_with_layer_decay_and_mixup(image_folder, checkpoint, tmp_path):
+    args = ["--model_name_or_path", str(checkpoint), "--num_train_epochs", "1", "--per_device_train_batch_size", "8"]
+    args += ["--per_device_eval_batch_size", "8", "--learning_rate", "1e-3", "--layer_decay", "0.65", "--mixup", "0.8"]
+    args += ["--cutmix", "1.0", "--label_smoothing", "0.1", "--report_to", "none", "--save_strategy", "no"]
+    args += ["--use_cpu", "--lr_scheduler_type", "cosine", "--warmup_steps", "1"]
+    results = run_finetune.main(args + data_args(image_folder, tmp_path))
+    assert results["num_classes"] == 3 and results["num_eval"] == 12
+    assert 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["eval_loss"])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["id2label"] == {"0": "class0", "1": "class1", "2": "class2"}
+
+
+def test_scripts_reject_a_checkpoint_without_an_encoder(image_folder, tmp_path):
+    BertModel(BertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
+        tmp_path / "bert"
+    )
+    with pytest.raises(ValueError, match="has no ViT encoder weights"):
+        run_knn.main(["--model_name_or_path", str(tmp_path / "bert")] + data_args(image_folder, tmp_path))
+
+
+def test_scripts_reject_datasets_without_labels(image_folder, checkpoint, tmp_path):
+    base = ["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="has no labels"):
+        run_linear_probe.main(base + ["--train_dir", str(image_folder / "flat")])
+    with pytest.raises(ValueError, match="Label column 'target' not found"):
+        run_knn.main(base + ["--label_column_name", "target", "--train_dir", str(image_folder / "train")])
+
+
+def test_errors_are_one_line_on_the_command_line(tmp_path):
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    command = [sys.executable, str(SCRIPTS / "run_knn.py"), "--model_name_or_path", str(tmp_path / "none")]
+    command += ["--output_dir", str(tmp_path), "--train_dir", str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 1
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Cannot load a ViT encoder from")
