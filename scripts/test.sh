@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Setup, lint, then the test suite. Extra arguments go to pytest (e.g. tests/test_trainer.py -k resume).
+# Setup, lint, then the test suite (tests/). Arguments replace that path: bash scripts/test.sh tests/test_trainer.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 status=0
-.venv/bin/python -m pytest tests/ "$@" || status=$?
+if [ "$#" -eq 0 ]; then
+    set -- tests/
+fi
+.venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "test.sh: pytest collected no tests" >&2
     exit 1
