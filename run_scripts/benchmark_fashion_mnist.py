@@ -93,6 +93,7 @@ class Settings:
     background_blur: float = 2.0
     cluttered_norm_pix_loss: bool = False
     probe_epochs: int = 50
+    probe_batch_size: int = 256
     probe_optimizer: str = "lars"
     probe_lr: float = 6.4
     knn_k: int = 20
@@ -121,7 +122,9 @@ QUICK = dict(
     num_heads=2,
     decoder_hidden_size=32,
     decoder_layers=1,
-    probe_epochs=10,
+    # LARS moves each weight by a small share of its norm per step: a few hundred steps are the least that trains it.
+    probe_epochs=40,
+    probe_batch_size=128,
 )
 
 
@@ -335,6 +338,7 @@ def evaluate_features(
         train_y,
         10,
         epochs=settings.probe_epochs,
+        batch_size=settings.probe_batch_size,
         optimizer=settings.probe_optimizer,
         lr=settings.probe_lr,
         warmup_epochs=max(1, settings.probe_epochs // 10),
@@ -491,7 +495,7 @@ def markdown(summary: dict, meta: dict) -> str:
         f"Evaluation on {s['test_samples']} test images: weighted k-NN (k={s['knn_k']}, T={s['knn_temperature']}, "
         f"bank = the training images) and a linear probe (BatchNorm + Linear, {s['probe_optimizer']} lr "
         f"{s['probe_lr']}, "
-        f"{s['probe_epochs']} epochs) on frozen CLS or mean-pooled features.",
+        f"{s['probe_epochs']} epochs of batch {s['probe_batch_size']}) on frozen CLS or mean-pooled features.",
         "",
         "Accuracies in % as mean ± std over seeds (n in the last column). *Mask recall*: share of the patches each arm "
         "masked during pretraining that lie on the garment (first 32 images of every step, all of training / last "
