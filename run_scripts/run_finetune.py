@@ -6,9 +6,10 @@
         --label_smoothing 0.1
 
 ``ViTForImageClassification.from_pretrained(<checkpoint>)`` trained with HF Trainer: AdamW with layer-wise lr decay
-(``lr * layer_decay ** (num_layers + 1 - layer_id)``, as MAE/BEiT), cosine schedule with warm-up, optional mixup /
-CutMix with label smoothing, accuracy on the eval split. Every Trainer flag works (``--per_device_train_batch_size``,
-``--learning_rate`` or ``--base_learning_rate``, ``--warmup_steps``...). Writes ``<output_dir>/results.json``.
+(``lr * layer_decay ** (num_layers + 1 - layer_id)``, as MAE/BEiT), weight decay 0.05, cosine schedule after a 5%
+warm-up (MAE's defaults; Trainer flags override them), optional mixup / CutMix with label smoothing, accuracy on the
+eval split. Every Trainer flag works (``--per_device_train_batch_size``, ``--learning_rate`` or
+``--base_learning_rate``, ``--warmup_steps``...). Writes ``<output_dir>/results.json`` and prints a one-line summary.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ class FinetuneArguments:
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     label_smoothing: float = 0.0
+
+
+@dataclass
+class FinetuneTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] with MAE fine-tuning's defaults: cosine schedule, 5% warm-up, weight decay 0.05."""
+
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule after warm-up."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up steps, or a fraction (< 1) of all steps."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (none on biases and norms)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `pixel_values` and `labels`."})
 
 
 class FinetuneTrainer(Trainer):
@@ -129,7 +140,7 @@ def accuracy_metric(eval_prediction) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((FinetuneArguments, TrainingArguments))
+    parser = HfArgumentParser((FinetuneArguments, FinetuneTrainingArguments))
     args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if not 0.0 < args.layer_decay <= 1.0:
         raise ValueError(f"--layer_decay={args.layer_decay} is invalid; allowed values: a number in (0, 1].")
@@ -150,7 +161,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.base_learning_rate is not None:
         total_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         training_args.learning_rate = args.base_learning_rate * total_batch * training_args.world_size / 256
-    training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
     train_collator = collate_pixel_values_and_labels
     if args.mixup > 0 or args.cutmix > 0:
