@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 
 import datasets
@@ -33,6 +34,10 @@ from modeling_gpa.data import (
     transforms_from_processor,
     with_pixel_values,
 )
+from modeling_gpa.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.head_selection import format_selection, select_head_for_pretraining
+from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
+from modeling_gpa.image_inputs import ImageSettings
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,7 @@ GPA_FIELDS = (
     "gpa_prediction",
     "gpa_loss_weight",
     "gpa_decoder_layers",
+    "gpa_teacher_image_size",
 )
 
 
@@ -224,6 +230,17 @@ class ModelArguments:
         metadata={"help": gpa_help("0: a linear MAM head on the pixel decoder; N > 0: its own N-layer decoder.", 0)},
     )
 
+    gpa_teacher_image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": gpa_help(
+                "Cheaper teacher: score the image downscaled to this size (a multiple of patch_size) and upsample "
+                "the score map to the student's patch grid.",
+                None,
+            )
+        },
+    )
+
     def __post_init__(self):
         if self.mask_method not in MASK_METHODS:
             raise ValueError(f"--mask_method {self.mask_method!r} is invalid; allowed values: gpa, random.")
@@ -281,9 +298,39 @@ class DataTrainingArguments:
         default=False,
         metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
     )
+    gpa_selection_images: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Before training, choose the teacher's gpa_layer/gpa_head by few-shot selection on this many annotated "
+                "images (paper section 3.4) and record the recall table in OUTPUT_DIR/head_selection.json. Ground "
+                "truth: --gpa_selection_masks_dir or --gpa_selection_boxes_json with --gpa_selection_image_dir, else "
+                "the training set's object_mask column (cluttered_fashion_mnist) or its non-zero pixels "
+                "(fashion_mnist)."
+            )
+        },
+    )
+    gpa_selection_heldout: int = field(
+        default=0, metadata={"help": "Also report the chosen pair's recall on this many held-out annotated images."}
+    )
+    gpa_selection_image_dir: str | None = field(
+        default=None, metadata={"help": "Folder of annotated images for --gpa_selection_images."}
+    )
+    gpa_selection_masks_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of binary object masks named like the images (default: --gpa_selection_image_dir/masks)."
+        },
+    )
+    gpa_selection_boxes_json: str | None = field(
+        default=None,
+        metadata={
+            "help": 'JSON of object boxes, {"file.jpg": [[x0, y0, x1, y1], ...]}, for --gpa_selection_image_dir.'
+        },
+    )
 
     def __post_init__(self):
-        for name in ("max_train_samples", "max_eval_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "gpa_selection_images"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
@@ -557,6 +604,11 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         f"parameters; masking: {model_args.mask_method}, teacher: {config.gpa_teacher}, MAM: {config.gpa_prediction}"
     )
 
+    if data_args.gpa_selection_images:
+        select_teacher_head(
+            model, processor, data_args, training_args, train if train is not None else eval_, image_column
+        )
+
     if train is not None:
         train = with_pixel_values(
             train,
@@ -584,6 +636,61 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
     return trainer, checkpoint
 
 
+def select_teacher_head(
+    model: GPAForPreTraining,
+    processor,
+    data_args: DataTrainingArguments,
+    training_args: GPATrainingArguments,
+    images: datasets.Dataset,
+    image_column: str,
+) -> None:
+    """Few-shot attention selection (paper section 3.4): sets the teacher's gpa_layer/gpa_head before training."""
+    if data_args.gpa_selection_boxes_json:
+        source = masks_from_boxes(data_args.gpa_selection_image_dir, data_args.gpa_selection_boxes_json)
+        source_column = "image"
+    elif data_args.gpa_selection_image_dir:
+        source = masks_from_folder(data_args.gpa_selection_image_dir, data_args.gpa_selection_masks_dir)
+        source_column = "image"
+    else:
+        source, source_column = images, image_column
+    settings = ImageSettings.for_config(model.config, processor.image_mean, processor.image_std)
+    # Deterministic given the seed, so every process picks the same pair; only the main one writes the table.
+    output_dir = training_args.output_dir if training_args.should_save else tempfile.mkdtemp()
+    selection = select_head_for_pretraining(
+        model,
+        source,
+        data_args.gpa_selection_images,
+        output_dir=output_dir,
+        num_heldout=data_args.gpa_selection_heldout,
+        image_settings=settings,
+        image_column=source_column,
+        seed=training_args.seed,
+    )
+    logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
+
+
+def publish(
+    training_args: GPATrainingArguments, push: bool, command: list[str], dataset_name: str | None, metrics: dict
+) -> None:
+    """Writes the model card beside the checkpoint, then (with --push_to_hub) uploads the directory."""
+    output_dir = training_args.output_dir
+    config = GPAConfig.from_pretrained(output_dir)
+    write_model_card(
+        output_dir,
+        training_command=command,
+        config=config,
+        dataset_name=dataset_name or "custom images",
+        eval_results={k: v for k, v in metrics.items() if k.startswith("eval_")} or None,
+        model_id=training_args.hub_model_id,
+    )
+    if push:
+        hub_model_id = training_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+        url = push_checkpoint_to_hub(
+            output_dir, hub_model_id, token=training_args.hub_token, private=bool(training_args.hub_private_repo)
+        )
+        print(f"Pushed {output_dir} to {url}")
+
+
 def print_next_steps(output_dir: str) -> None:
     print(
         f"\nGPA checkpoint: {os.path.abspath(output_dir)}\n"
@@ -591,8 +698,8 @@ def print_next_steps(output_dir: str) -> None:
         f"  fine-tune:  ViTForImageClassification.from_pretrained({output_dir!r}, num_labels=...) loads the encoder\n"
         f"  k-NN probe: python run_scripts/run_knn.py --model_name_or_path {output_dir} --dataset_name ... "
         f"--output_dir {output_dir}/knn\n"
-        f"  visualise:  GPAForPreTraining.from_pretrained({output_dir!r}).compute_gpa(pixel_values) gives the "
-        "(B, n) patch scores to plot as heatmaps"
+        f"  visualise:  python run_scripts/visualize_gpa.py --model_name_or_path {output_dir} "
+        f"--output_dir {output_dir}/figures"
     )
 
 
@@ -606,6 +713,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"mixed precision: {training_args.mixed_precision}"
         )
         logger.info(f"modeling_gpa {modeling_gpa.__version__}; training/evaluation parameters {training_args}")
+        # The upload happens once, at the end, with our model card: Trainer would reach for the Hub at start-up.
+        push, training_args.push_to_hub = training_args.push_to_hub, False
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_pretrain.py: error: {error}")
@@ -625,8 +734,12 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(tasks="masked-auto-encoding", tags=["masked-auto-encoding", "gpa"])
+    if training_args.do_train and trainer.is_world_process_zero():
+        try:
+            command = ["python", "run_scripts/run_pretrain.py", *(sys.argv[1:] if argv is None else argv)]
+            publish(training_args, push, command, data_args.dataset_name or data_args.train_dir, metrics)
+        except RuntimeError as error:
+            sys.exit(f"run_pretrain.py: error: {error}")
     if training_args.do_train and trainer.is_world_process_zero():
         print_next_steps(training_args.output_dir)
     return metrics

@@ -238,3 +238,47 @@ def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):
     for entry in reference_state["log_history"]:
         if "loss" in entry:
             assert {k: resumed_logs[entry["step"]][k] for k in keys} == pytest.approx({k: entry[k] for k in keys})
+
+
+def test_few_shot_selection_sets_the_teachers_block_and_head(tmp_path):
+    output_dir = tmp_path / "selected"
+    argv = [
+        "--dataset_name",
+        "fashion_mnist",
+        "--max_train_samples",
+        "64",
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--config_overrides",
+        OVERRIDES,
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--gpa_selection_images",
+        "10",
+        "--gpa_selection_heldout",
+        "20",
+    ]
+    run_pretrain.main(argv)
+    table = json.loads((output_dir / "head_selection.json").read_text())
+    config = GPAForPreTraining.from_pretrained(output_dir).config
+    assert table["num_images"] == 10 and table["heldout"]["num_images"] == 20
+    assert (config.gpa_layer, config.gpa_head) == (table["best"]["layer"], table["best"]["head"])
+
+
+def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    output_dir = tmp_path / "pushed"
+    argv = pretrain_args(images, output_dir, "--max_steps", "1", "--push_to_hub", "--hub_model_id", "someone/gpa-tiny")
+    message = error_of(argv)
+    assert "could not reach the Hugging Face Hub" in message and "\n" not in message.strip()
+    card = (output_dir / "README.md").read_text()
+    assert "library_name: transformers" in card and "--hub_model_id" in card
+    loaded = GPAForPreTraining.from_pretrained(output_dir)
+    assert loaded.config.gpa_teacher == "self"
