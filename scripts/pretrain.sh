@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Quick start: GPA-pretrain a small ViT on Fashion-MNIST, offline, in about 5 minutes on 2 CPU cores.
+# Quick start: GPA-pretrain a small ViT on Fashion-MNIST, offline, in about 5 minutes on 2 CPU cores, then draw
+# its GPA figures and evaluate its encoder (k-NN against a random initialisation).
 #
 #   bash scripts/pretrain.sh                       # writes outputs/gpa-fashion-mnist
 #   OUTPUT_DIR=outputs/mae MAX_STEPS=600 bash scripts/pretrain.sh --mask_method random
@@ -14,9 +15,10 @@ bash scripts/setup.sh
 model="patch_size=4,hidden_size=96,num_hidden_layers=4,num_attention_heads=4,intermediate_size=384"
 model+=",decoder_hidden_size=64,decoder_num_hidden_layers=1,decoder_num_attention_heads=4,decoder_intermediate_size=256"
 
+output_dir="${OUTPUT_DIR:-outputs/gpa-fashion-mnist}"
 .venv/bin/python run_scripts/run_pretrain.py \
     --dataset_name fashion_mnist \
-    --output_dir "${OUTPUT_DIR:-outputs/gpa-fashion-mnist}" \
+    --output_dir "$output_dir" \
     --do_train \
     --do_eval \
     --image_size 28 \
@@ -36,3 +38,16 @@ model+=",decoder_hidden_size=64,decoder_num_hidden_layers=1,decoder_num_attentio
     --report_to tensorboard \
     --seed 0 \
     "$@"
+
+# Figures: image / GPA heat map / schedule's mask, and MAE's reconstruction, for photos and Fashion-MNIST samples.
+.venv/bin/python run_scripts/visualize_gpa.py --model_name_or_path "$output_dir" --output_dir "$output_dir/figures"
+
+# Evaluation: k-NN accuracy of the frozen encoder against its random initialisation, with the training curves.
+.venv/bin/python run_scripts/evaluate_pretraining.py --model_name_or_path "$output_dir" --dataset_name fashion_mnist \
+    --max_train_samples 5000 --max_eval_samples 1000 --output_dir "$output_dir/evaluation"
+
+echo
+echo "Checkpoint:  $output_dir"
+echo "Figures:     $output_dir/figures/*.png"
+echo "Evaluation:  $output_dir/evaluation/evaluation.png"
+echo "Next: python run_scripts/run_linear_probe.py --model_name_or_path $output_dir --dataset_name fashion_mnist --output_dir $output_dir/linear"
