@@ -133,7 +133,7 @@ def test_model_card_has_metadata_command_settings_results_usage_and_citation(che
     assert 'ViTForImageClassification.from_pretrained("someone/gpa-tiny"' in text
     assert 'AutoModelForPreTraining.from_pretrained("someone/gpa-tiny", trust_remote_code=True' in text
     assert "Global Patch-wise Attention is Masterful Facilitator for Masked Image Modeling" in text
-    assert "ACM MM" in text and "Xi, Gongli" in text
+    assert "ACM MM" in text and "Xi and Tian and Yang and Zhang and Que and Wang" in text
     assert TOKEN not in (tmp_path / "README.md").read_text()
 
 
