@@ -39,25 +39,33 @@ def load_metric(name: str):
     return evaluate.load(str(path))
 
 
-def load_encoder(name_or_path: str) -> ViTModel:
-    """The ViT encoder of a GPA, ViTMAE or ViT checkpoint directory (or Hub id), in eval mode.
+def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **kwargs):
+    """``model_class.from_pretrained`` of a GPA, ViTMAE or ViT checkpoint, refusing one without ViT encoder weights.
 
-    Raises ``ValueError`` when the checkpoint holds no ViT encoder (every encoder weight would be random).
+    ``encoder_prefix`` is where the encoder sits in ``model_class`` (``""`` for ``ViTModel``, ``"vit."`` for
+    ``ViTForImageClassification``). Raises a one-line ``ValueError`` when loading fails or when any encoder weight
+    is missing (it would silently stay random).
     """
     try:
-        encoder, info = ViTModel.from_pretrained(name_or_path, add_pooling_layer=False, output_loading_info=True)
+        model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"Cannot load a ViT encoder from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
             "pass --model_name_or_path a directory saved by run_pretrain.py, ViTMAEForPreTraining or ViTModel."
         ) from error
-    missing = [key for key in info["missing_keys"] if key.startswith(("embeddings.", "layers."))]
+    encoder_keys = (f"{encoder_prefix}embeddings.", f"{encoder_prefix}layers.")
+    missing = [key for key in info["missing_keys"] if key.startswith(encoder_keys)]
     if missing:
         raise ValueError(
             f"{name_or_path!r} has no ViT encoder weights ({len(missing)} missing, e.g. {sorted(missing)[0]!r}); "
             "pass --model_name_or_path a GPA, ViTMAE or ViT checkpoint."
         )
-    return encoder.eval()
+    return model
+
+
+def load_encoder(name_or_path: str) -> ViTModel:
+    """The ViT encoder of a GPA, ViTMAE or ViT checkpoint directory (or Hub id), in eval mode."""
+    return load_vit(ViTModel, name_or_path, add_pooling_layer=False).eval()
 
 
 def pool(last_hidden_state: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -558,6 +566,7 @@ __all__ = [
     "knn_scores",
     "linear_probe_accuracy",
     "load_encoder",
+    "load_vit",
     "load_metric",
     "param_groups_layer_decay",
     "pool",

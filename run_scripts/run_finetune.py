@@ -26,6 +26,7 @@ from modeling_gpa.evaluation import (
     MixupCutmixCollator,
     load_labelled_splits,
     load_metric,
+    load_vit,
     param_groups_layer_decay,
     soft_target_cross_entropy,
     write_results,
@@ -109,27 +110,15 @@ class FinetuneTrainer(Trainer):
 
 def load_classifier(name_or_path: str, id2label: dict[int, str]) -> ViTForImageClassification:
     """``ViTForImageClassification`` with a fresh head; a one-line error when the checkpoint has no ViT encoder."""
-    try:
-        model, info = ViTForImageClassification.from_pretrained(
-            name_or_path,
-            num_labels=len(id2label),
-            id2label=id2label,
-            label2id={name: index for index, name in id2label.items()},
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-        )
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"Cannot load a ViT from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
-            "pass --model_name_or_path a directory saved by run_pretrain.py, ViTMAEForPreTraining or ViTModel."
-        ) from error
-    missing = [key for key in info["missing_keys"] if key.startswith(("vit.embeddings.", "vit.layers."))]
-    if missing:
-        raise ValueError(
-            f"{name_or_path!r} has no ViT encoder weights ({len(missing)} missing, e.g. {sorted(missing)[0]!r}); "
-            "pass --model_name_or_path a GPA, ViTMAE or ViT checkpoint."
-        )
-    return model
+    return load_vit(
+        ViTForImageClassification,
+        name_or_path,
+        encoder_prefix="vit.",
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={name: index for index, name in id2label.items()},
+        ignore_mismatched_sizes=True,
+    )
 
 
 def accuracy_metric(eval_prediction) -> dict[str, float]:
