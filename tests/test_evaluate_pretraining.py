@@ -3,16 +3,14 @@ import sys
 from pathlib import Path
 
 from PIL import Image
+from tiny import config_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import evaluate_pretraining  # noqa: E402
 import run_pretrain  # noqa: E402
 
-OVERRIDES = (
-    "patch_size=7,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=64,"
-    "decoder_hidden_size=32,decoder_num_hidden_layers=1,decoder_num_attention_heads=4,decoder_intermediate_size=64"
-)
+OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 
 
 def test_compares_the_pretrained_encoder_with_its_random_init_and_draws_the_curves(tmp_path):

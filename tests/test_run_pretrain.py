@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tiny import config_overrides, tiny_kwargs
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
@@ -21,18 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_pretrain  # noqa: E402
 
-TINY = dict(
-    patch_size=7,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    decoder_hidden_size=32,
-    decoder_num_hidden_layers=1,
-    decoder_num_attention_heads=4,
-    decoder_intermediate_size=64,
-)
-OVERRIDES = ",".join(f"{key}={value}" for key, value in TINY.items())
+TINY = {
+    k: v for k, v in tiny_kwargs(patch_size=7, num_hidden_layers=2).items() if k not in ("image_size", "num_channels")
+}
+OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,12 @@
 import pytest
 import torch
+from tiny import tiny_kwargs
 from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
-TINY = dict(
-    image_size=28,
-    patch_size=7,
-    num_channels=1,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=64,
-    decoder_hidden_size=32,
-    decoder_num_hidden_layers=1,
-    decoder_num_attention_heads=4,
-    decoder_intermediate_size=64,
-)
+TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 NUM_PATCHES = 16
 
 

@@ -20,3 +20,12 @@ TINY = dict(
 def tiny_kwargs(**overrides) -> dict:
     """TINY with ``overrides`` applied: 49 patches of 4x4 on a 28x28 single-channel image."""
     return {**TINY, **overrides}
+
+
+def config_overrides(**overrides) -> str:
+    """``--config_overrides`` for run_pretrain.py: the architecture of ``tiny_kwargs(**overrides)``.
+
+    The image size and channels are left out: the script takes them from the data.
+    """
+    fields = tiny_kwargs(**overrides)
+    return ",".join(f"{key}={value}" for key, value in fields.items() if key not in ("image_size", "num_channels"))
