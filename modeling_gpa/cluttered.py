@@ -17,12 +17,15 @@ import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .data import FASHION_MNIST_CLASSES, arrays_to_dataset, fashion_mnist_arrays
+from .fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist_arrays
+
+if TYPE_CHECKING:
+    import datasets
 
 TEXTURE_NAMES = (
     "brick",
@@ -241,6 +244,9 @@ def load_cluttered_fashion_mnist(
         "max_train_samples": max_train_samples,
         "max_test_samples": max_test_samples,
     }
+    # Imported here: the arrays above (make_cluttered) serve benchmarks on machines without `datasets`.
+    import datasets
+
     path = _cache_path(cache_dir, params)
     if not (path / "dataset_dict.json").is_file():
         _build(path, seed, canvas_size, background_strength, background_blur, max_train_samples, max_test_samples)
@@ -259,6 +265,10 @@ def _build(
     max_test_samples: int | None,
 ) -> None:
     """Generate both splits and save them to `path` atomically (written beside it, then renamed)."""
+    import datasets
+
+    from .data import arrays_to_dataset
+
     splits = {}
     seeds = dict(zip(("train", "test"), np.random.SeedSequence(seed).generate_state(2).tolist(), strict=True))
     for split, limit in (("train", max_train_samples), ("test", max_test_samples)):

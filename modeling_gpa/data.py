@@ -10,13 +10,11 @@ channel mismatch between a dataset and a model is never an error.
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -24,19 +22,8 @@ import torch
 from PIL import Image
 from transformers import ViTImageProcessorPil
 
-FASHION_MNIST_DIR = os.environ.get("GPA_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, fashion_mnist_arrays, fashion_mnist_paths
+
 FASHION_MNIST_NAMES = ("fashion_mnist", "zalando-datasets/fashion_mnist", "fashion-mnist")
 CLUTTERED_FASHION_MNIST_NAME = "cluttered_fashion_mnist"
 FASHION_MNIST_MEAN = (0.2860,)
@@ -48,27 +35,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # `drop_unreadable_images` skips decoding them.
 IN_MEMORY_BUILDER = "modeling_gpa_arrays"
 
-_FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Fashion-MNIST from the Debian package
+# Datasets from arrays; Fashion-MNIST from the Debian package
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read a (gzip) IDX file of unsigned bytes: images come back (N, H, W) uint8, labels (N,) uint8."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def encode_gray_images(images: np.ndarray, image_format: str = "pgm") -> list[dict]:
@@ -114,35 +84,12 @@ def arrays_to_dataset(
     return datasets.Dataset.from_dict(values, features=features, info=info)
 
 
-def _fashion_mnist_paths(split: str, data_dir: str | None) -> list[Path]:
-    """The image and label files of a split, with a one-line error saying how to get them when one is missing."""
-    if split not in _FASHION_MNIST_FILES:
-        raise ValueError(f"unknown Fashion-MNIST split {split!r}: use one of {sorted(_FASHION_MNIST_FILES)}")
-    root = Path(data_dir or os.environ.get("GPA_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
-    paths = [root / name for name in _FASHION_MNIST_FILES[split]]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found ({missing[0]}): run `sudo apt-get install dataset-fashion-mnist` "
-            "or set GPA_FASHION_MNIST_DIR to a folder with the gzip IDX files"
-        )
-    return paths
-
-
-def fashion_mnist_arrays(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 28, 28) uint8 and labels (N,) uint8 of the Fashion-MNIST "train" (60k) or "test" (10k) split."""
-    images, labels = (read_idx(p) for p in _fashion_mnist_paths(split, data_dir))
-    if len(images) != len(labels):
-        raise ValueError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
-    return images, labels
-
-
 def load_fashion_mnist(data_dir: str | None = None) -> datasets.DatasetDict:
     """Fashion-MNIST as a DatasetDict: "train" (60k) and "test" (10k); columns `image` (PIL "L", 28x28), `label`."""
-    for split in _FASHION_MNIST_FILES:
-        _fashion_mnist_paths(split, data_dir)
+    for split in FASHION_MNIST_FILES:
+        fashion_mnist_paths(split, data_dir)
     splits = {}
-    for split in _FASHION_MNIST_FILES:
+    for split in FASHION_MNIST_FILES:
         images, labels = fashion_mnist_arrays(split, data_dir)
         splits[split] = arrays_to_dataset({"image": images, "label": labels}, FASHION_MNIST_CLASSES)
     return datasets.DatasetDict(splits)

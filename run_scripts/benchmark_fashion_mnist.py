@@ -49,9 +49,19 @@ import numpy as np
 import torch
 import transformers
 
-from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.evaluation import cosine_lr, encode, knn_scores, load_encoder, load_metric, probe_logits
-from modeling_gpa.evaluation import train_linear_probe as fit_linear_probe
+# Runs from a plain checkout too: the GPU machines have torch and transformers but no install of this repository.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from modeling_gpa import GPAConfig, GPAForPreTraining  # noqa: E402
+from modeling_gpa.evaluation import (  # noqa: E402
+    cosine_lr,
+    encode,
+    knn_scores,
+    load_encoder,
+    load_metric,
+    probe_logits,
+)
+from modeling_gpa.evaluation import train_linear_probe as fit_linear_probe  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ("plain", "cluttered")
@@ -145,7 +155,7 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
     path = work_dir / "data" / f"{dataset}-{key[:10]}.pt"
     if path.is_file():
         return torch.load(path)
-    from modeling_gpa.data import fashion_mnist_arrays
+    from modeling_gpa.fashion_mnist import fashion_mnist_arrays
 
     arrays = {}
     for split, limit, seed in (("train", settings.train_samples, 1), ("test", settings.test_samples, 2)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import gzip
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from transformers.utils import logging as transformers_logging
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modeling_gpa import GPAConfig, GPAForPreTraining  # noqa: E402
+from modeling_gpa.fashion_mnist import FASHION_MNIST_DIR, fashion_mnist_arrays  # noqa: E402
 from modeling_gpa.flops import (  # noqa: E402
     full_forward_flops,
     gpa_step_flops,
@@ -73,7 +73,6 @@ CHEAP_TEACHER_SIZE = {"tiny": 16, "vit-b16": 112}
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}
 SCORE_SIZES = (196, 784, 3136)
 MASK_PROGRESS = 0.5  # mid-schedule: hard, soft and random patches all present
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 TARGETS = {"floor": 1.10, "mask_share": 0.02, "compute_gpa_speedup": 2.0, "cheap_ratio": 1.15}
 MIB = 2**20
@@ -472,15 +471,6 @@ def measure_score(args, teacher_config, device) -> list[dict]:
 # ----------------------------------------------------------------------------- agreement of the cheaper teacher
 
 
-def load_fashion_mnist(directory: str, split: str) -> np.ndarray:
-    """(N, 28, 28) uint8 images from the gzip IDX file of ``split`` ("train" or "t10k")."""
-    path = Path(directory) / f"{split}-images-idx3-ubyte.gz"
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    count, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
-
-
 def to_pixels(images: np.ndarray) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32, normalised with Fashion-MNIST's mean and std."""
     pixels = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
@@ -540,10 +530,10 @@ def measure_agreement(args) -> dict:
     if not (directory / "train-images-idx3-ubyte.gz").exists():
         return dict(skipped=f"no Fashion-MNIST IDX files in {directory} (--fashion_mnist_dir)")
     log(f"agreement: training the tiny MAE teacher for {args.agreement_steps} steps on Fashion-MNIST")
-    trained, losses = train_tiny_mae(args, load_fashion_mnist(str(directory), "train"))
+    trained, losses = train_tiny_mae(args, fashion_mnist_arrays("train", str(directory))[0])
     torch.manual_seed(args.seed + 1)
     untrained = GPAForPreTraining(GPAConfig(**CONFIGS["tiny"], gpa_prediction=False)).eval()
-    images = load_fashion_mnist(str(directory), "t10k")[: args.agreement_images]
+    images = fashion_mnist_arrays("test", str(directory))[0][: args.agreement_images]
     pixels = to_pixels(images)
     config = trained.config
     garment = object_patches(images, config.patch_size)

@@ -1,19 +1,34 @@
 """The MAE-vs-GPA Fashion-MNIST benchmark at a tiny size: every arm runs, results are cached and reported."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "run_scripts"))
+SCRIPTS = Path(__file__).resolve().parent.parent / "run_scripts"
+sys.path.insert(0, str(SCRIPTS))
 
 import benchmark_fashion_mnist as benchmark  # noqa: E402
 
 TINY = ["--quick", "--train_samples", "48", "--test_samples", "24", "--epochs", "1", "--batch_size", "16"]
 TINY += ["--hidden_size", "16", "--num_heads", "2", "--decoder_hidden_size", "16", "--probe_epochs", "2"]
 TINY += ["--seeds", "0", "--threads", "1"]
+# The GPU machines have neither `datasets` nor `evaluate`: the runner makes importing them fail, then runs the script.
+WITHOUT_DATASETS_OR_EVALUATE = """
+import runpy, sys
+
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("datasets", "evaluate"):
+            raise ImportError(name)
+
+sys.meta_path.insert(0, Missing())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +88,22 @@ def test_clutter_knobs_do_not_change_the_plain_runs():
     other = benchmark.Settings(background_strength=0.5, background_blur=0.0)
     assert base.key("plain") == other.key("plain")
     assert base.key("cluttered") != other.key("cluttered")
+
+
+def test_runs_without_datasets_or_evaluate_to_the_same_numbers(finished, tmp_path):
+    _, results = finished
+    arms = ["mae", "gpa_pretrained_fewshot"]
+    prefix = tmp_path / "fm"
+    command = [sys.executable, "-c", WITHOUT_DATASETS_OR_EVALUATE, str(SCRIPTS / "benchmark_fashion_mnist.py")]
+    command += ["--work_dir", str(tmp_path / "work"), "--results_prefix", str(prefix), "--datasets", "cluttered"]
+    completed = subprocess.run(command + ["--arms", *arms] + TINY, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    runs = json.loads(prefix.with_suffix(".json").read_text())["runs"]
+    assert {run["arm"] for run in runs} == {*arms, *benchmark.REFERENCES}
+    measured = ("knn_", "linear_", "mask_object_recall", "object_fraction", "loss_")
+    for run in runs:
+        expected = next(r for r in results if (r["dataset"], r["arm"]) == ("cluttered", run["arm"]))
+        assert {k: v for k, v in run.items() if k.startswith(measured)} == pytest.approx(
+            {k: v for k, v in expected.items() if k.startswith(measured)}, abs=1e-6
+        )
+        assert run.get("fewshot") == expected.get("fewshot")

@@ -2,7 +2,8 @@
 
 import datasets
 import evaluate
-import numpy as np
+
+from modeling_gpa.metric_functions import accuracy
 
 _DESCRIPTION = "Accuracy = (number of predictions equal to their reference) / (number of predictions)."
 _KWARGS_DESCRIPTION = """
@@ -31,9 +32,4 @@ class Accuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, normalize: bool = True, sample_weight=None) -> dict:
-        predictions, references = np.asarray(predictions), np.asarray(references)
-        if predictions.size == 0:
-            raise ValueError("accuracy needs at least one prediction; got none.")
-        weights = np.ones(len(predictions)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        correct = float(((predictions == references) * weights).sum())
-        return {"accuracy": correct / float(weights.sum()) if normalize else correct}
+        return accuracy(predictions, references, normalize=normalize, sample_weight=sample_weight)

@@ -7,7 +7,8 @@ object recall is the object's share of the patches (``object_fraction``).
 
 import datasets
 import evaluate
-import numpy as np
+
+from modeling_gpa.metric_functions import object_recall
 
 _DESCRIPTION = "Object recall (share of masked patches on the object) and object coverage of binary patch masks."
 _KWARGS_DESCRIPTION = """
@@ -43,21 +44,4 @@ class ObjectRecall(evaluate.Metric):
         )
 
     def _compute(self, predictions, references) -> dict:
-        masks, objects = np.asarray(predictions) > 0, np.asarray(references) > 0
-        if masks.shape != objects.shape or masks.ndim != 2:
-            raise ValueError(
-                f"object_recall needs predictions and references of the same (N, n) shape; got {masks.shape} "
-                f"and {objects.shape}."
-            )
-        hits = (masks & objects).sum(axis=1).astype(np.float64)
-        mask_sizes, object_sizes = masks.sum(axis=1), objects.sum(axis=1)
-        has_mask, has_object = mask_sizes > 0, object_sizes > 0
-        if not has_mask.any():
-            raise ValueError("object_recall needs at least one non-empty mask in predictions; got none.")
-        coverage = (hits[has_object] / object_sizes[has_object]).mean() if has_object.any() else 0.0
-        return {
-            "object_recall": float((hits[has_mask] / mask_sizes[has_mask]).mean()),
-            "object_coverage": float(coverage),
-            "object_fraction": float(objects.mean()),
-            "mask_fraction": float(masks.mean()),
-        }
+        return object_recall(predictions, references)

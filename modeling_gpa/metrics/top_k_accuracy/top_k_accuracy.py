@@ -2,7 +2,8 @@
 
 import datasets
 import evaluate
-import numpy as np
+
+from modeling_gpa.metric_functions import top_k_accuracy
 
 _DESCRIPTION = "Top-k accuracy = share of examples whose true class is among the k classes with the highest scores."
 _KWARGS_DESCRIPTION = """
@@ -32,14 +33,4 @@ class TopKAccuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, k=(1, 5)) -> dict:
-        scores, references = np.asarray(predictions, dtype=np.float64), np.asarray(references)
-        if scores.ndim != 2 or len(scores) == 0:
-            raise ValueError(f"top_k_accuracy needs (N, num_classes) scores; got shape {scores.shape}.")
-        ks = [k] if isinstance(k, int) else list(k)
-        num_classes = scores.shape[1]
-        if any(not 1 <= value <= num_classes for value in ks):
-            raise ValueError(f"top_k_accuracy k={ks} is invalid; allowed values: 1 <= k <= {num_classes} classes.")
-        # Rank of the true class = how many classes score strictly higher; ties count in the reference's favour.
-        true_scores = scores[np.arange(len(scores)), references][:, None]
-        rank = (scores > true_scores).sum(axis=1)
-        return {f"top{value}_accuracy": float((rank < value).mean()) for value in ks}
+        return top_k_accuracy(predictions, references, k=k)
