@@ -23,6 +23,10 @@ checkpoint) and is skipped when that file exists, so an interrupted run resumes 
 and seed) can share a work dir. The summary goes to ``benchmarks/fashion_mnist.md`` and ``.json``
 (``--results_prefix``).
 
+Needs torch, transformers, numpy and Pillow, plus scipy and scikit-image to generate the cluttered set (cached in
+``<work_dir>/data``: copy that folder to skip generation); neither ``datasets`` nor ``evaluate`` (the metrics fall back
+to ``modeling_gpa.metric_functions``), so it runs from a plain checkout on a machine with only torch and transformers.
+
 The default size was set from step times measured on a loaded 2-core machine (about 0.4 s per MAE step of 256 images
 with one thread; GPA steps cost about 1.8x, for the teacher pass): an estimate of 2.5 hours on two free cores, not a
 measurement.
