@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """MAE vs GPA masking on plain and cluttered Fashion-MNIST: k-NN and linear-probe accuracy over seeds.
 
-    python run_scripts/benchmark_fashion_mnist.py --work_dir outputs/fm_bench           # default size: ~2.5 h, 2 cores
+    python run_scripts/benchmark_fashion_mnist.py --work_dir outputs/fm_bench --workers 2   # default size, 2 cores
     python run_scripts/benchmark_fashion_mnist.py --work_dir outputs/fm_quick --quick   # < 5 minutes
     python run_scripts/benchmark_fashion_mnist.py --work_dir outputs/fm_gpu --device cuda --train_samples 60000 \
         --test_samples 10000 --epochs 60 --batch_size 512
@@ -35,6 +35,7 @@ measurement.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import datetime
 import hashlib
@@ -45,6 +46,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -498,7 +500,8 @@ def markdown(summary: dict, meta: dict) -> str:
         "# MAE vs GPA masking on Fashion-MNIST (small ViT, CPU-sized)",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}; machine: {meta['machine']}; device: {meta['device']}; {meta['versions']}.",
+        f"Date: {meta['date']}; machine: {meta['machine']}; device: {meta['device']}; {meta.get('workers', 1)} worker "
+        f"process(es) of {meta['threads']} thread(s); {meta['versions']}.",
         "",
         f"Setup: ViT with {s['num_layers']} blocks, width {s['hidden_size']}, {s['num_heads']} heads, 49 patches "
         f"(plain 28x28 / patch 4; cluttered {s['canvas_size']}x{s['canvas_size']} / patch {s['canvas_size'] // 7}); "
@@ -590,6 +593,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="Default 0 1 2 (0 1 with --quick).")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (1 leaves a core free).")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Run each (dataset, seed) in its own process, this many at a time (one thread each unless --threads).",
+    )
     parser.add_argument("--no_report", action="store_true", help="Run only (for parallel workers); no Markdown/JSON.")
     parser.add_argument("--report_only", action="store_true", help="Report the cached results; train nothing.")
     for field in dataclasses.fields(Settings):
@@ -602,11 +611,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.settings = Settings(**({**QUICK, **overrides} if args.quick else overrides))
     if args.seeds is None:
         args.seeds = [0, 1] if args.quick else [0, 1, 2]
+    if args.workers < 1:
+        parser.error(f"--workers={args.workers} must be at least 1.")
     if args.settings.probe_optimizer not in ("sgd", "lars"):
         parser.error(f"--probe_optimizer={args.settings.probe_optimizer!r}; allowed values: sgd, lars.")
     if args.settings.train_samples < args.settings.batch_size and args.settings.train_samples < 2:
         parser.error("--train_samples must be at least 2.")
     return args
+
+
+def run_in_workers(argv: list[str], args: argparse.Namespace) -> None:
+    """Runs every (dataset, seed) of ``args`` in a process of its own, ``args.workers`` at a time.
+
+    Each worker is this script with ``argv`` and that one dataset and seed (later flags win in argparse); workers share
+    the work dir, so finished runs are skipped and the report reads them all from the cache afterwards.
+    """
+    jobs = [(dataset, seed) for seed, dataset in itertools.product(args.seeds, args.datasets)]
+    threads = [] if args.threads else ["--threads", "1"]
+
+    def run(job: tuple[str, int]) -> None:
+        dataset, seed = job
+        command = [sys.executable, str(Path(__file__).resolve()), *argv, *threads, "--workers", "1", "--no_report"]
+        command += ["--datasets", dataset, "--seeds", str(seed)]
+        completed = subprocess.run(command, stderr=subprocess.PIPE, text=True)
+        if completed.returncode:
+            reason = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the worker for {dataset} seed {seed} failed: {reason}")
+
+    with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(run, jobs))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -617,7 +650,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     work_dir = Path(args.work_dir)
     settings = args.settings
     results = []
-    if args.report_only:
+    if args.workers > 1 and not args.report_only:
+        run_in_workers(sys.argv[1:] if argv is None else argv, args)
+    if args.report_only or args.workers > 1:
         for dataset, name, seed in itertools.product(args.datasets, (*REFERENCES, *args.arms), args.seeds):
             if (result := cached(run_dir(work_dir, settings, dataset, name, seed))) is not None:
                 results.append(result)
@@ -643,7 +678,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine,
             "device": args.device,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads() if args.workers == 1 else (args.threads or 1),
+            "workers": args.workers,
             "versions": versions,
             "settings": dataclasses.asdict(settings),
             "seeds": args.seeds,

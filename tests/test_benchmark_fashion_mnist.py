@@ -107,3 +107,20 @@ def test_runs_without_datasets_or_evaluate_to_the_same_numbers(finished, tmp_pat
             {k: v for k, v in expected.items() if k.startswith(measured)}, abs=1e-6
         )
         assert run.get("fewshot") == expected.get("fewshot")
+
+
+def test_worker_processes_give_the_same_results_and_one_report(finished, tmp_path):
+    _, results = finished
+    prefix = tmp_path / "fm"
+    parallel = benchmark.main(
+        ["--work_dir", str(tmp_path / "work"), "--results_prefix", str(prefix), "--workers", "2"] + TINY
+    )
+    finished_runs = list((tmp_path / "work").glob("runs-*/*/*/seed0/result.json"))
+    assert len(finished_runs) == len(results) == len(parallel)
+    measured = ("knn_", "linear_", "mask_object_recall", "loss_")
+    for run in parallel:
+        expected = next(r for r in results if (r["dataset"], r["arm"]) == (run["dataset"], run["arm"]))
+        assert {k: v for k, v in run.items() if k.startswith(measured)} == pytest.approx(
+            {k: v for k, v in expected.items() if k.startswith(measured)}, abs=1e-6
+        )
+    assert "2 worker process(es) of 1 thread(s)" in prefix.with_suffix(".md").read_text()
