@@ -84,7 +84,14 @@ ARM_DESCRIPTIONS = {
     "raw_pixels": "reference: raw pixels",
 }
 FEWSHOT_IMAGES = 10
-CLUTTER_FIELDS = ("canvas_size", "background_strength", "background_blur", "cluttered_norm_pix_loss")
+CLUTTER_FIELDS = (
+    "canvas_size",
+    "garment_scale_min",
+    "garment_scale_max",
+    "background_strength",
+    "background_blur",
+    "cluttered_norm_pix_loss",
+)
 
 
 @dataclasses.dataclass
@@ -94,8 +101,8 @@ class Settings:
     train_samples: int = 20000
     test_samples: int = 5000
     epochs: int = 8
-    batch_size: int = 256
-    blr: float = 1.5e-3
+    batch_size: int = 128
+    blr: float = 5e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     mask_ratio: float = 0.75
@@ -105,6 +112,8 @@ class Settings:
     decoder_hidden_size: int = 64
     decoder_layers: int = 2
     canvas_size: int = 56
+    garment_scale_min: float = 0.7
+    garment_scale_max: float = 1.2
     background_strength: float = 0.2
     background_blur: float = 2.0
     cluttered_norm_pix_loss: bool = False
@@ -174,6 +183,7 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
                 images,
                 seed,
                 canvas_size=settings.canvas_size,
+                scale_range=(settings.garment_scale_min, settings.garment_scale_max),
                 background_strength=settings.background_strength,
                 background_blur=settings.background_blur,
             )
@@ -508,7 +518,8 @@ def markdown(summary: dict, meta: dict) -> str:
         f"decoder {s['decoder_layers']}x{s['decoder_hidden_size']}; mask ratio {s['mask_ratio']}, norm_pix_loss "
         f"on plain, {s.get('cluttered_norm_pix_loss')} on cluttered; "
         f"{s['epochs']} epochs over {s['train_samples']} training images, batch {s['batch_size']}, AdamW blr "
-        f"{s['blr']}. Cluttered backgrounds: strength {s['background_strength']}, blur {s['background_blur']}. "
+        f"{s['blr']}. Cluttered: garment side {s.get('garment_scale_min', 0.7)}-{s.get('garment_scale_max', 1.2)} x "
+        f"half the canvas, backgrounds of strength {s['background_strength']}, blur {s['background_blur']}. "
         f"Evaluation on {s['test_samples']} test images: weighted k-NN (k={s['knn_k']}, T={s['knn_temperature']}, "
         f"bank = the training images) and a linear probe (BatchNorm + Linear, {s['probe_optimizer']} lr "
         f"{s['probe_lr']}, "

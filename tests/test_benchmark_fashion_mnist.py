@@ -85,9 +85,19 @@ def test_every_arm_starts_from_the_same_encoder():
 
 def test_clutter_knobs_do_not_change_the_plain_runs():
     base = benchmark.Settings()
-    other = benchmark.Settings(background_strength=0.5, background_blur=0.0)
+    other = benchmark.Settings(background_strength=0.5, background_blur=0.0, garment_scale_max=1.0)
     assert base.key("plain") == other.key("plain")
     assert base.key("cluttered") != other.key("cluttered")
+
+
+def test_garment_scale_sets_the_garment_size_of_the_cluttered_data(tmp_path):
+    sizes = {}
+    for low, high in ((0.4, 0.4), (1.0, 1.0)):
+        settings = benchmark.Settings(train_samples=16, test_samples=8, garment_scale_min=low, garment_scale_max=high)
+        masks = benchmark.load_arrays("cluttered", settings, tmp_path)["train_mask"]
+        sizes[high] = masks.float().mean().item()
+    # Garment area scales with the square of its side: (0.4 / 1.0)^2 = 0.16, up to resampling of the outline.
+    assert sizes[0.4] / sizes[1.0] == pytest.approx(0.16, rel=0.15)
 
 
 def test_runs_without_datasets_or_evaluate_to_the_same_numbers(finished, tmp_path):
