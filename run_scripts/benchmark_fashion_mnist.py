@@ -519,7 +519,7 @@ def markdown(summary: dict, meta: dict) -> str:
         f"decoder {s['decoder_layers']}x{s['decoder_hidden_size']}; mask ratio {s['mask_ratio']}, norm_pix_loss "
         f"on plain, {s.get('cluttered_norm_pix_loss')} on cluttered; "
         f"{s['epochs']} epochs over {s['train_samples']} training images, batch {s['batch_size']}, AdamW blr "
-        f"{s['blr']}. Cluttered: garment side {s.get('garment_scale_min', 0.7)}-{s.get('garment_scale_max', 1.2)} x "
+        f"{s['blr']}. Cluttered: garment side {s['garment_scale_min']}-{s['garment_scale_max']} x "
         f"half the canvas, backgrounds of strength {s['background_strength']}, blur {s['background_blur']}. "
         f"Evaluation on {s['test_samples']} test images: weighted k-NN (k={s['knn_k']}, T={s['knn_temperature']}, "
         f"bank = the training images) and a linear probe (BatchNorm + Linear, {s['probe_optimizer']} lr "
