@@ -7,6 +7,7 @@ code path evaluates all of them. Metrics are the offline ``evaluate`` modules in
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import ViTModel
+from transformers.utils import logging as transformers_logging
 
 from . import metric_functions
 
@@ -27,6 +29,8 @@ OPTIMIZERS = ("lars", "sgd")
 # MAE's linear probe: LARS at blr 0.1 and batch 16384, i.e. lr 6.4. LARS rescales each update to a fixed share of the
 # weight norm, so this rate (not blr * batch / 256) is what carries over to smaller batches.
 MAE_LARS_LR = 0.1 * 16384 / 256
+
+logger = logging.getLogger(__name__)
 
 
 def load_metric(name: str):
@@ -63,6 +67,10 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
     ``ViTForImageClassification``). Raises a one-line ``ValueError`` when loading fails or when any encoder weight
     is missing (it would silently stay random).
     """
+    # Transformers' load report tabulates every decoder weight a pretraining checkpoint carries; the checks below say
+    # what matters in one line instead.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
     try:
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -70,13 +78,24 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
             f"Cannot load a ViT encoder from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
             "pass --model_name_or_path a directory saved by run_pretrain.py, ViTMAEForPreTraining or ViTModel."
         ) from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     encoder_keys = (f"{encoder_prefix}embeddings.", f"{encoder_prefix}layers.")
-    missing = [key for key in info["missing_keys"] if key.startswith(encoder_keys)]
-    if missing:
+    missing = sorted(info["missing_keys"])
+    missing_encoder = [key for key in missing if key.startswith(encoder_keys)]
+    if missing_encoder:
         raise ValueError(
-            f"{name_or_path!r} has no ViT encoder weights ({len(missing)} missing, e.g. {sorted(missing)[0]!r}); "
-            "pass --model_name_or_path a GPA, ViTMAE or ViT checkpoint."
+            f"{name_or_path!r} has no ViT encoder weights ({len(missing_encoder)} missing, e.g. "
+            f"{missing_encoder[0]!r}); pass --model_name_or_path a GPA, ViTMAE or ViT checkpoint."
         )
+    if missing:
+        logger.warning("Newly initialised (train them before use): %s.", ", ".join(missing))
+    logger.info(
+        "Loaded %s from %s; %d checkpoint weights it has no use for were left out (decoder, teacher state).",
+        type(model).__name__,
+        name_or_path,
+        len(info["unexpected_keys"]),
+    )
     return model
 
 

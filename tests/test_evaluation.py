@@ -18,6 +18,7 @@ from modeling_gpa.evaluation import (
     knn_accuracy,
     knn_scores,
     load_encoder,
+    load_vit,
     param_groups_layer_decay,
     pool,
     probe_logits,
@@ -46,6 +47,17 @@ def test_load_encoder_reads_the_gpa_encoder(gpa_dir):
         torch.testing.assert_close(encoder.state_dict()[name], tensor)
     features = encode(encoder, torch.randn(5, 1, 28, 28), "mean", batch_size=2)
     assert features.shape == (5, 32) and torch.isfinite(features).all()
+
+
+def test_load_vit_replaces_the_load_report_with_one_line_on_new_weights(gpa_dir, capfd, caplog):
+    path, _ = gpa_dir
+    with caplog.at_level("INFO", logger="modeling_gpa.evaluation"):
+        load_encoder(str(path))
+        classifier = load_vit(ViTForImageClassification, str(path), "vit.", num_labels=3)
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == ["Newly initialised (train them before use): classifier.bias, classifier.weight."]
+    assert classifier.classifier.out_features == 3
 
 
 @pytest.mark.parametrize("kind", ["vit_mae", "vit"])
