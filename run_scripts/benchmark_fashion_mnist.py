@@ -628,6 +628,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--workers={args.workers} must be at least 1.")
     if args.settings.probe_optimizer not in ("sgd", "lars"):
         parser.error(f"--probe_optimizer={args.settings.probe_optimizer!r}; allowed values: sgd, lars.")
+    if not 0 < args.settings.garment_scale_min <= args.settings.garment_scale_max <= 2:
+        parser.error(
+            f"--garment_scale_min={args.settings.garment_scale_min} and --garment_scale_max="
+            f"{args.settings.garment_scale_max} must satisfy 0 < min <= max <= 2 (the garment must fit the canvas)."
+        )
     if args.settings.train_samples < args.settings.batch_size and args.settings.train_samples < 2:
         parser.error("--train_samples must be at least 2.")
     return args

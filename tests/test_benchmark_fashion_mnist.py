@@ -100,6 +100,15 @@ def test_garment_scale_sets_the_garment_size_of_the_cluttered_data(tmp_path):
     assert sizes[0.4] / sizes[1.0] == pytest.approx(0.16, rel=0.15)
 
 
+@pytest.mark.parametrize("low, high", [(1.0, 0.5), (0.0, 1.0), (1.0, 2.5)])
+def test_an_impossible_garment_size_is_refused_before_any_work(tmp_path, capsys, low, high):
+    argv = ["--work_dir", str(tmp_path), "--garment_scale_min", str(low), "--garment_scale_max", str(high)]
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(argv)
+    assert "must satisfy 0 < min <= max <= 2" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_runs_without_datasets_or_evaluate_to_the_same_numbers(finished, tmp_path):
     _, results = finished
     arms = ["mae", "gpa_pretrained_fewshot"]
