@@ -583,8 +583,34 @@ def labelled_features(
     return extract_features(encoder, loader, pooling=pooling, device=device)
 
 
+def add_frozen_encoder_arguments(parser) -> None:
+    """The flags run_knn.py and run_linear_probe.py share: checkpoint, output, pooling, device, seed and dataset."""
+    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=42)
+    add_dataset_arguments(parser)
+
+
+def frozen_encoder_features(args) -> dict:
+    """Features of the frozen encoder of ``args.model_name_or_path`` on the train and eval splits of ``args``.
+
+    Returns:
+        dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs and ``num_classes``.
+    """
+    encoder = load_encoder(args.model_name_or_path)
+    data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
+    return {
+        split: labelled_features(encoder, data[split], args.pooling, args.batch_size, args.device)
+        for split in ("train", "eval")
+    } | {"num_classes": data["num_classes"]}
+
+
 __all__ = [
     "add_dataset_arguments",
+    "add_frozen_encoder_arguments",
+    "frozen_encoder_features",
     "class_names",
     "find_label_column",
     "labelled_features",

@@ -28,6 +28,7 @@ from transformers import AutoConfig, ViTMAEForPreTraining, set_seed  # noqa: E40
 
 from modeling_gpa import GPAForPreTraining  # noqa: E402
 from modeling_gpa.evaluation import (  # noqa: E402
+    POOLINGS,
     add_dataset_arguments,
     knn_accuracy,
     labelled_features,
@@ -36,7 +37,6 @@ from modeling_gpa.evaluation import (  # noqa: E402
     write_results,
 )
 
-POOLINGS = ("cls", "mean")
 CURVES = ("loss", "rgb_loss", "gpa_loss")
 
 

@@ -12,30 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from modeling_gpa.evaluation import (
-    POOLINGS,
-    add_dataset_arguments,
-    knn_accuracy,
-    labelled_features,
-    load_encoder,
-    load_labelled_splits,
-    write_results,
-)
+from modeling_gpa.evaluation import add_frozen_encoder_arguments, frozen_encoder_features, knn_accuracy, write_results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seed", type=int, default=42)
-    add_dataset_arguments(parser)
+    add_frozen_encoder_arguments(parser)
     args = parser.parse_args(argv)
     if args.k < 1 or args.temperature <= 0:
         parser.error(f"--k={args.k} and --temperature={args.temperature} must be positive.")
@@ -44,10 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    encoder = load_encoder(args.model_name_or_path)
-    data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
-    train_features, train_labels = labelled_features(encoder, data["train"], args.pooling, args.batch_size, args.device)
-    eval_features, eval_labels = labelled_features(encoder, data["eval"], args.pooling, args.batch_size, args.device)
+    data = frozen_encoder_features(args)
+    (train_features, train_labels), (eval_features, eval_labels) = data["train"], data["eval"]
     metrics = knn_accuracy(
         train_features, train_labels, eval_features, eval_labels, data["num_classes"], args.k, args.temperature
     )

@@ -16,26 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from modeling_gpa.evaluation import (
     MAE_LARS_LR,
     OPTIMIZERS,
-    POOLINGS,
-    add_dataset_arguments,
-    labelled_features,
+    add_frozen_encoder_arguments,
+    frozen_encoder_features,
     linear_probe_accuracy,
-    load_encoder,
-    load_labelled_splits,
     write_results,
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="lars")
     parser.add_argument("--epochs", type=int, default=90)
     parser.add_argument("--warmup_epochs", type=int, default=10)
@@ -43,9 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--blr", type=float, default=None, help="Base lr: lr = blr * batch_size / 256.")
     parser.add_argument("--lr", type=float, default=None, help="Absolute lr (overrides --blr).")
     parser.add_argument("--weight_decay", type=float, default=0.0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seed", type=int, default=42)
-    add_dataset_arguments(parser)
+    add_frozen_encoder_arguments(parser)
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or not 0 <= args.warmup_epochs <= args.epochs:
         parser.error("--epochs and --batch_size must be positive, and 0 <= --warmup_epochs <= --epochs.")
@@ -61,10 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    encoder = load_encoder(args.model_name_or_path)
-    data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
-    train_features, train_labels = labelled_features(encoder, data["train"], args.pooling, args.batch_size, args.device)
-    eval_features, eval_labels = labelled_features(encoder, data["eval"], args.pooling, args.batch_size, args.device)
+    data = frozen_encoder_features(args)
+    (train_features, train_labels), (eval_features, eval_labels) = data["train"], data["eval"]
     metrics = linear_probe_accuracy(
         train_features,
         train_labels,
