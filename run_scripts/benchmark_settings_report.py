@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""One arm of the Fashion-MNIST benchmark across every setting cached in its work dirs, against both references.
+
+    python run_scripts/benchmark_fashion_mnist.py --work_dir W --datasets cluttered --arms mae --seeds 0 --epochs 40
+    python run_scripts/benchmark_fashion_mnist.py --work_dir W --datasets cluttered --arms mae --seeds 0 --epochs 80
+    python run_scripts/benchmark_settings_report.py --work_dir W --dataset cluttered --arm mae --output benchmarks/x
+
+``benchmark_fashion_mnist.py`` caches each setting under ``<work_dir>/runs-<hash>/`` with its ``settings.json``; this
+script reads them all (several ``--work_dir`` may be given), keeps the settings fields that differ between them, and
+writes one row per setting: the arm's k-NN and linear-probe accuracy (mean ± std over the cached seeds), the
+random-init encoder and raw pixels on the same data, and the margin of the arm's best readout over the best
+reference. Writes ``<output>.md``, ``<output>.json`` and ``<output>.png`` (a bar chart of the same rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark_fashion_mnist import ARM_DESCRIPTIONS, ARMS, DATASETS, REFERENCES, cached, cell, summarize  # noqa: E402
+
+READOUTS = ("knn_cls", "knn_mean", "linear_cls", "linear_mean")
+PIXEL_READOUTS = ("knn_pixels", "linear_pixels")
+
+
+def collect(work_dirs: list[Path], dataset: str, arm: str) -> list[dict]:
+    """Every cached setting of ``dataset`` with results for ``arm`` and both references, in settings-file order.
+
+    Returns:
+        ``[{"settings": dict, "arm": stats, "random_init": stats, "raw_pixels": stats}, ...]`` where ``stats`` maps a
+        metric to ``{"mean", "std"}`` over the seeds that all three have, plus ``"seeds"``.
+    """
+    rows = []
+    for settings_file in sorted(path for work_dir in work_dirs for path in work_dir.glob("runs-*/settings.json")):
+        runs = settings_file.parent / dataset
+        seeds = [
+            int(path.name.removeprefix("seed"))
+            for path in sorted((runs / arm).glob("seed*"))
+            if all(cached(runs / name / path.name) is not None for name in (arm, "random_init", "raw_pixels"))
+        ]
+        if not seeds:
+            continue
+        results = [cached(runs / name / f"seed{seed}") for name in (arm, "random_init", "raw_pixels") for seed in seeds]
+        summary = summarize(results)[dataset]
+        settings = json.loads(settings_file.read_text())
+        rows.append({"settings": settings, "arm": summary[arm], **{name: summary[name] for name in REFERENCES}})
+    return rows
+
+
+def varying_fields(rows: list[dict]) -> list[str]:
+    """Settings fields whose value is not the same in every row (all fields of a single row would say nothing)."""
+    fields = sorted({field for row in rows for field in row["settings"]})
+    return [field for field in fields if len({json.dumps(row["settings"].get(field)) for row in rows}) > 1]
+
+
+def value(stats: dict, key: str) -> str:
+    """``mean ± std`` in %, or the mean alone from a single seed."""
+    return cell(stats[key]) if len(stats["seeds"]) > 1 else f"{stats[key]['mean'] * 100:.1f}"
+
+
+def best(stats: dict, readouts: tuple[str, ...]) -> float:
+    return max(stats[key]["mean"] for key in readouts)
+
+
+def margin(row: dict) -> float:
+    """Best readout of the arm minus the best readout of either reference, in accuracy (fraction)."""
+    references = max(best(row["random_init"], READOUTS), best(row["raw_pixels"], PIXEL_READOUTS))
+    return best(row["arm"], READOUTS) - references
+
+
+def order(row: dict, fields: list[str]) -> list[tuple]:
+    """Sort key: the varying fields' values, numbers by value (8 before 40), unset values last."""
+    values = [row["settings"].get(field) for field in fields]
+    return [(value is None, value if isinstance(value, int | float) else str(value)) for value in values]
+
+
+def label(row: dict, fields: list[str]) -> str:
+    return ", ".join(f"{field} {row['settings'].get(field)}" for field in fields) or "(one setting)"
+
+
+def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str) -> str:
+    header = [*fields, "k-NN CLS", "k-NN mean", "linear CLS", "linear mean"]
+    header += ["random-init k-NN / linear (mean)", "raw-pixel k-NN / linear", "margin", "pretrain s", "seeds"]
+    lines = [
+        f"| {' | '.join(header)} |",
+        f"|{'---|' * len(header)}",
+    ]
+    for row in rows:
+        values = [str(row["settings"].get(field)) for field in fields]
+        values += [value(row["arm"], key) for key in READOUTS]
+        values.append(f"{value(row['random_init'], 'knn_mean')} / {value(row['random_init'], 'linear_mean')}")
+        values.append(f"{value(row['raw_pixels'], 'knn_pixels')} / {value(row['raw_pixels'], 'linear_pixels')}")
+        values.append(f"{margin(row) * 100:+.1f}")
+        values.append(f"{row['arm']['pretrain_seconds']['mean']:.0f}" if "pretrain_seconds" in row["arm"] else "–")
+        values.append(" ".join(map(str, row["arm"]["seeds"])))
+        lines.append(f"| {' | '.join(values)} |")
+    shared = {key: value for key, value in rows[0]["settings"].items() if key not in fields}
+    return "\n".join(
+        [
+            f"# {ARM_DESCRIPTIONS[arm]} on {dataset} Fashion-MNIST, setting by setting",
+            "",
+            "Accuracies in % (mean ± std over the seeds listed, the value itself from one seed). *Margin*: the "
+            "arm's best readout minus the best readout of either reference (random-init encoder, raw pixels), in "
+            f"points. Settings shared by every row: `{json.dumps(shared, sort_keys=True)}`.",
+            "",
+            *lines,
+            "",
+        ]
+    )
+
+
+def plot(rows: list[dict], fields: list[str], arm: str) -> plt.Figure:
+    """Grouped bars per setting: the arm's two mean-pooled readouts against the references' best."""
+    bars = (
+        (f"{arm} linear (mean-pooled)", lambda row: row["arm"]["linear_mean"]["mean"]),
+        (f"{arm} k-NN (mean-pooled)", lambda row: row["arm"]["knn_mean"]["mean"]),
+        ("raw-pixel k-NN", lambda row: row["raw_pixels"]["knn_pixels"]["mean"]),
+        ("random-init encoder (best readout)", lambda row: best(row["random_init"], READOUTS)),
+    )
+    width = 0.8 / len(bars)
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.2))
+    for index, (name, value) in enumerate(bars):
+        positions = [row_index + (index - (len(bars) - 1) / 2) * width for row_index in range(len(rows))]
+        axes.bar(positions, [100 * value(row) for row in rows], width, label=name)
+    axes.set_xticks(range(len(rows)), [label(row, fields).replace(", ", "\n") for row in rows], fontsize=8)
+    axes.set_ylabel("test accuracy (%)")
+    axes.legend(fontsize=8, ncol=len(bars), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", nargs="+", type=Path, required=True)
+    parser.add_argument("--dataset", choices=DATASETS, default="cluttered")
+    parser.add_argument("--arm", choices=ARMS, default="mae")
+    parser.add_argument("--output", type=Path, required=True, help="Prefix of the .md, .json and .png it writes.")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    rows = collect(args.work_dir, args.dataset, args.arm)
+    if not rows:
+        sys.exit(
+            f"error: no cached {args.dataset} results for {args.arm} with both references under "
+            f"{', '.join(map(str, args.work_dir))}; run benchmark_fashion_mnist.py with that --work_dir first."
+        )
+    fields = varying_fields(rows)
+    rows.sort(key=lambda row: order(row, fields))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, args.arm))
+    payload = {"dataset": args.dataset, "arm": args.arm, "varying": fields, "rows": rows}
+    args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    plot(rows, fields, args.arm).savefig(args.output.with_suffix(".png"), dpi=120)
+    for row in rows:
+        print(f"{label(row, fields)}: margin over the best reference {margin(row) * 100:+.1f} points")
+    print(f"wrote {args.output}.md, .json and .png ({len(rows)} settings)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
