@@ -15,7 +15,9 @@ reference. Writes ``<output>.md``, ``<output>.json`` and ``<output>.png`` (a bar
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -87,7 +89,7 @@ def label(row: dict, fields: list[str]) -> str:
     return ", ".join(f"{field} {row['settings'].get(field)}" for field in fields) or "(one setting)"
 
 
-def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str) -> str:
+def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str, command: str) -> str:
     header = [*fields, "k-NN CLS", "k-NN mean", "linear CLS", "linear mean"]
     header += ["random-init k-NN / linear (mean)", "raw-pixel k-NN / linear", "margin", "pretrain s", "seeds"]
     lines = [
@@ -107,6 +109,9 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str) -> str
     return "\n".join(
         [
             f"# {ARM_DESCRIPTIONS[arm]} on {dataset} Fashion-MNIST, setting by setting",
+            "",
+            f"Written by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d} from the cached per-run "
+            "results (each run's own machine and wall time are in its `result.json`).",
             "",
             "Accuracies in % (mean ± std over the seeds listed, the value itself from one seed). *Margin*: the "
             "arm's best readout minus the best readout of either reference (random-init encoder, raw pixels), in "
@@ -159,7 +164,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     fields = varying_fields(rows)
     rows.sort(key=lambda row: order(row, fields))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, args.arm))
+    flags = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "run_scripts/benchmark_settings_report.py", *flags])
+    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, args.arm, command))
     payload = {"dataset": args.dataset, "arm": args.arm, "varying": fields, "rows": rows}
     args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     plot(rows, fields, args.arm).savefig(args.output.with_suffix(".png"), dpi=120)
