@@ -111,7 +111,7 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str, comman
             f"# {ARM_DESCRIPTIONS[arm]} on {dataset} Fashion-MNIST, setting by setting",
             "",
             f"Written by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d} from the cached per-run "
-            "results (each run's own machine and wall time are in its `result.json`).",
+            "results; *pretrain s* is each run's wall time on whichever machine ran it.",
             "",
             "Accuracies in % (mean ± std over the seeds listed, the value itself from one seed). *Margin*: the "
             "arm's best readout minus the best readout of either reference (random-init encoder, raw pixels), in "
