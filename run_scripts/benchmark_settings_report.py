@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""One arm of the Fashion-MNIST benchmark across every setting cached in its work dirs, against both references.
+"""Arms of the Fashion-MNIST benchmark across every setting cached in its work dirs, against both references.
 
     python run_scripts/benchmark_fashion_mnist.py --work_dir W --datasets cluttered --arms mae --seeds 0 --epochs 40
     python run_scripts/benchmark_fashion_mnist.py --work_dir W --datasets cluttered --arms mae --seeds 0 --epochs 80
-    python run_scripts/benchmark_settings_report.py --work_dir W --dataset cluttered --arm mae --output benchmarks/x
+    python run_scripts/benchmark_settings_report.py --work_dir W --dataset cluttered --arms mae --output benchmarks/x
 
 ``benchmark_fashion_mnist.py`` caches each setting under ``<work_dir>/runs-<hash>/`` with its ``settings.json``; this
 script reads them all (several ``--work_dir`` may be given), keeps the settings fields that differ between them, and
-writes one row per setting: the arm's k-NN and linear-probe accuracy (mean ± std over the cached seeds), the
+writes one row per setting and arm: the arm's k-NN and linear-probe accuracy (mean ± std over the cached seeds), the
 random-init encoder and raw pixels on the same data, and the margin of the arm's best readout over the best
 reference. Writes ``<output>.md``, ``<output>.json`` and ``<output>.png`` (a bar chart of the same rows).
 """
@@ -34,27 +34,34 @@ READOUTS = ("knn_cls", "knn_mean", "linear_cls", "linear_mean")
 PIXEL_READOUTS = ("knn_pixels", "linear_pixels")
 
 
-def collect(work_dirs: list[Path], dataset: str, arm: str) -> list[dict]:
-    """Every cached setting of ``dataset`` with results for ``arm`` and both references, in settings-file order.
+def collect(work_dirs: list[Path], dataset: str, arms: list[str]) -> list[dict]:
+    """Every cached (setting, arm) of ``dataset`` with results for the arm and both references.
 
     Returns:
-        ``[{"settings": dict, "arm": stats, "random_init": stats, "raw_pixels": stats}, ...]`` where ``stats`` maps a
-        metric to ``{"mean", "std"}`` over the seeds that all three have, plus ``"seeds"``.
+        ``[{"settings": dict, "arm_name": str, "arm": stats, "random_init": stats, "raw_pixels": stats}, ...]``
+        where ``stats`` maps a metric to ``{"mean", "std"}`` over the seeds that all three have, plus ``"seeds"``.
     """
     rows = []
     for settings_file in sorted(path for work_dir in work_dirs for path in work_dir.glob("runs-*/settings.json")):
         runs = settings_file.parent / dataset
-        seeds = [
-            int(path.name.removeprefix("seed"))
-            for path in sorted((runs / arm).glob("seed*"))
-            if all(cached(runs / name / path.name) is not None for name in (arm, "random_init", "raw_pixels"))
-        ]
-        if not seeds:
-            continue
-        results = [cached(runs / name / f"seed{seed}") for name in (arm, "random_init", "raw_pixels") for seed in seeds]
-        summary = summarize(results)[dataset]
-        settings = json.loads(settings_file.read_text())
-        rows.append({"settings": settings, "arm": summary[arm], **{name: summary[name] for name in REFERENCES}})
+        for arm in arms:
+            names = (arm, *REFERENCES)
+            seeds = [
+                int(path.name.removeprefix("seed"))
+                for path in sorted((runs / arm).glob("seed*"))
+                if all(cached(runs / name / path.name) is not None for name in names)
+            ]
+            if not seeds:
+                continue
+            summary = summarize([cached(runs / name / f"seed{seed}") for name in names for seed in seeds])[dataset]
+            rows.append(
+                {
+                    "settings": json.loads(settings_file.read_text()),
+                    "arm_name": arm,
+                    "arm": summary[arm],
+                    **{name: summary[name] for name in REFERENCES},
+                }
+            )
     return rows
 
 
@@ -80,17 +87,19 @@ def margin(row: dict) -> float:
 
 
 def order(row: dict, fields: list[str]) -> list[tuple]:
-    """Sort key: the varying fields' values, numbers by value (8 before 40), unset values last."""
+    """Sort key: the varying fields' values, numbers by value (8 before 40), unset values last; then the arm."""
     values = [row["settings"].get(field) for field in fields]
-    return [(value is None, value if isinstance(value, int | float) else str(value)) for value in values]
+    keys = [(value is None, value if isinstance(value, int | float) else str(value)) for value in values]
+    return [*keys, (False, ARMS.index(row["arm_name"]))]
 
 
-def label(row: dict, fields: list[str]) -> str:
-    return ", ".join(f"{field} {row['settings'].get(field)}" for field in fields) or "(one setting)"
+def label(row: dict, fields: list[str], with_arm: bool) -> str:
+    parts = [f"{field} {row['settings'].get(field)}" for field in fields]
+    return ", ".join([*parts, row["arm_name"]] if with_arm else parts) or "(one setting)"
 
 
-def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str, command: str) -> str:
-    header = [*fields, "k-NN CLS", "k-NN mean", "linear CLS", "linear mean"]
+def markdown(rows: list[dict], fields: list[str], dataset: str, command: str) -> str:
+    header = [*fields, "arm", "k-NN CLS", "k-NN mean", "linear CLS", "linear mean"]
     header += ["random-init k-NN / linear (mean)", "raw-pixel k-NN / linear", "margin", "pretrain s", "seeds"]
     lines = [
         f"| {' | '.join(header)} |",
@@ -98,6 +107,7 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str, comman
     ]
     for row in rows:
         values = [str(row["settings"].get(field)) for field in fields]
+        values.append(ARM_DESCRIPTIONS[row["arm_name"]])
         values += [value(row["arm"], key) for key in READOUTS]
         values.append(f"{value(row['random_init'], 'knn_mean')} / {value(row['random_init'], 'linear_mean')}")
         values.append(f"{value(row['raw_pixels'], 'knn_pixels')} / {value(row['raw_pixels'], 'linear_pixels')}")
@@ -108,14 +118,16 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str, comman
     shared = {key: value for key, value in rows[0]["settings"].items() if key not in fields}
     return "\n".join(
         [
-            f"# {ARM_DESCRIPTIONS[arm]} on {dataset} Fashion-MNIST, setting by setting",
+            f"# {dataset.capitalize()} Fashion-MNIST, setting by setting, against both references",
             "",
             f"Written by `{command}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d} from the cached per-run "
             "results; *pretrain s* is each run's wall time on whichever machine ran it.",
             "",
             "Accuracies in % (mean ± std over the seeds listed, the value itself from one seed). *Margin*: the "
             "arm's best readout minus the best readout of either reference (random-init encoder, raw pixels), in "
-            f"points. Settings shared by every row: `{json.dumps(shared, sort_keys=True)}`.",
+            f"points. A row is `python run_scripts/benchmark_fashion_mnist.py --work_dir W --datasets {dataset} "
+            "--arms <arm> --seeds <seeds>` with the flags of its first columns (e.g. `--epochs 80`); settings shared "
+            f"by every row: `{json.dumps(shared, sort_keys=True)}`.",
             "",
             *lines,
             "",
@@ -123,11 +135,11 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, arm: str, comman
     )
 
 
-def plot(rows: list[dict], fields: list[str], arm: str) -> plt.Figure:
-    """Grouped bars per setting: the arm's two mean-pooled readouts against the references' best."""
+def plot(rows: list[dict], fields: list[str]) -> plt.Figure:
+    """Grouped bars per row: the arm's two mean-pooled readouts against the references."""
     bars = (
-        (f"{arm} linear (mean-pooled)", lambda row: row["arm"]["linear_mean"]["mean"]),
-        (f"{arm} k-NN (mean-pooled)", lambda row: row["arm"]["knn_mean"]["mean"]),
+        ("linear probe (mean-pooled)", lambda row: row["arm"]["linear_mean"]["mean"]),
+        ("k-NN (mean-pooled)", lambda row: row["arm"]["knn_mean"]["mean"]),
         ("raw-pixel k-NN", lambda row: row["raw_pixels"]["knn_pixels"]["mean"]),
         ("random-init encoder (best readout)", lambda row: best(row["random_init"], READOUTS)),
     )
@@ -136,7 +148,9 @@ def plot(rows: list[dict], fields: list[str], arm: str) -> plt.Figure:
     for index, (name, value) in enumerate(bars):
         positions = [row_index + (index - (len(bars) - 1) / 2) * width for row_index in range(len(rows))]
         axes.bar(positions, [100 * value(row) for row in rows], width, label=name)
-    axes.set_xticks(range(len(rows)), [label(row, fields).replace(", ", "\n") for row in rows], fontsize=8)
+    with_arm = len({row["arm_name"] for row in rows}) > 1
+    names = [label(row, fields, with_arm).replace(", ", "\n") for row in rows]
+    axes.set_xticks(range(len(rows)), names, fontsize=8)
     axes.set_ylabel("test accuracy (%)")
     axes.legend(fontsize=8, ncol=len(bars), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     axes.grid(axis="y", alpha=0.3)
@@ -148,17 +162,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", nargs="+", type=Path, required=True)
     parser.add_argument("--dataset", choices=DATASETS, default="cluttered")
-    parser.add_argument("--arm", choices=ARMS, default="mae")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=["mae"])
     parser.add_argument("--output", type=Path, required=True, help="Prefix of the .md, .json and .png it writes.")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    rows = collect(args.work_dir, args.dataset, args.arm)
+    rows = collect(args.work_dir, args.dataset, args.arms)
     if not rows:
         sys.exit(
-            f"error: no cached {args.dataset} results for {args.arm} with both references under "
+            f"error: no cached {args.dataset} results for {' or '.join(args.arms)} with both references under "
             f"{', '.join(map(str, args.work_dir))}; run benchmark_fashion_mnist.py with that --work_dir first."
         )
     fields = varying_fields(rows)
@@ -166,13 +180,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     flags = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "run_scripts/benchmark_settings_report.py", *flags])
-    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, args.arm, command))
-    payload = {"dataset": args.dataset, "arm": args.arm, "varying": fields, "rows": rows}
+    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, command))
+    payload = {"command": command, "dataset": args.dataset, "arms": args.arms, "varying": fields, "rows": rows}
     args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    plot(rows, fields, args.arm).savefig(args.output.with_suffix(".png"), dpi=120)
+    plot(rows, fields).savefig(args.output.with_suffix(".png"), dpi=120)
     for row in rows:
-        print(f"{label(row, fields)}: margin over the best reference {margin(row) * 100:+.1f} points")
-    print(f"wrote {args.output}.md, .json and .png ({len(rows)} settings)")
+        print(f"{label(row, fields, True)}: margin over the best reference {margin(row) * 100:+.1f} points")
+    print(f"wrote {args.output}.md, .json and .png ({len(rows)} rows)")
     return rows
 
 

@@ -14,33 +14,35 @@ import benchmark_settings_report as report  # noqa: E402
 
 TINY = ["--quick", "--train_samples", "48", "--test_samples", "24", "--batch_size", "16", "--hidden_size", "16"]
 TINY += ["--num_heads", "2", "--decoder_hidden_size", "16", "--probe_epochs", "2", "--threads", "1"]
-TINY += ["--datasets", "cluttered", "--arms", "mae", "--seeds", "0", "--no_report"]
+TINY += ["--datasets", "cluttered", "--seeds", "0", "--no_report"]
 
 
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory):
     work = tmp_path_factory.mktemp("settings")
-    for epochs in ("2", "1"):
-        benchmark.main(["--work_dir", str(work), "--epochs", epochs, *TINY])
+    benchmark.main(["--work_dir", str(work), "--epochs", "2", "--arms", "mae", *TINY])
+    benchmark.main(["--work_dir", str(work), "--epochs", "1", "--arms", "mae", "gpa_self", *TINY])
     return work
 
 
 def test_one_row_per_setting_with_the_cached_numbers_and_the_margin(work_dir, tmp_path):
-    rows = report.main(["--work_dir", str(work_dir), "--output", str(tmp_path / "report")])
-    assert [row["settings"]["epochs"] for row in rows] == [1, 2]
+    rows = report.main(["--work_dir", str(work_dir), "--arms", "mae", "gpa_self", "--output", str(tmp_path / "report")])
+    assert [(row["settings"]["epochs"], row["arm_name"]) for row in rows] == [(1, "mae"), (1, "gpa_self"), (2, "mae")]
     assert report.varying_fields(rows) == ["epochs"]
     readouts = ("knn_cls", "knn_mean", "linear_cls", "linear_mean")
     for row in rows:
         runs = work_dir / f"runs-{benchmark.Settings(**row['settings']).key('cluttered')}" / "cluttered"
-        mae, random_init, raw = (
+        arm, random_init, raw = (
             json.loads((runs / name / "seed0" / "result.json").read_text())
-            for name in ("mae", "random_init", "raw_pixels")
+            for name in (row["arm_name"], "random_init", "raw_pixels")
         )
-        assert row["arm"]["linear_mean"]["mean"] == mae["linear_mean"]
+        assert row["arm"]["linear_mean"]["mean"] == arm["linear_mean"]
         best_reference = max(*(random_init[key] for key in readouts), raw["knn_pixels"], raw["linear_pixels"])
-        assert report.margin(row) == pytest.approx(max(mae[key] for key in readouts) - best_reference)
+        assert report.margin(row) == pytest.approx(max(arm[key] for key in readouts) - best_reference)
     table = (tmp_path / "report.md").read_text()
-    assert "| epochs | k-NN CLS |" in table and table.count("\n| 1 |") == 1 and table.count("\n| 2 |") == 1
+    assert "| epochs | arm | k-NN CLS |" in table
+    assert table.count("\n| 1 | MAE") == 1 and table.count("\n| 1 | GPA, self teacher, no MAM |") == 1
+    assert table.count("\n| 2 |") == 1
     assert json.loads((tmp_path / "report.json").read_text())["varying"] == ["epochs"]
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
