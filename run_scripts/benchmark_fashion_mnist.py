@@ -663,6 +663,7 @@ def run_in_workers(argv: list[str], args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
     work_dir = Path(args.work_dir)
