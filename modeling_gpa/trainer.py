@@ -85,9 +85,6 @@ class GPATrainingArguments(TrainingArguments):
             # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
             self.use_cpu = True
         super().__post_init__()
-        if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
-            # Pinned memory only speeds up copies to an accelerator; without one, torch warns on every DataLoader.
-            self.dataloader_pin_memory = False
         if self.mask_schedule not in MASK_SCHEDULES:
             raise ValueError(
                 f"--mask_schedule {self.mask_schedule!r} is invalid; allowed values: {', '.join(MASK_SCHEDULES)}."

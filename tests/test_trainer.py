@@ -1,5 +1,3 @@
-import warnings
-
 import pytest
 import torch
 from tiny import tiny_kwargs
@@ -196,15 +194,6 @@ def test_image_pretraining_defaults_and_bad_values(tmp_path):
         arguments(tmp_path, mask_schedule="steps")
     with pytest.raises(ValueError, match="--base_learning_rate -1.0 is invalid"):
         arguments(tmp_path, base_learning_rate=-1.0)
-
-
-def test_memory_is_not_pinned_without_an_accelerator(tmp_path):
-    args = arguments(tmp_path, use_cpu=False)
-    assert args.dataloader_pin_memory is torch.accelerator.is_available()
-    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=ImageDataset(4))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        next(iter(trainer.get_train_dataloader()))
 
 
 def test_resume_restores_every_weight_and_skips_incomplete_checkpoints(tmp_path):
