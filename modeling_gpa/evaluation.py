@@ -91,7 +91,7 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
     if missing:
         logger.warning("Newly initialised (train them before use): %s.", ", ".join(missing))
     logger.info(
-        "Loaded %s from %s; %d checkpoint weights it has no use for were left out (decoder, teacher state).",
+        "Loaded %s from %s; %d checkpoint weights it has no use for were left out.",
         type(model).__name__,
         name_or_path,
         len(info["unexpected_keys"]),

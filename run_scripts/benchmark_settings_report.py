@@ -28,9 +28,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark_fashion_mnist import ARM_DESCRIPTIONS, ARMS, DATASETS, REFERENCES, cached, cell, summarize  # noqa: E402
+from benchmark_fashion_mnist import (  # noqa: E402
+    ARM_DESCRIPTIONS,
+    ARMS,
+    COLUMNS,
+    DATASETS,
+    REFERENCES,
+    cached,
+    cell,
+    summarize,
+)
 
-READOUTS = ("knn_cls", "knn_mean", "linear_cls", "linear_mean")
+READOUTS = tuple(key for key, _ in COLUMNS)
 PIXEL_READOUTS = ("knn_pixels", "linear_pixels")
 
 
@@ -45,15 +54,14 @@ def collect(work_dirs: list[Path], dataset: str, arms: list[str]) -> list[dict]:
     for settings_file in sorted(path for work_dir in work_dirs for path in work_dir.glob("runs-*/settings.json")):
         runs = settings_file.parent / dataset
         for arm in arms:
-            names = (arm, *REFERENCES)
-            seeds = [
-                int(path.name.removeprefix("seed"))
-                for path in sorted((runs / arm).glob("seed*"))
-                if all(cached(runs / name / path.name) is not None for name in names)
+            per_seed = [
+                [cached(runs / name / seed_dir.name) for name in (arm, *REFERENCES)]
+                for seed_dir in sorted((runs / arm).glob("seed*"))
             ]
-            if not seeds:
+            complete = [result for results in per_seed if None not in results for result in results]
+            if not complete:
                 continue
-            summary = summarize([cached(runs / name / f"seed{seed}") for name in names for seed in seeds])[dataset]
+            summary = summarize(complete)[dataset]
             rows.append(
                 {
                     "settings": json.loads(settings_file.read_text()),
@@ -99,7 +107,7 @@ def label(row: dict, fields: list[str], with_arm: bool) -> str:
 
 
 def markdown(rows: list[dict], fields: list[str], dataset: str, command: str) -> str:
-    header = [*fields, "arm", "k-NN CLS", "k-NN mean", "linear CLS", "linear mean"]
+    header = [*fields, "arm", *(name for _, name in COLUMNS)]
     header += ["random-init k-NN / linear (mean)", "raw-pixel k-NN / linear", "margin", "pretrain s", "seeds"]
     lines = [
         f"| {' | '.join(header)} |",
@@ -145,9 +153,9 @@ def plot(rows: list[dict], fields: list[str]) -> plt.Figure:
     )
     width = 0.8 / len(bars)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.2))
-    for index, (name, value) in enumerate(bars):
+    for index, (name, height) in enumerate(bars):
         positions = [row_index + (index - (len(bars) - 1) / 2) * width for row_index in range(len(rows))]
-        axes.bar(positions, [100 * value(row) for row in rows], width, label=name)
+        axes.bar(positions, [100 * height(row) for row in rows], width, label=name)
     with_arm = len({row["arm_name"] for row in rows}) > 1
     names = [label(row, fields, with_arm).replace(", ", "\n") for row in rows]
     axes.set_xticks(range(len(rows)), names, fontsize=8)
