@@ -84,8 +84,13 @@ def value(stats: dict, key: str) -> str:
     return cell(stats[key]) if len(stats["seeds"]) > 1 else f"{stats[key]['mean'] * 100:.1f}"
 
 
+def best_readout(stats: dict, readouts: tuple[str, ...]) -> dict:
+    """``{"mean", "std"}`` of the readout with the highest mean."""
+    return stats[max(readouts, key=lambda key: stats[key]["mean"])]
+
+
 def best(stats: dict, readouts: tuple[str, ...]) -> float:
-    return max(stats[key]["mean"] for key in readouts)
+    return best_readout(stats, readouts)["mean"]
 
 
 def margin(row: dict) -> float:
@@ -144,18 +149,20 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, command: str) ->
 
 
 def plot(rows: list[dict], fields: list[str]) -> plt.Figure:
-    """Grouped bars per row: the arm's two mean-pooled readouts against the references."""
+    """Grouped bars per row: the arm's two mean-pooled readouts against the references, ± one std over seeds."""
     bars = (
-        ("linear probe (mean-pooled)", lambda row: row["arm"]["linear_mean"]["mean"]),
-        ("k-NN (mean-pooled)", lambda row: row["arm"]["knn_mean"]["mean"]),
-        ("raw-pixel k-NN", lambda row: row["raw_pixels"]["knn_pixels"]["mean"]),
-        ("random-init encoder (best readout)", lambda row: best(row["random_init"], READOUTS)),
+        ("linear probe (mean-pooled)", lambda row: row["arm"]["linear_mean"]),
+        ("k-NN (mean-pooled)", lambda row: row["arm"]["knn_mean"]),
+        ("raw-pixel k-NN", lambda row: row["raw_pixels"]["knn_pixels"]),
+        ("random-init encoder (best readout)", lambda row: best_readout(row["random_init"], READOUTS)),
     )
     width = 0.8 / len(bars)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.2))
-    for index, (name, height) in enumerate(bars):
+    for index, (name, readout) in enumerate(bars):
         positions = [row_index + (index - (len(bars) - 1) / 2) * width for row_index in range(len(rows))]
-        axes.bar(positions, [100 * height(row) for row in rows], width, label=name)
+        heights = [100 * readout(row)["mean"] for row in rows]
+        errors = [100 * readout(row)["std"] if len(row["arm"]["seeds"]) > 1 else 0.0 for row in rows]
+        axes.bar(positions, heights, width, yerr=errors, capsize=2, label=name)
     with_arm = len({row["arm_name"] for row in rows}) > 1
     names = [label(row, fields, with_arm).replace(", ", "\n") for row in rows]
     axes.set_xticks(range(len(rows)), names, fontsize=8)

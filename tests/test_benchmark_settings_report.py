@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from matplotlib.container import BarContainer
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "run_scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -50,3 +51,26 @@ def test_one_row_per_setting_with_the_cached_numbers_and_the_margin(work_dir, tm
 def test_a_work_dir_without_results_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no cached cluttered results for mae"):
         report.main(["--work_dir", str(tmp_path), "--output", str(tmp_path / "report")])
+
+
+def test_the_chart_draws_one_std_over_seeds_and_none_for_a_single_seed():
+    def stats(mean: float, std: float) -> dict:
+        return {"mean": mean, "std": std}
+
+    def row(seeds: list[int], std: float) -> dict:
+        readouts = {key: stats(0.5, std) for key in ("knn_cls", "knn_mean", "linear_cls", "linear_mean")}
+        return {
+            "settings": {"epochs": len(seeds)},
+            "arm_name": "mae",
+            "arm": {**readouts, "linear_mean": stats(0.6, std), "seeds": seeds},
+            "random_init": {**readouts, "knn_cls": stats(0.3, 0.02), "seeds": seeds},
+            "raw_pixels": {"knn_pixels": stats(0.55, 0.0), "linear_pixels": stats(0.2, 0.0), "seeds": seeds},
+        }
+
+    figure = report.plot([row([0, 1, 2], 0.04), row([0], 0.0)], ["epochs"])
+    linear, _, _, random_init = (item for item in figure.axes[0].containers if isinstance(item, BarContainer))
+    assert [bar.get_height() for bar in linear] == pytest.approx([60.0, 60.0])
+    (linear_spans,) = linear.errorbar.lines[2]
+    assert [segment[1, 1] - segment[0, 1] for segment in linear_spans.get_segments()] == pytest.approx([8.0, 0.0])
+    assert [bar.get_height() for bar in random_init] == pytest.approx([50.0, 50.0])
+    assert report.best_readout(row([0], 0.0)["random_init"], report.READOUTS) == stats(0.5, 0.0)
