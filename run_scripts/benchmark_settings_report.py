@@ -161,7 +161,8 @@ def plot(rows: list[dict], fields: list[str]) -> plt.Figure:
     for index, (name, readout) in enumerate(bars):
         positions = [row_index + (index - (len(bars) - 1) / 2) * width for row_index in range(len(rows))]
         heights = [100 * readout(row)["mean"] for row in rows]
-        errors = [100 * readout(row)["std"] if len(row["arm"]["seeds"]) > 1 else 0.0 for row in rows]
+        # NaN draws no error bar: a single seed has no spread to show.
+        errors = [100 * readout(row)["std"] if len(row["arm"]["seeds"]) > 1 else float("nan") for row in rows]
         axes.bar(positions, heights, width, yerr=errors, capsize=2, label=name)
     with_arm = len({row["arm_name"] for row in rows}) > 1
     names = [label(row, fields, with_arm).replace(", ", "\n") for row in rows]
