@@ -59,7 +59,7 @@ def test_the_chart_draws_one_std_over_seeds_and_none_for_a_single_seed():
         return {"mean": mean, "std": std}
 
     def row(seeds: list[int], std: float) -> dict:
-        readouts = {key: stats(0.5, std) for key in ("knn_cls", "knn_mean", "linear_cls", "linear_mean")}
+        readouts = {key: stats(0.5, std) for key in report.READOUTS}
         return {
             "settings": {"epochs": len(seeds)},
             "arm_name": "mae",
