@@ -12,6 +12,7 @@ import os
 import torch
 from torch import nn
 from transformers import AutoConfig, ViTMAEModel, ViTModel
+from transformers.utils import logging as transformers_logging
 
 from .gpa import global_patch_attention
 
@@ -87,7 +88,23 @@ def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
             f"allowed values: a checkpoint of type {', '.join(sorted(TEACHER_CLASSES))}."
         )
     extra = {"add_pooling_layer": False} if teacher_class is ViTModel else {}
-    return freeze(teacher_class.from_pretrained(name_or_path, **extra))
+    # An MAE or GPA checkpoint also holds a decoder (and a GPA one may hold its own teacher): loading the encoder
+    # alone leaves those unused by design, so Transformers' load report would only alarm. Missing encoder weights
+    # are a real problem and raise instead.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        teacher, loading_info = teacher_class.from_pretrained(name_or_path, output_loading_info=True, **extra)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing = sorted(loading_info["missing_keys"])
+    if missing:
+        raise ValueError(
+            f"GPA teacher checkpoint {name_or_path!r} lacks {len(missing)} encoder weights (first: {missing[0]!r}): "
+            "set gpa_teacher_name_or_path (--gpa_teacher_name_or_path) to a ViTMAE, ViT or GPA checkpoint that "
+            "holds a whole encoder."
+        )
+    return freeze(teacher)
 
 
 def build_teacher_from_config(teacher_config_dict: dict) -> ViTMAEModel | ViTModel:

@@ -89,3 +89,29 @@ def test_missing_teacher_checkpoint_is_one_clear_error(tmp_path):
         GPAForPreTraining(
             GPAConfig(**tiny_kwargs(gpa_teacher="pretrained", gpa_teacher_name_or_path=str(tmp_path / "none")))
         )
+
+
+def test_a_gpa_checkpoint_loads_as_teacher_quietly_with_its_encoder_weights(tmp_path, capfd):
+    torch.manual_seed(0)
+    model = GPAForPreTraining(GPAConfig(**tiny_kwargs()))
+    model.save_pretrained(tmp_path)
+    capfd.readouterr()
+    teacher = load_pretrained_teacher(str(tmp_path))
+    # The decoder the checkpoint also holds is left out by design: no load report, no model-type warning.
+    captured = capfd.readouterr()
+    assert "LOAD REPORT" not in captured.err + captured.out
+    assert "to instantiate a model of type" not in captured.err + captured.out
+    for name, value in model.vit.state_dict().items():
+        torch.testing.assert_close(teacher.state_dict()[name], value)
+
+
+def test_a_teacher_checkpoint_missing_encoder_weights_fails_clearly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ViTMAEModel(ViTMAEConfig(**tiny_kwargs())).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    # Saved under the legacy names that Hub checkpoints use; the key projection of block 1.
+    del weights["encoder.layer.1.attention.attention.key.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"lacks 1 encoder weights \(first: 'layers.1.attention.k_proj.weight'\)"):
+        load_pretrained_teacher(str(tmp_path))
