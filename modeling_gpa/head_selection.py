@@ -4,7 +4,11 @@ Every candidate, each (block, head) and each block with all heads summed, is sco
 share of its top-k GPA patches that lie on the ground-truth object, with k the number of patches MAE masks
 (``n - int(n * (1 - mask_ratio))``), averaged over the annotated images. This is the paper's "recall" (the share of
 the top-18 GPA patches that lie on the garment): precision-like, ``|topk ∩ object| / k``. A uniformly random mask
-scores the object's area share on average (``object_coverage``), the chance level to compare with.
+scores the object's area share on average (``object_coverage``), the chance level to compare with. The score is
+capped: when k exceeds an object's patch count, a candidate that ranks every object patch among its top k scores
+``|object| / k`` on that image, and no candidate can do better (``recall_ceiling``, the mean of
+``min(|object|, k) / k``). With small objects and MAE's 75% masking, several candidates can reach that cap; the
+first of them in row-major order is chosen, so compare ``best_recall`` with both the chance level and the cap.
 ``modeling_gpa/metrics/object_recall`` reports the same quantity as ``on_object_share``.
 
 The whole table costs one teacher pass: the blocks run once, and at each block the LayerNorm + Q/K projections are
@@ -42,9 +46,11 @@ class HeadSelection:
         object_coverage: mean share of patches on the object: what a random mask scores.
         num_masked: k, the number of top-GPA patches compared with the object.
         num_images: number of selection images.
+        recall_ceiling: the most any candidate can score on the selection images, mean ``min(|object|, k) / k``.
         heldout_recall: the best candidate's object recall on held-out images, when they were given.
         heldout_object_coverage: the held-out images' object coverage.
         num_heldout: number of held-out images.
+        heldout_recall_ceiling: the most any candidate can score on the held-out images.
     """
 
     recall: torch.Tensor
@@ -54,9 +60,16 @@ class HeadSelection:
     object_coverage: float
     num_masked: int
     num_images: int
+    recall_ceiling: float
     heldout_recall: float | None = None
     heldout_object_coverage: float | None = None
     num_heldout: int = 0
+    heldout_recall_ceiling: float | None = None
+
+    @property
+    def num_tied_best(self) -> int:
+        """How many candidates score the best recall (to 1e-6): more than one means the choice was by order."""
+        return int((self.recall >= self.best_recall - 1e-6).sum())
 
     def ranking(self, top: int = 5) -> list[dict]:
         """The ``top`` candidates, best first: ``{"layer", "head" (None = all), "recall"}``."""
@@ -80,12 +93,15 @@ class HeadSelection:
             "recall": [[round(float(v), 6) for v in row] for row in self.recall],
             "best": {"layer": self.best_layer, "head": self.best_head, "recall": self.best_recall},
             "top": self.ranking(),
+            "num_tied_best": self.num_tied_best,
             "object_coverage": self.object_coverage,
+            "recall_ceiling": self.recall_ceiling,
             "num_masked": self.num_masked,
             "num_images": self.num_images,
             "heldout": {
                 "recall": self.heldout_recall,
                 "object_coverage": self.heldout_object_coverage,
+                "recall_ceiling": self.heldout_recall_ceiling,
                 "num_images": self.num_heldout,
             },
         }
@@ -141,6 +157,11 @@ def topk_object_share(scores: torch.Tensor, object_patches: torch.Tensor, k: int
     """(B, n) scores, (B, n) bool object patches -> (B,) share of each image's ``k`` top-scored patches on it."""
     top = scores.topk(k, dim=-1).indices
     return object_patches.gather(1, top).float().mean(dim=-1)
+
+
+def recall_ceiling(object_patches: torch.Tensor, k: int) -> float:
+    """(B, n) bool object patches -> the best mean ``topk_object_share`` any scoring reaches: mean min(|obj|, k) / k."""
+    return float(object_patches.sum(dim=-1).clamp(max=k).float().mean() / k)
 
 
 def _scoring_defaults(model: torch.nn.Module, mask_ratio: float | None, score: str | None, queries: str | None):
@@ -267,6 +288,7 @@ def select_attention_head(
         object_coverage=float(object_patches.float().mean()),
         num_masked=num_masked,
         num_images=pixel_values.shape[0],
+        recall_ceiling=recall_ceiling(object_patches, num_masked),
     )
 
 
@@ -367,6 +389,7 @@ def select_head_for_pretraining(
             batch_size=batch_size,
         )
         selection.heldout_object_coverage = float(objects[num_images:].float().mean())
+        selection.heldout_recall_ceiling = recall_ceiling(objects[num_images:], selection.num_masked)
         selection.num_heldout = num_heldout
     if apply and hasattr(model.config, "gpa_layer"):
         model.config.gpa_layer = selection.best_layer
@@ -385,17 +408,22 @@ def write_selection(selection: HeadSelection, output_dir: str, file_name: str = 
 
 
 def format_selection(selection: HeadSelection) -> str:
-    """A few human-readable lines: the choice, chance level and, when measured, the held-out recall."""
+    """A few human-readable lines: the choice, chance level, the cap and, when measured, the held-out recall."""
     head = "all heads" if selection.best_head is None else f"head {selection.best_head}"
     lines = [
         f"best: block {selection.best_layer}, {head}: object recall {selection.best_recall:.3f} "
         f"on {selection.num_images} images (top-{selection.num_masked} GPA patches; "
-        f"random mask: {selection.object_coverage:.3f})",
+        f"random mask: {selection.object_coverage:.3f}; most possible: {selection.recall_ceiling:.3f})",
     ]
+    if selection.num_tied_best > 1:
+        lines.append(
+            f"{selection.num_tied_best} candidates tie at the best recall; the first in block, head order was taken"
+        )
     if selection.heldout_recall is not None:
         lines.append(
             f"held-out: object recall {selection.heldout_recall:.3f} on {selection.num_heldout} images "
-            f"(random mask: {selection.heldout_object_coverage:.3f})"
+            f"(random mask: {selection.heldout_object_coverage:.3f}; "
+            f"most possible: {selection.heldout_recall_ceiling:.3f})"
         )
     return "\n".join(lines)
 
@@ -407,6 +435,7 @@ __all__ = [
     "load_scoring_model",
     "num_masked_patches",
     "object_recall_table",
+    "recall_ceiling",
     "select_attention_head",
     "select_head_for_pretraining",
     "teacher_encoder_of",

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> HeadSelection:
         selection.best_layer,
         selection.best_head,
         f"{name}: object recall of the top-{selection.num_masked} GPA patches\n"
-        f"{selection.num_images} images; a random mask scores {selection.object_coverage:.2f}",
+        f"{selection.num_images} images; a random mask scores {selection.object_coverage:.2f}, "
+        f"the most possible is {selection.recall_ceiling:.2f}",
     )
     figure.savefig(os.path.join(args.output_dir, "head_selection.png"), dpi=150)
     print(format_selection(selection))

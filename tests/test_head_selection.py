@@ -18,6 +18,8 @@ from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from modeling_gpa.ground_truth import object_patches
 from modeling_gpa.head_selection import (
     attention_head_recall,
+    format_selection,
+    recall_ceiling,
     select_attention_head,
     select_head_for_pretraining,
     topk_object_share,
@@ -82,8 +84,24 @@ def test_recall_table_matches_a_hand_computation():
     torch.testing.assert_close(selection.recall, expected)
     # Four candidates tie; the first in row-major order wins.
     assert (selection.best_layer, selection.best_head, selection.best_recall) == (0, 0, 0.8125)
+    assert selection.num_tied_best == 4
     assert selection.num_masked == 8 and selection.num_images == 2
     assert selection.object_coverage == pytest.approx(15 / 32)
+    # Cap: image A can put at most its 5 object patches in a top 8 (5/8), image B fills it (8/8). The
+    # object-first heads reach it, which is why they tie.
+    assert selection.recall_ceiling == pytest.approx((5 / 8 + 8 / 8) / 2)
+    assert "4 candidates tie" in format_selection(selection)
+    assert "most possible: 0.812" in format_selection(selection)
+
+
+def test_recall_ceiling_by_hand():
+    objects = torch.zeros(3, 10, dtype=torch.bool)
+    objects[0, :2] = True
+    objects[1, :7] = True
+    # k = 4: min(2, 4) / 4 = 0.5, min(7, 4) / 4 = 1, an image without object 0.
+    assert recall_ceiling(objects, 4) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    scores = torch.rand(3, 10)
+    assert topk_object_share(scores, objects, 4).mean().item() <= recall_ceiling(objects, 4) + 1e-6
 
 
 def test_topk_object_share_by_hand():
@@ -201,6 +219,9 @@ def test_select_head_for_pretraining_writes_the_choice_and_the_heldout_recall(tm
         head=selection.best_head,
     )
     assert selection.heldout_recall == pytest.approx(expected, abs=1e-6)
+    k = written["num_masked"]
+    assert written["heldout"]["recall_ceiling"] == pytest.approx(recall_ceiling(object_patches(masks, 4), k))
+    assert selection.heldout_recall <= selection.heldout_recall_ceiling + 1e-6
 
 
 def test_plain_fashion_mnist_takes_the_garment_pixels(tmp_path):
