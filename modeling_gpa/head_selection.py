@@ -28,6 +28,7 @@ from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTMo
 from .gpa import global_patch_attention
 from .ground_truth import AnnotatedImages, masks_from_dataset
 from .image_inputs import ImageSettings
+from .masking import num_masked_patches
 from .teacher import full_image_tokens, teacher_scores
 
 # MAE's default, for encoders (ViTModel) whose config has no mask_ratio.
@@ -146,11 +147,6 @@ def load_scoring_model(model_name_or_path: str) -> torch.nn.Module:
             f"{model_name_or_path!r} holds a {config.model_type!r} model; pass a gpa, vit_mae or vit checkpoint."
         )
     return model.eval()
-
-
-def num_masked_patches(num_patches: int, mask_ratio: float) -> int:
-    """MAE's count of masked patches, ``n - int(n * (1 - mask_ratio))``."""
-    return num_patches - int(num_patches * (1 - mask_ratio))
 
 
 def topk_object_share(scores: torch.Tensor, object_patches: torch.Tensor, k: int) -> torch.Tensor:

@@ -13,6 +13,11 @@ from .gpa import minmax_normalize
 KEPT, HARD, SOFT, RANDOM = 0, 1, 2, 3
 
 
+def num_masked_patches(num_patches: int, mask_ratio: float) -> int:
+    """MAE's count of masked patches, ``n - int(n * (1 - mask_ratio))`` (``ViTMAEEmbeddings.random_masking``)."""
+    return num_patches - int(num_patches * (1 - mask_ratio))
+
+
 def mask_fractions(
     progress: float, hard: tuple[float, float] = (0.0, 0.5), soft: tuple[float, float] = (0.5, 0.0)
 ) -> tuple[float, float, float]:
@@ -31,7 +36,7 @@ def mask_counts(
     soft: tuple[float, float] = (0.5, 0.0),
 ) -> tuple[int, int, int]:
     """Exact (hard, soft, random) patch counts; they add up to ``n - int(n * (1 - mask_ratio))``."""
-    len_mask = num_patches - int(num_patches * (1 - mask_ratio))
+    len_mask = num_masked_patches(num_patches, mask_ratio)
     hard_fraction, soft_fraction, _ = mask_fractions(progress, hard, soft)
     num_hard = min(int(len_mask * hard_fraction), len_mask)
     num_soft = min(int(len_mask * soft_fraction), len_mask - num_hard)
@@ -99,4 +104,4 @@ def gpa_noise(
     return noise_from_mask(groups != KEPT, generator=generator)
 
 
-__all__ = ["mask_fractions", "mask_counts", "gpa_mask_groups", "gpa_noise", "noise_from_mask"]
+__all__ = ["mask_fractions", "mask_counts", "gpa_mask_groups", "gpa_noise", "noise_from_mask", "num_masked_patches"]

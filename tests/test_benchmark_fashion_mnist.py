@@ -52,12 +52,30 @@ def test_every_arm_and_reference_runs_on_both_datasets(finished):
     assert mae["mask_object_recall"] == pytest.approx(mae["object_fraction"], abs=0.08)
 
 
+def test_garment_masked_share_follows_from_recall_and_garment_share():
+    # 49 patches, mask ratio 0.75: k = 49 - int(49 * 0.25) = 37. Recall 0.2 means 7.4 garment patches per mask on
+    # average; a garment share of 0.2 means 9.8 garment patches per image: 7.4 / 9.8 of the garment is masked.
+    result = {"mask_object_recall": 0.2, "object_fraction": 0.2}
+    assert benchmark.garment_masked_share(result, 0.75) == pytest.approx(7.4 / 9.8)
+    # Uniform masks (recall = garment share) hide k / n of the garment.
+    assert benchmark.garment_masked_share({"mask_object_recall": 0.13, "object_fraction": 0.13}, 0.75) == (
+        pytest.approx(37 / 49)
+    )
+    reference = {"knn_pixels": 0.5}
+    assert benchmark.garment_masked_share(reference, 0.75) is None
+    assert benchmark.with_garment_masked([reference, result], 0.75) == [
+        reference,
+        result | {"garment_masked": pytest.approx(7.4 / 9.8)},
+    ]
+
+
 def test_report_has_both_tables_and_the_command(finished):
     work, _ = finished
     report = (work / "fm.md").read_text()
     assert "## Plain Fashion-MNIST" in report and "## Cluttered Fashion-MNIST" in report
     assert "--train_samples 48" in report and "torch " in report
     assert report.count("| MAE: random masking |") == 2
+    assert "garment masked" in report
     payload = json.loads((work / "fm.json").read_text())
     assert set(payload["summary"]) == {"plain", "cluttered"}
     assert payload["summary"]["plain"]["mae"]["seeds"] == [0]

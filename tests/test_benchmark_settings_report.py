@@ -41,8 +41,9 @@ def test_one_row_per_setting_with_the_cached_numbers_and_the_margin(work_dir, tm
         assert row["arm"]["linear_mean"]["mean"] == arm["linear_mean"]
         best_reference = max(*(random_init[key] for key in readouts), raw["knn_pixels"], raw["linear_pixels"])
         assert report.margin(row) == pytest.approx(max(arm[key] for key in readouts) - best_reference)
+        assert row["arm"]["garment_masked"]["mean"] == pytest.approx(benchmark.garment_masked_share(arm, 0.75))
     table = (tmp_path / "report.md").read_text()
-    assert "| epochs | arm | k-NN CLS |" in table
+    assert "| epochs | arm | k-NN CLS |" in table and "| margin | garment masked |" in table
     assert table.count("\n| 1 | MAE") == 1 and table.count("\n| 1 | GPA, self teacher, no MAM |") == 1
     assert table.count("\n| 2 |") == 1
     assert json.loads((tmp_path / "report.json").read_text())["varying"] == ["epochs"]
