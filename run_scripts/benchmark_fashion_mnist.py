@@ -361,13 +361,18 @@ def with_garment_masked(results: list[dict], mask_ratio: float) -> list[dict]:
     ]
 
 
+def fewshot_indices(num_train: int, seed: int) -> torch.Tensor:
+    """(FEWSHOT_IMAGES,) indices of the training images that few-shot selection uses for ``seed``."""
+    rng = torch.Generator().manual_seed(seed + 30_000)
+    return torch.randperm(num_train, generator=rng)[:FEWSHOT_IMAGES]
+
+
 def fewshot_selection(teacher_dir: Path, arrays: dict, patch_size: int, seed: int) -> dict:
     """Block and head of the teacher whose top-k GPA best covers the garment on ``FEWSHOT_IMAGES`` train images."""
     from modeling_gpa.head_selection import select_attention_head
     from modeling_gpa.teacher import load_pretrained_teacher
 
-    rng = torch.Generator().manual_seed(seed + 30_000)
-    index = torch.randperm(len(arrays["train_x"]), generator=rng)[:FEWSHOT_IMAGES]
+    index = fewshot_indices(len(arrays["train_x"]), seed)
     teacher = load_pretrained_teacher(str(teacher_dir))
     objects = object_patches_of(arrays["train_mask"][index], patch_size)
     selection = select_attention_head(teacher, arrays["train_x"][index], objects)
@@ -625,11 +630,26 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean; allowed values: true, false.")
 
 
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--quick`` and one flag per ``Settings`` field (``--epochs 80``...), unset by default."""
+    parser.add_argument("--quick", action="store_true", help="A small size that finishes in under 5 minutes.")
+    for field in dataclasses.fields(Settings):
+        kind = parse_bool if isinstance(field.default, bool) else type(field.default)
+        parser.add_argument(f"--{field.name}", type=kind, default=None)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The ``Settings`` the flags of ``add_settings_arguments`` name: defaults (or ``QUICK``) with the flags set."""
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name) is not None
+    }
+    return Settings(**({**QUICK, **overrides} if args.quick else overrides))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", required=True, help="Cached data, checkpoints and per-run results.")
     parser.add_argument("--results_prefix", default=str(REPO_ROOT / "benchmarks" / "fashion_mnist"))
-    parser.add_argument("--quick", action="store_true", help="A small size that finishes in under 5 minutes.")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="Default 0 1 2 (0 1 with --quick).")
@@ -643,14 +663,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no_report", action="store_true", help="Run only (for parallel workers); no Markdown/JSON.")
     parser.add_argument("--report_only", action="store_true", help="Report the cached results; train nothing.")
-    for field in dataclasses.fields(Settings):
-        kind = parse_bool if isinstance(field.default, bool) else type(field.default)
-        parser.add_argument(f"--{field.name}", type=kind, default=None)
+    add_settings_arguments(parser)
     args = parser.parse_args(argv)
-    overrides = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name) is not None
-    }
-    args.settings = Settings(**({**QUICK, **overrides} if args.quick else overrides))
+    args.settings = settings_from_args(args)
     if args.seeds is None:
         args.seeds = [0, 1] if args.quick else [0, 1, 2]
     if args.workers < 1:
