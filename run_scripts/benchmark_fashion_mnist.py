@@ -376,7 +376,13 @@ def fewshot_selection(teacher_dir: Path, arrays: dict, patch_size: int, seed: in
     teacher = load_pretrained_teacher(str(teacher_dir))
     objects = object_patches_of(arrays["train_mask"][index], patch_size)
     selection = select_attention_head(teacher, arrays["train_x"][index], objects)
-    return {"layer": selection.best_layer, "head": selection.best_head, "recall": selection.best_recall}
+    return {
+        "layer": selection.best_layer,
+        "head": selection.best_head,
+        "recall": selection.best_recall,
+        "recall_ceiling": selection.recall_ceiling,
+        "num_tied_best": selection.num_tied_best,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -598,8 +604,8 @@ def markdown(summary: dict, meta: dict) -> str:
         "What they do not mean: they do not test the paper's ImageNet ViT-B/16 claims (200 epochs, 224x224, "
         "fine-tuning 82.23 -> 83.22, linear probe 50.8 -> 64.9); a small model trained for few epochs may not reach "
         "the regime where a teacher's attention helps. Raw-pixel k-NN and linear values are listed under the CLS "
-        "columns. Few-shot selections (block, head, recall on the 10 images) per seed are in the JSON. Longer runs "
-        "on a GPU: `benchmarks/fashion_mnist_h100.md`; the sweep that set the default recipe: "
+        "columns. Few-shot selections (block, head, recall on the 10 images, its ceiling, ties) per seed are in the "
+        "JSON. Longer runs on a GPU: `benchmarks/fashion_mnist_h100.md`; the sweep that set the default recipe: "
         "`benchmarks/fashion_mnist_cluttered_sweep_h100.md`.",
         "",
     ]

@@ -47,6 +47,7 @@ def test_every_arm_and_reference_runs_on_both_datasets(finished):
         assert accuracies and all(0.0 <= v <= 1.0 for v in accuracies)
     few_shot = [r["fewshot"] for r in results if r["arm"] == "gpa_pretrained_fewshot"]
     assert all(0 <= f["layer"] < 2 and f["head"] in (0, 1, None) for f in few_shot)
+    assert all(f["recall"] <= f["recall_ceiling"] + 1e-6 and f["num_tied_best"] >= 1 for f in few_shot)
     mae = next(r for r in results if r["arm"] == "mae" and r["dataset"] == "cluttered")
     # MAE's masks are uniform: their object recall is the garment's share of the patches, up to sampling noise.
     assert mae["mask_object_recall"] == pytest.approx(mae["object_fraction"], abs=0.08)
