@@ -367,15 +367,20 @@ def fewshot_indices(num_train: int, seed: int) -> torch.Tensor:
     return torch.randperm(num_train, generator=rng)[:FEWSHOT_IMAGES]
 
 
-def fewshot_selection(teacher_dir: Path, arrays: dict, patch_size: int, seed: int) -> dict:
-    """Block and head of the teacher whose top-k GPA best covers the garment on ``FEWSHOT_IMAGES`` train images."""
+def fewshot_head_selection(teacher: torch.nn.Module, arrays: dict, patch_size: int, seed: int):
+    """``select_attention_head`` of ``teacher`` on the ``FEWSHOT_IMAGES`` train images of ``seed``."""
     from modeling_gpa.head_selection import select_attention_head
-    from modeling_gpa.teacher import load_pretrained_teacher
 
     index = fewshot_indices(len(arrays["train_x"]), seed)
-    teacher = load_pretrained_teacher(str(teacher_dir))
     objects = object_patches_of(arrays["train_mask"][index], patch_size)
-    selection = select_attention_head(teacher, arrays["train_x"][index], objects)
+    return select_attention_head(teacher, arrays["train_x"][index], objects)
+
+
+def fewshot_selection(teacher_dir: Path, arrays: dict, patch_size: int, seed: int) -> dict:
+    """Block and head of the teacher whose top-k GPA best covers the garment on ``FEWSHOT_IMAGES`` train images."""
+    from modeling_gpa.teacher import load_pretrained_teacher
+
+    selection = fewshot_head_selection(load_pretrained_teacher(str(teacher_dir)), arrays, patch_size, seed)
     return {
         "layer": selection.best_layer,
         "head": selection.best_head,

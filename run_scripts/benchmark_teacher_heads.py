@@ -21,7 +21,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,10 +43,7 @@ def candidate_recall(selection: HeadSelection, layer: int, head: int | None) -> 
 def teacher_heads(checkpoint: Path, arrays: dict, patch_size: int, seed: int, num_heldout: int) -> dict:
     """Few-shot selection on the benchmark's 10 images of ``seed`` and the held-out recall table of one teacher."""
     teacher = load_pretrained_teacher(str(checkpoint))
-    index = benchmark.fewshot_indices(len(arrays["train_x"]), seed)
-    fewshot = select_attention_head(
-        teacher, arrays["train_x"][index], benchmark.object_patches_of(arrays["train_mask"][index], patch_size)
-    )
+    fewshot = benchmark.fewshot_head_selection(teacher, arrays, patch_size, seed)
     heldout = select_attention_head(
         teacher,
         arrays["test_x"][:num_heldout],
@@ -80,7 +76,7 @@ def markdown(rows: list[dict], command: str, settings: dict) -> str:
     def head(layer: int, head: int | None) -> str:
         return f"block {layer}, {'all heads' if head is None else f'head {head}'}"
 
-    num_heldout = rows[0]["heldout"]["num_images"] if rows else 0
+    num_heldout = rows[0]["heldout"]["num_images"]
     lines = [
         "# Which teacher heads find the garment (cluttered Fashion-MNIST benchmark)",
         "",
@@ -141,11 +137,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     arrays = benchmark.load_arrays(args.dataset, settings, args.work_dir)
     patch_size = benchmark.patch_size_for(args.dataset, settings)
-    with torch.no_grad():
-        rows = [
-            {"teacher": name, **teacher_heads(checkpoint, arrays, patch_size, seed, args.heldout)}
-            for name, seed, checkpoint in runs
-        ]
+    rows = [
+        {"teacher": name, **teacher_heads(checkpoint, arrays, patch_size, seed, args.heldout)}
+        for name, seed, checkpoint in runs
+    ]
     flags = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "run_scripts/benchmark_teacher_heads.py", *flags])
     args.output.parent.mkdir(parents=True, exist_ok=True)
