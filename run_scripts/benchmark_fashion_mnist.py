@@ -20,8 +20,10 @@ plain loop over ``GPAForPreTraining``; only the mask (and MAM) differ:
 References per seed: the randomly initialised encoder (same features pipeline) and k-NN / linear probe on raw pixels.
 Each (dataset, arm, seed) writes ``<work_dir>/runs-<settings hash>/<dataset>/<arm>/seed<k>/result.json`` (and its
 checkpoint) and is skipped when that file exists, so an interrupted run resumes and parallel workers (one per dataset
-and seed) can share a work dir. The summary goes to ``benchmarks/fashion_mnist.md`` and ``.json``
-(``--results_prefix``).
+and seed) can share a work dir. Within a run, the state after every epoch goes to ``pretrain_state.pt`` next to it, so
+a killed 80-epoch run loses at most one epoch and goes on to the numbers it would have reached uninterrupted;
+``--time_budget_minutes`` stops at the first epoch end past the budget, to go on with the same command later. The
+summary goes to ``benchmarks/fashion_mnist.md`` and ``.json`` (``--results_prefix``).
 
 Needs torch, transformers, numpy and Pillow, plus scipy and scikit-image to generate the cluttered set (cached in
 ``<work_dir>/data``: copy that folder to skip generation); neither ``datasets`` nor ``evaluate`` (the metrics fall back
@@ -88,6 +90,8 @@ ARM_DESCRIPTIONS = {
     "raw_pixels": "reference: raw pixels",
 }
 FEWSHOT_IMAGES = 10
+# Per run: the state after the last finished epoch, removed once result.json is written.
+PRETRAIN_STATE = "pretrain_state.pt"
 # A 7x7 grid on both datasets (see patch_size_for).
 NUM_PATCHES = 49
 CLUTTER_FIELDS = (
@@ -260,6 +264,17 @@ def object_patches_of(pixel_masks: torch.Tensor, patch_size: int) -> torch.Tenso
     return object_patches(pixel_masks, patch_size)
 
 
+class TimeBudgetReached(Exception):
+    """Raised at the end of an epoch past ``--time_budget_minutes``; the run's state is on disk to resume from."""
+
+
+def save_pretrain_state(path: Path, state: dict) -> None:
+    """Writes ``state`` atomically: a run killed mid-write keeps the previous epoch's state."""
+    staging = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(state, staging)
+    os.replace(staging, path)
+
+
 def pretrain(
     model: GPAForPreTraining,
     arrays: dict[str, torch.Tensor],
@@ -268,11 +283,18 @@ def pretrain(
     patch_size: int,
     random_masking: bool,
     device: str,
+    *,
+    label: str = "",
+    state_path: Path | None = None,
+    deadline: float | None = None,
 ) -> dict:
     """Trains ``model`` in place with AdamW (betas 0.9/0.95), cosine lr with warm-up, per-step mask progress.
 
     Data order and flips come from a generator seeded by ``seed`` alone, MAE's noise from another: identical across
-    arms. Returns the loss curve, wall time and the (masks, object patches) of the first 32 images of every step.
+    arms. After every epoch the model, optimizer, random states and curves go to ``state_path``, and a run that finds
+    that file goes on from it, to the same numbers as an uninterrupted run. Past ``deadline`` (``time.time()``) it
+    raises ``TimeBudgetReached`` after the epoch's state is saved. Returns the loss curve, training wall time (state
+    saves excluded) and the (masks, object patches) of the first 32 images of every step.
     """
     images, pixel_masks = arrays["train_x"], arrays["train_mask"]
     model.to(device).train()
@@ -288,9 +310,22 @@ def pretrain(
     warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
     num_patches = model.vit.embeddings.patch_embeddings.num_patches
     losses, masks, objects = [], [], []
-    step = 0
-    start = time.perf_counter()
-    for _ in range(settings.epochs):
+    first_epoch, seconds = 0, 0.0
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        data_rng.set_state(state["data_rng"])
+        noise_rng.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.startswith("cuda") and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        first_epoch, seconds = state["epoch"], state["seconds"]
+        losses, masks, objects = list(state["losses"].to(device)), [state["masks"].to(device)], [state["objects"]]
+        print(f"[{label}] resuming after epoch {first_epoch}/{settings.epochs}", flush=True)
+    step = first_epoch * steps_per_epoch
+    for epoch in range(first_epoch, settings.epochs):
+        start = time.perf_counter()
         order = torch.randperm(len(images), generator=data_rng)
         flips = torch.rand(len(images), generator=data_rng) < 0.5
         for index in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
@@ -310,14 +345,37 @@ def pretrain(
             masks.append(output.mask[:32].detach().to(torch.int8))
             objects.append(object_patches_of(batch_masks[:32], patch_size).to(torch.int8))
             step += 1
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - start
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        epoch_loss = torch.stack(losses[-steps_per_epoch:]).float().mean().item()
+        print(f"[{label}] epoch {epoch + 1}/{settings.epochs} loss {epoch_loss:.4f} | {seconds:.0f} s", flush=True)
+        if state_path is not None and epoch + 1 < settings.epochs:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "data_rng": data_rng.get_state(),
+                "noise_rng": noise_rng.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch + 1,
+                "seconds": seconds,
+                "losses": torch.stack(losses).cpu(),
+                "masks": torch.cat(masks).cpu(),
+                "objects": torch.cat(objects),
+            }
+            if device.startswith("cuda"):
+                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            save_pretrain_state(state_path, state)
+            if deadline is not None and time.time() > deadline:
+                raise TimeBudgetReached(
+                    f"[{label}] time budget reached after epoch {epoch + 1}/{settings.epochs}; run the same command "
+                    "again to resume from there."
+                )
     losses = torch.stack(losses).float().cpu().tolist()
     if not all(math.isfinite(loss) for loss in losses):
         raise RuntimeError("Pretraining diverged (non-finite loss); lower --blr.")
     return {
-        "pretrain_seconds": wall,
+        "pretrain_seconds": seconds,
         "steps": step,
         "loss_first": statistics.fmean(losses[: max(1, steps_per_epoch)]),
         "loss_last": statistics.fmean(losses[-max(1, steps_per_epoch) :]),
@@ -471,7 +529,16 @@ def run_reference(name: str, dataset: str, seed: int, arrays: dict, settings: Se
     return save_result(path, {"dataset": dataset, "arm": name, "seed": seed, **metrics})
 
 
-def arm_fields(arm: str, dataset: str, seed: int, arrays: dict, settings: Settings, work_dir: Path, device: str):
+def arm_fields(
+    arm: str,
+    dataset: str,
+    seed: int,
+    arrays: dict,
+    settings: Settings,
+    work_dir: Path,
+    device: str,
+    deadline: float | None = None,
+):
     """GPAConfig fields of an arm and, for the pretrained teachers, the few-shot selection that set them."""
     if arm == "mae":
         return {"gpa_prediction": False}, None
@@ -482,7 +549,7 @@ def arm_fields(arm: str, dataset: str, seed: int, arrays: dict, settings: Settin
         run_reference("random_init", dataset, seed, arrays, settings, work_dir, device)
         return {"gpa_teacher": "pretrained", "gpa_teacher_name_or_path": str(teacher)}, None
     teacher = run_dir(work_dir, settings, dataset, "mae", seed) / "checkpoint"
-    run_arm("mae", dataset, seed, arrays, settings, work_dir, device)
+    run_arm("mae", dataset, seed, arrays, settings, work_dir, device, deadline)
     fields = {"gpa_teacher": "pretrained", "gpa_teacher_name_or_path": str(teacher)}
     if arm == "gpa_pretrained_last":
         return fields, None
@@ -490,14 +557,35 @@ def arm_fields(arm: str, dataset: str, seed: int, arrays: dict, settings: Settin
     return {**fields, "gpa_layer": selection["layer"], "gpa_head": selection["head"]}, selection
 
 
-def run_arm(arm: str, dataset: str, seed: int, arrays: dict, settings: Settings, work_dir: Path, device: str) -> dict:
-    """Pretrains one arm for one seed (or loads its cached result) and evaluates its encoder."""
+def run_arm(
+    arm: str,
+    dataset: str,
+    seed: int,
+    arrays: dict,
+    settings: Settings,
+    work_dir: Path,
+    device: str,
+    deadline: float | None = None,
+) -> dict:
+    """Pretrains one arm for one seed (or loads its cached result, or resumes its last epoch) and evaluates it."""
     path = run_dir(work_dir, settings, dataset, arm, seed)
     if (result := cached(path)) is not None:
         return result
-    fields, selection = arm_fields(arm, dataset, seed, arrays, settings, work_dir, device)
+    fields, selection = arm_fields(arm, dataset, seed, arrays, settings, work_dir, device, deadline)
     model = initial_model(dataset, settings, seed, **fields)
-    stats = pretrain(model, arrays, settings, seed, patch_size_for(dataset, settings), arm == "mae", device)
+    path.mkdir(parents=True, exist_ok=True)
+    stats = pretrain(
+        model,
+        arrays,
+        settings,
+        seed,
+        patch_size_for(dataset, settings),
+        arm == "mae",
+        device,
+        label=f"{dataset} {arm} seed {seed}",
+        state_path=path / PRETRAIN_STATE,
+        deadline=deadline,
+    )
     model.save_pretrained(path / "checkpoint")
     metrics = evaluate_checkpoint(path / "checkpoint", arrays, settings, seed, device)
     recall = mask_recall(stats.pop("masks"), stats.pop("objects"))
@@ -508,7 +596,9 @@ def run_arm(arm: str, dataset: str, seed: int, arrays: dict, settings: Settings,
         f"{recall['mask_object_recall']:.3f} | {stats['pretrain_seconds']:.0f} s",
         flush=True,
     )
-    return save_result(path, result)
+    save_result(path, result)
+    (path / PRETRAIN_STATE).unlink(missing_ok=True)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -672,6 +762,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="Run each (dataset, seed) in its own process, this many at a time (one thread each unless --threads).",
     )
+    parser.add_argument(
+        "--time_budget_minutes",
+        type=float,
+        default=None,
+        help="Stop after the first epoch that ends past this many minutes, keeping its state and every finished run; "
+        "the same command again resumes from there.",
+    )
+    # Wall-clock end of --time_budget_minutes, handed to worker processes so that they share one budget.
+    parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no_report", action="store_true", help="Run only (for parallel workers); no Markdown/JSON.")
     parser.add_argument("--report_only", action="store_true", help="Report the cached results; train nothing.")
     add_settings_arguments(parser)
@@ -681,6 +780,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds = [0, 1] if args.quick else [0, 1, 2]
     if args.workers < 1:
         parser.error(f"--workers={args.workers} must be at least 1.")
+    if args.time_budget_minutes is not None:
+        if args.time_budget_minutes < 0:
+            parser.error(f"--time_budget_minutes={args.time_budget_minutes} must be at least 0.")
+        if args.deadline is None:
+            args.deadline = time.time() + 60 * args.time_budget_minutes
     if args.settings.probe_optimizer not in ("sgd", "lars"):
         parser.error(f"--probe_optimizer={args.settings.probe_optimizer!r}; allowed values: sgd, lars.")
     if not 0 < args.settings.garment_scale_min <= args.settings.garment_scale_max <= 2:
@@ -701,10 +805,15 @@ def run_in_workers(argv: list[str], args: argparse.Namespace) -> None:
     """
     jobs = [(dataset, seed) for seed, dataset in itertools.product(args.seeds, args.datasets)]
     threads = [] if args.threads else ["--threads", "1"]
+    deadline = [] if args.deadline is None else ["--deadline", repr(args.deadline)]
 
-    def run(job: tuple[str, int]) -> None:
-        dataset, seed = job
-        command = [sys.executable, str(Path(__file__).resolve()), *argv, *threads, "--workers", "1", "--no_report"]
+    def run(numbered_job: tuple[int, tuple[str, int]]) -> None:
+        number, (dataset, seed) = numbered_job
+        # The first wave always starts, so every call makes progress, as the first run does without workers.
+        if number >= args.workers and args.deadline is not None and time.time() > args.deadline:
+            return
+        command = [sys.executable, str(Path(__file__).resolve()), *argv, *threads, *deadline, "--workers", "1"]
+        command += ["--no_report"]
         command += ["--datasets", dataset, "--seeds", str(seed)]
         completed = subprocess.run(command, stderr=subprocess.PIPE, text=True)
         if completed.returncode:
@@ -712,7 +821,7 @@ def run_in_workers(argv: list[str], args: argparse.Namespace) -> None:
             raise RuntimeError(f"the worker for {dataset} seed {seed} failed: {reason}")
 
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(run, jobs))
+        list(pool.map(run, enumerate(jobs)))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -738,11 +847,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             settings_file.write_text(json.dumps(settings.for_dataset(dataset), indent=2, sort_keys=True) + "\n")
             arrays[dataset] = load_arrays(dataset, settings, work_dir)
         # Seed-major order: a run stopped early still has the same seeds for every dataset and arm.
-        for seed, dataset in itertools.product(args.seeds, args.datasets):
-            for name in REFERENCES:
-                results.append(run_reference(name, dataset, seed, arrays[dataset], settings, work_dir, args.device))
-            for arm in args.arms:
-                results.append(run_arm(arm, dataset, seed, arrays[dataset], settings, work_dir, args.device))
+        try:
+            for seed, dataset in itertools.product(args.seeds, args.datasets):
+                data = arrays[dataset]
+                for name in REFERENCES:
+                    results.append(run_reference(name, dataset, seed, data, settings, work_dir, args.device))
+                for arm in args.arms:
+                    results.append(run_arm(arm, dataset, seed, data, settings, work_dir, args.device, args.deadline))
+        except TimeBudgetReached as stop:
+            print(stop, flush=True)
     if not args.no_report:
         machine, versions = environment(args.device)
         meta = {

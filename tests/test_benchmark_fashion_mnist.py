@@ -162,3 +162,49 @@ def test_worker_processes_give_the_same_results_and_one_report(finished, tmp_pat
             {k: v for k, v in expected.items() if k.startswith(measured)}, abs=1e-6
         )
     assert "2 worker process(es) of 1 thread(s)" in prefix.with_suffix(".md").read_text()
+
+
+TWO_EPOCHS = TINY + ["--datasets", "plain", "--arms", "gpa_self_mam", "--epochs", "2", "--no_report"]
+
+
+def test_a_run_stopped_by_the_time_budget_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, capsys):
+    whole = benchmark.main(["--work_dir", str(tmp_path / "whole")] + TWO_EPOCHS)
+    work = tmp_path / "stopped"
+    stopped = benchmark.main(["--work_dir", str(work), "--time_budget_minutes", "0"] + TWO_EPOCHS)
+    assert [r["arm"] for r in stopped] == list(benchmark.REFERENCES)
+    assert "time budget reached after epoch 1/2" in capsys.readouterr().out
+    settings = benchmark.parse_args(["--work_dir", str(work)] + TWO_EPOCHS).settings
+    run = benchmark.run_dir(work, settings, "plain", "gpa_self_mam", 0)
+    state = torch.load(run / benchmark.PRETRAIN_STATE, weights_only=True)
+    # 48 images in batches of 16: 3 steps an epoch.
+    assert state["epoch"] == 1 and state["losses"].shape == (3,) and state["masks"].shape == (3 * 16, 49)
+    assert not (run / "result.json").exists()
+
+    resumed = benchmark.main(["--work_dir", str(work)] + TWO_EPOCHS)
+    assert "resuming after epoch 1/2" in capsys.readouterr().out
+    assert not (run / benchmark.PRETRAIN_STATE).exists()
+    expected, got = whole[-1], resumed[-1]
+    assert got["steps"] == expected["steps"] == 6
+    assert {k: v for k, v in got.items() if k != "pretrain_seconds"} == {
+        k: v for k, v in expected.items() if k != "pretrain_seconds"
+    }
+    trained = benchmark.load_encoder(str(run / "checkpoint")).state_dict()
+    reference = benchmark.run_dir(tmp_path / "whole", settings, "plain", "gpa_self_mam", 0) / "checkpoint"
+    for name, tensor in benchmark.load_encoder(str(reference)).state_dict().items():
+        torch.testing.assert_close(trained[name], tensor, rtol=0, atol=0)
+
+
+def test_worker_processes_stop_at_the_time_budget_and_keep_their_state(tmp_path):
+    work = tmp_path / "work"
+    argv = ["--work_dir", str(work), "--workers", "2", "--time_budget_minutes", "0", *TWO_EPOCHS, "--seeds", "0", "1"]
+    results = benchmark.main(argv)
+    assert sorted(r["arm"] for r in results) == sorted(benchmark.REFERENCES * 2)
+    arm = work.glob(f"runs-*/plain/gpa_self_mam/*/{benchmark.PRETRAIN_STATE}")
+    assert sorted(path.parent.name for path in arm) == ["seed0", "seed1"]
+    assert not list(work.glob("runs-*/plain/gpa_self_mam/*/result.json"))
+
+
+def test_a_negative_time_budget_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--work_dir", str(tmp_path), "--time_budget_minutes", "-1"])
+    assert "--time_budget_minutes=-1.0 must be at least 0." in capsys.readouterr().err
