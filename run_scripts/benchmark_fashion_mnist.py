@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from PIL import Image
 
 # Runs from a plain checkout too: the GPU machines have torch and transformers but no install of this repository.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -174,6 +175,8 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
     Returns:
         ``train_x`` (N, 1, S, S) float32, ``train_y`` (N,) int64, ``train_mask`` (N, S, S) bool, and the same for
         ``test_*``; S = 28 (plain) or ``canvas_size`` (cluttered). Garment pixels (> 0) are the plain object masks.
+        ``pixel_mean`` and ``pixel_std``: the training images' statistics on the [0, 1] scale, which normalised them
+        (absent from caches written before they were kept).
     """
     fields = ["train_samples", "test_samples", *(CLUTTER_FIELDS if dataset == "cluttered" else ())]
     key = hashlib.sha256(json.dumps({f: getattr(settings, f) for f in fields} | {"d": dataset}).encode()).hexdigest()
@@ -205,6 +208,7 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
     mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
     for split in ("train", "test"):
         arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
+    arrays["pixel_mean"], arrays["pixel_std"] = mean, std
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(arrays, staging)
@@ -255,6 +259,24 @@ def initial_model(dataset: str, settings: Settings, seed: int, **gpa_fields) -> 
     model.vit.load_state_dict(reference.vit.state_dict())
     model.decoder.load_state_dict(reference.decoder.state_dict())
     return model
+
+
+def save_checkpoint(model: GPAForPreTraining, path: Path, arrays: dict[str, torch.Tensor]) -> None:
+    """The model and, when the arrays carry their statistics, an image processor that normalises as they were.
+
+    With it, ``run_knn.py``, ``run_linear_probe.py`` or ``run_select_head.py`` on the checkpoint see the inputs the
+    benchmark trained on, instead of Fashion-MNIST's default statistics.
+    """
+    model.save_pretrained(path)
+    if "pixel_mean" not in arrays:
+        return
+    size = model.config.image_size
+    transformers.ViTImageProcessorPil(
+        size={"height": size, "width": size},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=[float(arrays["pixel_mean"])],
+        image_std=[float(arrays["pixel_std"])],
+    ).save_pretrained(path)
 
 
 def object_patches_of(pixel_masks: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -524,7 +546,7 @@ def run_reference(name: str, dataset: str, seed: int, arrays: dict, settings: Se
             for key, value in evaluate_features(train, test, arrays, settings, seed, device).items()
         }
     else:
-        initial_model(dataset, settings, seed, gpa_prediction=False).save_pretrained(path / "checkpoint")
+        save_checkpoint(initial_model(dataset, settings, seed, gpa_prediction=False), path / "checkpoint", arrays)
         metrics = evaluate_checkpoint(path / "checkpoint", arrays, settings, seed, device)
     return save_result(path, {"dataset": dataset, "arm": name, "seed": seed, **metrics})
 
@@ -586,7 +608,7 @@ def run_arm(
         state_path=path / PRETRAIN_STATE,
         deadline=deadline,
     )
-    model.save_pretrained(path / "checkpoint")
+    save_checkpoint(model, path / "checkpoint", arrays)
     metrics = evaluate_checkpoint(path / "checkpoint", arrays, settings, seed, device)
     recall = mask_recall(stats.pop("masks"), stats.pop("objects"))
     result = {"dataset": dataset, "arm": arm, "seed": seed, **metrics, **stats, **recall, "fewshot": selection}

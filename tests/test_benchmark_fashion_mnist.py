@@ -208,3 +208,23 @@ def test_a_negative_time_budget_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--work_dir", str(tmp_path), "--time_budget_minutes", "-1"])
     assert "--time_budget_minutes=-1.0 must be at least 0." in capsys.readouterr().err
+
+
+def test_checkpoints_carry_an_image_processor_that_normalises_as_the_benchmark(finished):
+    from PIL import Image
+
+    from modeling_gpa.image_inputs import ImageSettings
+
+    work, _ = finished
+    settings = benchmark.parse_args(["--work_dir", str(work)] + TINY).settings
+    for dataset in benchmark.DATASETS:
+        arrays = benchmark.load_arrays(dataset, settings, work / "work")
+        # The benchmark's images are 8-bit: its statistics must map them back onto whole grey levels.
+        grey = (arrays["train_x"][:4, 0] * arrays["pixel_std"] + arrays["pixel_mean"]) * 255
+        assert (grey - grey.round()).abs().max() < 1e-3
+        images = [Image.fromarray(level.round().clamp(0, 255).to(torch.uint8).numpy()) for level in grey]
+        for name in ("mae", "random_init"):
+            checkpoint = benchmark.run_dir(work / "work", settings, dataset, name, 0) / "checkpoint"
+            config = benchmark.GPAConfig.from_pretrained(checkpoint)
+            pixel_values = ImageSettings.from_pretrained(str(checkpoint), config).to_pixel_values(images)
+            torch.testing.assert_close(pixel_values, arrays["train_x"][:4], atol=1e-5, rtol=0)
