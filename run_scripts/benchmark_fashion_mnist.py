@@ -290,11 +290,59 @@ class TimeBudgetReached(Exception):
     """Raised at the end of an epoch past ``--time_budget_minutes``; the run's state is on disk to resume from."""
 
 
-def save_pretrain_state(path: Path, state: dict) -> None:
-    """Writes ``state`` atomically: a run killed mid-write keeps the previous epoch's state."""
-    staging = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, staging)
-    os.replace(staging, path)
+@dataclasses.dataclass
+class Progress:
+    """Where a pretraining run stands at an epoch boundary: enough to go on to the same numbers after a restart.
+
+    ``losses`` holds one scalar per step, ``masks`` and ``objects`` (32, n) int8 per step (or one block of them after
+    a resume); all but ``objects`` stay on ``device``.
+    """
+
+    model: GPAForPreTraining
+    optimizer: torch.optim.Optimizer
+    data_rng: torch.Generator
+    noise_rng: torch.Generator
+    device: str
+    epoch: int = 0
+    seconds: float = 0.0
+    losses: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    masks: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    objects: list[torch.Tensor] = dataclasses.field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        """Writes the state atomically: a run killed mid-write keeps the previous epoch's."""
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data_rng": self.data_rng.get_state(),
+            "noise_rng": self.noise_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "seconds": self.seconds,
+            "losses": torch.stack(self.losses).cpu(),
+            "masks": torch.cat(self.masks).cpu(),
+            "objects": torch.cat(self.objects),
+        }
+        if self.device.startswith("cuda"):
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        staging = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(state, staging)
+        os.replace(staging, path)
+
+    def resume(self, path: Path) -> None:
+        """Loads what ``save`` wrote into the model, optimizer, random generators and curves."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_rng.set_state(state["data_rng"])
+        self.noise_rng.set_state(state["noise_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.epoch, self.seconds = state["epoch"], state["seconds"]
+        self.losses = list(state["losses"].to(self.device))
+        self.masks = [state["masks"].to(self.device)]
+        self.objects = [state["objects"]]
 
 
 def pretrain(
@@ -313,10 +361,10 @@ def pretrain(
     """Trains ``model`` in place with AdamW (betas 0.9/0.95), cosine lr with warm-up, per-step mask progress.
 
     Data order and flips come from a generator seeded by ``seed`` alone, MAE's noise from another: identical across
-    arms. After every epoch the model, optimizer, random states and curves go to ``state_path``, and a run that finds
-    that file goes on from it, to the same numbers as an uninterrupted run. Past ``deadline`` (``time.time()``) it
-    raises ``TimeBudgetReached`` after the epoch's state is saved. Returns the loss curve, training wall time (state
-    saves excluded) and the (masks, object patches) of the first 32 images of every step.
+    arms. After every epoch the run's ``Progress`` goes to ``state_path``, and a run that finds that file goes on from
+    it, to the same numbers as an uninterrupted run. Past ``deadline`` (``time.time()``) it raises
+    ``TimeBudgetReached`` after the epoch's state is saved. Returns the loss curve, training wall time (state saves
+    excluded) and the (masks, object patches) of the first 32 images of every step.
     """
     images, pixel_masks = arrays["train_x"], arrays["train_mask"]
     model.to(device).train()
@@ -326,27 +374,17 @@ def pretrain(
     data_rng = torch.Generator().manual_seed(seed)
     noise_rng = torch.Generator().manual_seed(seed + 10_000)
     torch.manual_seed(seed + 20_000)
+    progress = Progress(model, optimizer, data_rng, noise_rng, device)
+    if state_path is not None and state_path.is_file():
+        progress.resume(state_path)
+        print(f"[{label}] resuming after epoch {progress.epoch}/{settings.epochs}", flush=True)
     batch_size = min(settings.batch_size, len(images))
     steps_per_epoch = len(images) // batch_size
     total_steps = settings.epochs * steps_per_epoch
     warmup_steps = int(settings.warmup_epochs * steps_per_epoch)
     num_patches = model.vit.embeddings.patch_embeddings.num_patches
-    losses, masks, objects = [], [], []
-    first_epoch, seconds = 0, 0.0
-    if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        data_rng.set_state(state["data_rng"])
-        noise_rng.set_state(state["noise_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.startswith("cuda") and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        first_epoch, seconds = state["epoch"], state["seconds"]
-        losses, masks, objects = list(state["losses"].to(device)), [state["masks"].to(device)], [state["objects"]]
-        print(f"[{label}] resuming after epoch {first_epoch}/{settings.epochs}", flush=True)
-    step = first_epoch * steps_per_epoch
-    for epoch in range(first_epoch, settings.epochs):
+    step = progress.epoch * steps_per_epoch
+    for epoch in range(progress.epoch, settings.epochs):
         start = time.perf_counter()
         order = torch.randperm(len(images), generator=data_rng)
         flips = torch.rand(len(images), generator=data_rng) < 0.5
@@ -363,46 +401,35 @@ def pretrain(
             optimizer.step()
             model.update_teacher()
             # Kept on the device: a per-step .item() or .cpu() would stall an accelerator after every step.
-            losses.append(output.loss.detach())
-            masks.append(output.mask[:32].detach().to(torch.int8))
-            objects.append(object_patches_of(batch_masks[:32], patch_size).to(torch.int8))
+            progress.losses.append(output.loss.detach())
+            progress.masks.append(output.mask[:32].detach().to(torch.int8))
+            progress.objects.append(object_patches_of(batch_masks[:32], patch_size).to(torch.int8))
             step += 1
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        seconds += time.perf_counter() - start
-        epoch_loss = torch.stack(losses[-steps_per_epoch:]).float().mean().item()
-        print(f"[{label}] epoch {epoch + 1}/{settings.epochs} loss {epoch_loss:.4f} | {seconds:.0f} s", flush=True)
+        progress.epoch, progress.seconds = epoch + 1, progress.seconds + time.perf_counter() - start
+        epoch_loss = torch.stack(progress.losses[-steps_per_epoch:]).float().mean().item()
+        print(
+            f"[{label}] epoch {epoch + 1}/{settings.epochs} loss {epoch_loss:.4f} | {progress.seconds:.0f} s",
+            flush=True,
+        )
         if state_path is not None and epoch + 1 < settings.epochs:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "data_rng": data_rng.get_state(),
-                "noise_rng": noise_rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch + 1,
-                "seconds": seconds,
-                "losses": torch.stack(losses).cpu(),
-                "masks": torch.cat(masks).cpu(),
-                "objects": torch.cat(objects),
-            }
-            if device.startswith("cuda"):
-                state["cuda_rng"] = torch.cuda.get_rng_state(device)
-            save_pretrain_state(state_path, state)
+            progress.save(state_path)
             if deadline is not None and time.time() > deadline:
                 raise TimeBudgetReached(
                     f"[{label}] time budget reached after epoch {epoch + 1}/{settings.epochs}; run the same command "
                     "again to resume from there."
                 )
-    losses = torch.stack(losses).float().cpu().tolist()
+    losses = torch.stack(progress.losses).float().cpu().tolist()
     if not all(math.isfinite(loss) for loss in losses):
         raise RuntimeError("Pretraining diverged (non-finite loss); lower --blr.")
     return {
-        "pretrain_seconds": seconds,
+        "pretrain_seconds": progress.seconds,
         "steps": step,
         "loss_first": statistics.fmean(losses[: max(1, steps_per_epoch)]),
         "loss_last": statistics.fmean(losses[-max(1, steps_per_epoch) :]),
-        "masks": torch.cat(masks).cpu(),
-        "objects": torch.cat(objects),
+        "masks": torch.cat(progress.masks).cpu(),
+        "objects": torch.cat(progress.objects),
     }
 
 
