@@ -9,7 +9,9 @@
 script reads them all (several ``--work_dir`` may be given), keeps the settings fields that differ between them, and
 writes one row per setting and arm: the arm's k-NN and linear-probe accuracy (mean ± std over the cached seeds), the
 random-init encoder and raw pixels on the same data, and the margin of the arm's best readout over the best
-reference. Writes ``<output>.md``, ``<output>.json`` and ``<output>.png`` (a bar chart of the same rows).
+reference. Writes ``<output>.md``, ``<output>.json`` and ``<output>.png`` (a bar chart of the same rows), and, where
+a setting has runs of two or more arms, ``<output>_runs.png``: every run's linear probe against the share of the
+garment its masks hid, one panel per setting.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,6 +45,8 @@ from benchmark_fashion_mnist import (  # noqa: E402
 
 READOUTS = tuple(key for key, _ in COLUMNS)
 PIXEL_READOUTS = ("knn_pixels", "linear_pixels")
+# Per run of an arm, for the scatter of accuracy against how much of the garment its masks hid.
+RUN_FIELDS = ("seed", "garment_masked", "linear_mean", "knn_mean")
 
 
 def collect(work_dirs: list[Path], dataset: str, arms: list[str]) -> list[dict]:
@@ -63,13 +68,19 @@ def collect(work_dirs: list[Path], dataset: str, arms: list[str]) -> list[dict]:
             if not complete:
                 continue
             settings = json.loads(settings_file.read_text())
-            summary = summarize(with_garment_masked(complete, settings["mask_ratio"]))[dataset]
+            complete = with_garment_masked(complete, settings["mask_ratio"])
+            summary = summarize(complete)[dataset]
             rows.append(
                 {
                     "settings": settings,
                     "arm_name": arm,
                     "arm": summary[arm],
                     **{name: summary[name] for name in REFERENCES},
+                    "runs": [
+                        {key: result[key] for key in RUN_FIELDS}
+                        for result in complete
+                        if result["arm"] == arm and "garment_masked" in result
+                    ],
                 }
             )
     return rows
@@ -113,7 +124,25 @@ def label(row: dict, fields: list[str], with_arm: bool) -> str:
     return ", ".join([*parts, row["arm_name"]] if with_arm else parts) or "(one setting)"
 
 
-def markdown(rows: list[dict], fields: list[str], dataset: str, command: str) -> str:
+def runs_section(groups: dict[str, list[dict]], figure_name: str) -> list[str]:
+    """Markdown lines under the table: the per-run figure and, per setting, the correlation it shows."""
+    if not groups:
+        return []
+    lines = [
+        f"![Per run: mean-pooled linear probe against the share of the garment the masks hid]({figure_name})",
+        "",
+        "Per run, across the arms of one setting: Pearson r between the share of the garment's patches the training "
+        "masks hid and the mean-pooled linear probe.",
+        "",
+    ]
+    for name, group in groups.items():
+        r = correlation(group)
+        runs = sum(len(row["runs"]) for row in group)
+        lines.append(f"- {name}: " + ("too few runs" if r is None else f"r = {r:.2f}") + f" ({runs} runs)")
+    return [*lines, ""]
+
+
+def markdown(rows: list[dict], fields: list[str], dataset: str, command: str, runs: list[str]) -> str:
     header = [*fields, "arm", *(name for _, name in COLUMNS)]
     header += ["random-init k-NN / linear (mean)", "raw-pixel k-NN / linear", "margin", "garment masked"]
     header += ["pretrain s", "seeds"]
@@ -150,6 +179,7 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, command: str) ->
             "",
             *lines,
             "",
+            *runs,
         ]
     )
 
@@ -180,6 +210,49 @@ def plot(rows: list[dict], fields: list[str]) -> plt.Figure:
     return figure
 
 
+def run_groups(rows: list[dict], fields: list[str]) -> dict[str, list[dict]]:
+    """Rows by setting (label without the arm), keeping the settings where two or more arms have runs."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["runs"]:
+            groups.setdefault(label(row, fields, with_arm=False), []).append(row)
+    return {name: group for name, group in groups.items() if len(group) > 1}
+
+
+def correlation(group: list[dict]) -> float | None:
+    """Pearson r between the share of the garment hidden and the mean-pooled linear probe over a setting's runs."""
+    runs = [run for row in group for run in row["runs"]]
+    hidden, accuracy = (np.array([run[key] for run in runs]) for key in ("garment_masked", "linear_mean"))
+    if len(runs) < 3 or hidden.std() == 0 or accuracy.std() == 0:
+        return None
+    return float(np.corrcoef(hidden, accuracy)[0, 1])
+
+
+def plot_runs(groups: dict[str, list[dict]]) -> plt.Figure:
+    """One panel per setting: every run's mean-pooled linear probe against the share of the garment it hid."""
+    figure, panels = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 1.5, 4.2), sharey=True, squeeze=False)
+    colours = {arm: f"C{index}" for index, arm in enumerate(ARMS)}
+    for axes, (name, group) in zip(panels[0], groups.items(), strict=True):
+        for row in group:
+            axes.scatter(
+                [100 * run["garment_masked"] for run in row["runs"]],
+                [100 * run["linear_mean"] for run in row["runs"]],
+                color=colours[row["arm_name"]],
+                label=ARM_DESCRIPTIONS[row["arm_name"]],
+            )
+        r = correlation(group)
+        axes.set_title(name if r is None else f"{name}: r = {r:.2f}", fontsize=9)
+        axes.set_xlabel("garment patches hidden by the masks (%)")
+        axes.grid(alpha=0.3)
+    panels[0][0].set_ylabel("linear probe, mean-pooled (%)")
+    handles = {}
+    for axes in panels[0]:
+        handles |= {text: handle for handle, text in zip(*axes.get_legend_handles_labels(), strict=True)}
+    figure.legend(handles.values(), handles.keys(), fontsize=8, loc="lower center", ncol=2, frameon=False)
+    figure.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) // 2), 1, 1))
+    return figure
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", nargs="+", type=Path, required=True)
@@ -202,10 +275,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     flags = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "run_scripts/benchmark_settings_report.py", *flags])
-    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, command))
+    groups = run_groups(rows, fields)
+    runs_figure = args.output.with_name(f"{args.output.name}_runs.png")
+    runs = runs_section(groups, runs_figure.name)
+    args.output.with_suffix(".md").write_text(markdown(rows, fields, args.dataset, command, runs))
     payload = {"command": command, "dataset": args.dataset, "arms": args.arms, "varying": fields, "rows": rows}
     args.output.with_suffix(".json").write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     plot(rows, fields).savefig(args.output.with_suffix(".png"), dpi=120)
+    if groups:
+        plot_runs(groups).savefig(runs_figure, dpi=120)
     for row in rows:
         print(f"{label(row, fields, True)}: margin over the best reference {margin(row) * 100:+.1f} points")
     print(f"wrote {args.output}.md, .json and .png ({len(rows)} rows)")

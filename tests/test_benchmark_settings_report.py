@@ -42,12 +42,18 @@ def test_one_row_per_setting_with_the_cached_numbers_and_the_margin(work_dir, tm
         best_reference = max(*(random_init[key] for key in readouts), raw["knn_pixels"], raw["linear_pixels"])
         assert report.margin(row) == pytest.approx(max(arm[key] for key in readouts) - best_reference)
         assert row["arm"]["garment_masked"]["mean"] == pytest.approx(benchmark.garment_masked_share(arm, 0.75))
+        (run,) = row["runs"]
+        assert run["linear_mean"] == arm["linear_mean"]
+        assert run["garment_masked"] == row["arm"]["garment_masked"]["mean"]
     table = (tmp_path / "report.md").read_text()
     assert "| epochs | arm | k-NN CLS |" in table and "| margin | garment masked |" in table
     assert table.count("\n| 1 | MAE") == 1 and table.count("\n| 1 | GPA, self teacher, no MAM |") == 1
     assert table.count("\n| 2 |") == 1
     assert json.loads((tmp_path / "report.json").read_text())["varying"] == ["epochs"]
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    # Only the 1-epoch setting has two arms: one panel, two runs, too few for a correlation.
+    assert "- epochs 1: too few runs (2 runs)" in table and "epochs 2:" not in table
+    assert "![Per run" in table and (tmp_path / "report_runs.png").stat().st_size > 10_000
 
 
 def test_a_work_dir_without_results_is_a_one_line_error(tmp_path, capsys):
@@ -77,3 +83,26 @@ def test_the_chart_draws_one_std_over_seeds_and_none_for_a_single_seed():
     assert [segment[1, 1] - segment[0, 1] for segment in drawn] == pytest.approx([8.0])
     assert [bar.get_height() for bar in random_init] == pytest.approx([50.0, 50.0])
     assert report.best_readout(row([0], 0.0)["random_init"], report.READOUTS) == stats(0.5, 0.0)
+
+
+def test_the_runs_figure_puts_every_run_at_its_hidden_share_and_accuracy():
+    def row(arm: str, epochs: int, points: list[tuple[float, float]]) -> dict:
+        runs = [{"seed": s, "garment_masked": x, "linear_mean": y, "knn_mean": y} for s, (x, y) in enumerate(points)]
+        return {"settings": {"epochs": epochs}, "arm_name": arm, "runs": runs}
+
+    rows = [
+        row("mae", 80, [(0.755, 0.65), (0.755, 0.64)]),
+        row("gpa_pretrained_fewshot", 80, [(0.95, 0.55)]),
+        row("mae", 40, [(0.755, 0.60)]),
+    ]
+    groups = report.run_groups(rows, ["epochs"])
+    assert list(groups) == ["epochs 80"]
+    # Hidden shares 75.5, 75.5, 95 and accuracies 65, 64, 55: the covariance is negative, r computed by hand.
+    hidden, accuracy = np.array([0.755, 0.755, 0.95]), np.array([0.65, 0.64, 0.55])
+    dx, dy = hidden - hidden.mean(), accuracy - accuracy.mean()
+    expected = (dx * dy).sum() / np.sqrt((dx**2).sum() * (dy**2).sum())
+    assert report.correlation(groups["epochs 80"]) == pytest.approx(expected) and expected < -0.99
+    (panel,) = report.plot_runs(groups).axes
+    drawn = np.concatenate([collection.get_offsets() for collection in panel.collections])
+    np.testing.assert_allclose(drawn, [[75.5, 65.0], [75.5, 64.0], [95.0, 55.0]])
+    assert panel.get_title() == f"epochs 80: r = {expected:.2f}"
