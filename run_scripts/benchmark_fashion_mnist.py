@@ -210,10 +210,15 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
         arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
     arrays["pixel_mean"], arrays["pixel_std"] = mean, std
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(arrays, staging)
-    os.replace(staging, path)
+    save_atomically(arrays, path)
     return arrays
+
+
+def save_atomically(value: object, path: Path) -> None:
+    """``torch.save`` through a staging file: a process killed mid-write leaves the previous file (or none)."""
+    staging = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(value, staging)
+    os.replace(staging, path)
 
 
 def patch_size_for(dataset: str, settings: Settings) -> int:
@@ -310,7 +315,7 @@ class Progress:
     objects: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        """Writes the state atomically: a run killed mid-write keeps the previous epoch's."""
+        """Writes the state; a run killed mid-write keeps the previous epoch's."""
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -325,9 +330,7 @@ class Progress:
         }
         if self.device.startswith("cuda"):
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        staging = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(state, staging)
-        os.replace(staging, path)
+        save_atomically(state, path)
 
     def resume(self, path: Path) -> None:
         """Loads what ``save`` wrote into the model, optimizer, random generators and curves."""
@@ -862,8 +865,7 @@ def run_in_workers(argv: list[str], args: argparse.Namespace) -> None:
         if number >= args.workers and args.deadline is not None and time.time() > args.deadline:
             return
         command = [sys.executable, str(Path(__file__).resolve()), *argv, *threads, *deadline, "--workers", "1"]
-        command += ["--no_report"]
-        command += ["--datasets", dataset, "--seeds", str(seed)]
+        command += ["--no_report", "--datasets", dataset, "--seeds", str(seed)]
         completed = subprocess.run(command, stderr=subprocess.PIPE, text=True)
         if completed.returncode:
             reason = (completed.stderr.strip().splitlines() or ["no output"])[-1]
