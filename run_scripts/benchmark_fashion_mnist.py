@@ -564,86 +564,89 @@ def save_result(path: Path, result: dict) -> dict:
     return result
 
 
-def run_reference(name: str, dataset: str, seed: int, arrays: dict, settings: Settings, work_dir: Path, device: str):
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One dataset and seed of the benchmark: its arrays and settings, where its runs go and what runs them."""
+
+    dataset: str
+    seed: int
+    arrays: dict[str, torch.Tensor]
+    settings: Settings
+    work_dir: Path
+    device: str
+    deadline: float | None = None
+
+    def path(self, name: str) -> Path:
+        return run_dir(self.work_dir, self.settings, self.dataset, name, self.seed)
+
+    def evaluate(self, checkpoint: Path) -> dict:
+        return evaluate_checkpoint(checkpoint, self.arrays, self.settings, self.seed, self.device)
+
+
+def run_reference(name: str, job: Job) -> dict:
     """``random_init``: the seed's initial encoder (the control arm's teacher too); ``raw_pixels``: pixel features."""
-    path = run_dir(work_dir, settings, dataset, name, seed)
+    path = job.path(name)
     if (result := cached(path)) is not None:
         return result
     if name == "raw_pixels":
-        train, test = arrays["train_x"].flatten(1), arrays["test_x"].flatten(1)
+        train, test = job.arrays["train_x"].flatten(1), job.arrays["test_x"].flatten(1)
         metrics = {
             f"{key}_pixels": value
-            for key, value in evaluate_features(train, test, arrays, settings, seed, device).items()
+            for key, value in evaluate_features(train, test, job.arrays, job.settings, job.seed, job.device).items()
         }
     else:
-        save_checkpoint(initial_model(dataset, settings, seed, gpa_prediction=False), path / "checkpoint", arrays)
-        metrics = evaluate_checkpoint(path / "checkpoint", arrays, settings, seed, device)
-    return save_result(path, {"dataset": dataset, "arm": name, "seed": seed, **metrics})
+        model = initial_model(job.dataset, job.settings, job.seed, gpa_prediction=False)
+        save_checkpoint(model, path / "checkpoint", job.arrays)
+        metrics = job.evaluate(path / "checkpoint")
+    return save_result(path, {"dataset": job.dataset, "arm": name, "seed": job.seed, **metrics})
 
 
-def arm_fields(
-    arm: str,
-    dataset: str,
-    seed: int,
-    arrays: dict,
-    settings: Settings,
-    work_dir: Path,
-    device: str,
-    deadline: float | None = None,
-):
+def arm_fields(arm: str, job: Job) -> tuple[dict, dict | None]:
     """GPAConfig fields of an arm and, for the pretrained teachers, the few-shot selection that set them."""
     if arm == "mae":
         return {"gpa_prediction": False}, None
     if arm in ("gpa_self", "gpa_self_mam"):
         return {"gpa_teacher": "self", "gpa_prediction": arm == "gpa_self_mam"}, None
     if arm == "gpa_random_teacher":
-        teacher = run_dir(work_dir, settings, dataset, "random_init", seed) / "checkpoint"
-        run_reference("random_init", dataset, seed, arrays, settings, work_dir, device)
+        run_reference("random_init", job)
+        teacher = job.path("random_init") / "checkpoint"
         return {"gpa_teacher": "pretrained", "gpa_teacher_name_or_path": str(teacher)}, None
-    teacher = run_dir(work_dir, settings, dataset, "mae", seed) / "checkpoint"
-    run_arm("mae", dataset, seed, arrays, settings, work_dir, device, deadline)
+    run_arm("mae", job)
+    teacher = job.path("mae") / "checkpoint"
     fields = {"gpa_teacher": "pretrained", "gpa_teacher_name_or_path": str(teacher)}
     if arm == "gpa_pretrained_last":
         return fields, None
-    selection = fewshot_selection(teacher, arrays, patch_size_for(dataset, settings), seed)
+    selection = fewshot_selection(teacher, job.arrays, patch_size_for(job.dataset, job.settings), job.seed)
     return {**fields, "gpa_layer": selection["layer"], "gpa_head": selection["head"]}, selection
 
 
-def run_arm(
-    arm: str,
-    dataset: str,
-    seed: int,
-    arrays: dict,
-    settings: Settings,
-    work_dir: Path,
-    device: str,
-    deadline: float | None = None,
-) -> dict:
+def run_arm(arm: str, job: Job) -> dict:
     """Pretrains one arm for one seed (or loads its cached result, or resumes its last epoch) and evaluates it."""
-    path = run_dir(work_dir, settings, dataset, arm, seed)
+    path = job.path(arm)
     if (result := cached(path)) is not None:
         return result
-    fields, selection = arm_fields(arm, dataset, seed, arrays, settings, work_dir, device, deadline)
-    model = initial_model(dataset, settings, seed, **fields)
+    fields, selection = arm_fields(arm, job)
+    model = initial_model(job.dataset, job.settings, job.seed, **fields)
     path.mkdir(parents=True, exist_ok=True)
+    label = f"{job.dataset} {arm} seed {job.seed}"
     stats = pretrain(
         model,
-        arrays,
-        settings,
-        seed,
-        patch_size_for(dataset, settings),
+        job.arrays,
+        job.settings,
+        job.seed,
+        patch_size_for(job.dataset, job.settings),
         arm == "mae",
-        device,
-        label=f"{dataset} {arm} seed {seed}",
+        job.device,
+        label=label,
         state_path=path / PRETRAIN_STATE,
-        deadline=deadline,
+        deadline=job.deadline,
     )
-    save_checkpoint(model, path / "checkpoint", arrays)
-    metrics = evaluate_checkpoint(path / "checkpoint", arrays, settings, seed, device)
+    save_checkpoint(model, path / "checkpoint", job.arrays)
+    metrics = job.evaluate(path / "checkpoint")
     recall = mask_recall(stats.pop("masks"), stats.pop("objects"))
-    result = {"dataset": dataset, "arm": arm, "seed": seed, **metrics, **stats, **recall, "fewshot": selection}
+    result = {"dataset": job.dataset, "arm": arm, "seed": job.seed, **metrics, **stats, **recall, "fewshot": selection}
     print(
-        f"[{dataset} {arm} seed {seed}] knn cls {metrics['knn_cls']:.4f} mean {metrics['knn_mean']:.4f} | linear "
+        f"[{label}] knn cls {metrics['knn_cls']:.4f} mean {metrics['knn_mean']:.4f} | linear "
         f"cls {metrics['linear_cls']:.4f} mean {metrics['linear_mean']:.4f} | mask recall "
         f"{recall['mask_object_recall']:.3f} | {stats['pretrain_seconds']:.0f} s",
         flush=True,
@@ -900,11 +903,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         # Seed-major order: a run stopped early still has the same seeds for every dataset and arm.
         try:
             for seed, dataset in itertools.product(args.seeds, args.datasets):
-                data = arrays[dataset]
+                job = Job(dataset, seed, arrays[dataset], settings, work_dir, args.device, args.deadline)
                 for name in REFERENCES:
-                    results.append(run_reference(name, dataset, seed, data, settings, work_dir, args.device))
+                    results.append(run_reference(name, job))
                 for arm in args.arms:
-                    results.append(run_arm(arm, dataset, seed, data, settings, work_dir, args.device, args.deadline))
+                    results.append(run_arm(arm, job))
         except TimeBudgetReached as stop:
             print(stop, flush=True)
     if not args.no_report:
