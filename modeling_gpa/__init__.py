@@ -1,18 +1,31 @@
 """Global Patch-wise Attention (GPA) for masked image modeling, as a Hugging Face Transformers model."""
 
-from transformers import AutoConfig, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining
 
 from .configuration_gpa import GPAConfig
-from .modeling_gpa import GPAForPreTraining, GPAForPreTrainingOutput
+from .modeling_gpa import GPAForImageClassification, GPAForPreTraining, GPAForPreTrainingOutput, GPAModel
 
 AutoConfig.register("gpa", GPAConfig, exist_ok=True)
 AutoModelForPreTraining.register(GPAConfig, GPAForPreTraining, exist_ok=True)
+# A GPA checkpoint as features (the encoder, unmasked) and as a ViT classifier: pipelines and Hugging Face's example
+# scripts (run_image_classification.py) load it through these.
+AutoModel.register(GPAConfig, GPAModel, exist_ok=True)
+AutoModelForImageClassification.register(GPAConfig, GPAForImageClassification, exist_ok=True)
 # save_pretrained then copies configuration_gpa.py, modeling_gpa.py and the files they import relatively, and writes
-# auto_map into config.json: AutoModelForPreTraining.from_pretrained(dir, trust_remote_code=True) works without
+# auto_map into config.json (every class above): Auto*.from_pretrained(dir, trust_remote_code=True) works without
 # this package installed.
 GPAConfig.register_for_auto_class()
 GPAForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+GPAModel.register_for_auto_class("AutoModel")
+GPAForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __version__ = "0.1.0"
 
-__all__ = ["GPAConfig", "GPAForPreTraining", "GPAForPreTrainingOutput", "__version__"]
+__all__ = [
+    "GPAConfig",
+    "GPAForPreTraining",
+    "GPAForPreTrainingOutput",
+    "GPAModel",
+    "GPAForImageClassification",
+    "__version__",
+]

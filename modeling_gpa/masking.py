@@ -43,18 +43,59 @@ def mask_counts(
     return num_hard, num_soft, len_mask - num_hard - num_soft
 
 
-def _take_top(keys: torch.Tensor, taken: torch.Tensor, count: int) -> torch.Tensor:
-    """Marks the ``count`` largest ``keys`` among the patches not yet ``taken``: (B, n) bool -> (B, n) bool."""
-    if count == 0:
-        return torch.zeros_like(taken)
-    indices = keys.masked_fill(taken, float("-inf")).topk(count, dim=-1).indices
-    return torch.zeros_like(taken).scatter_(-1, indices, True)
+def progress_tensor(progress: float | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Training progress as a 0-d tensor on ``device``, float64 where the device has it.
+
+    A 0-d tensor whose value changes every step is one input to a compiled graph; a Python float would be a
+    constant, and each new value a recompilation. Float64 keeps the counts equal to [`mask_counts`]'s.
+    """
+    device = torch.device(device) if device is not None else None
+    if torch.is_tensor(progress) and device is None:
+        device = progress.device
+    dtype = torch.float32 if device is not None and device.type == "mps" else torch.float64
+    return torch.as_tensor(progress, dtype=dtype, device=device)
+
+
+def mask_count_tensors(
+    num_patches: int,
+    mask_ratio: float,
+    progress: torch.Tensor,
+    hard: tuple[float, float] = (0.0, 0.5),
+    soft: tuple[float, float] = (0.5, 0.0),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[`mask_counts`] with a 0-d ``progress`` tensor: 0-d int64 (hard, soft, random) counts, no host sync.
+
+    Same arithmetic in the same order as the Python reference, so in float64 the counts are equal.
+    """
+    len_mask = num_masked_patches(num_patches, mask_ratio)
+    p = progress.clamp(0.0, 1.0)
+    hard_fraction = hard[0] + p * (hard[1] - hard[0])
+    soft_fraction = torch.minimum(soft[0] + p * (soft[1] - soft[0]), 1.0 - hard_fraction)
+    num_hard = (len_mask * hard_fraction).floor().long().clamp_max(len_mask)
+    num_soft = torch.minimum((len_mask * soft_fraction).floor().long(), len_mask - num_hard)
+    return num_hard, num_soft, len_mask - num_hard - num_soft
+
+
+def _descending_rank(keys: torch.Tensor) -> torch.Tensor:
+    """(B, n) -> (B, n) int64 rank of each key in its row, 0 for the largest (stable on ties)."""
+    order = keys.argsort(dim=-1, descending=True, stable=True)
+    positions = torch.arange(keys.shape[-1], device=keys.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions)
+
+
+def _take_top(keys: torch.Tensor, taken: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Marks the ``count`` (0-d tensor) largest ``keys`` among the patches not yet ``taken``: (B, n) bool -> bool.
+
+    A rank compared with a tensor count keeps the shapes static whatever the count, so one compiled graph serves
+    every step of the schedule (``topk(count)`` would need a new graph per count). ``keys`` must be finite.
+    """
+    return _descending_rank(keys.masked_fill(taken, float("-inf"))) < count
 
 
 def gpa_mask_groups(
     gpa: torch.Tensor,
     mask_ratio: float,
-    progress: float,
+    progress: float | torch.Tensor,
     *,
     hard: tuple[float, float] = (0.0, 0.5),
     soft: tuple[float, float] = (0.5, 0.0),
@@ -64,13 +105,16 @@ def gpa_mask_groups(
 
     Args:
         gpa: (B, n) raw scores (any scale; normalised per image here).
+        progress: training progress in [0, 1], a float or a 0-d tensor (see [`progress_tensor`]).
 
     Returns:
         (B, n) int64 with ``KEPT`` (0), ``HARD`` (1), ``SOFT`` (2) or ``RANDOM`` (3) per patch: disjoint sets of
         exactly the sizes ``mask_counts`` gives, for every image.
     """
     batch, num_patches = gpa.shape
-    num_hard, num_soft, num_random = mask_counts(num_patches, mask_ratio, progress, hard, soft)
+    num_hard, num_soft, num_random = mask_count_tensors(
+        num_patches, mask_ratio, progress_tensor(progress, gpa.device), hard, soft
+    )
     weights = minmax_normalize(gpa)
     uniform = torch.rand(2, batch, num_patches, generator=generator, device=gpa.device)
     taken = torch.zeros(batch, num_patches, dtype=torch.bool, device=gpa.device)
@@ -93,7 +137,7 @@ def noise_from_mask(masked: torch.Tensor, generator: torch.Generator | None = No
 def gpa_noise(
     gpa: torch.Tensor,
     mask_ratio: float,
-    progress: float,
+    progress: float | torch.Tensor,
     *,
     hard: tuple[float, float] = (0.0, 0.5),
     soft: tuple[float, float] = (0.5, 0.0),
@@ -104,4 +148,13 @@ def gpa_noise(
     return noise_from_mask(groups != KEPT, generator=generator)
 
 
-__all__ = ["mask_fractions", "mask_counts", "gpa_mask_groups", "gpa_noise", "noise_from_mask", "num_masked_patches"]
+__all__ = [
+    "mask_fractions",
+    "mask_counts",
+    "mask_count_tensors",
+    "progress_tensor",
+    "gpa_mask_groups",
+    "gpa_noise",
+    "noise_from_mask",
+    "num_masked_patches",
+]

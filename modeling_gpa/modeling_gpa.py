@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import ViTForImageClassification, ViTModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 from transformers import initialization as init
 from transformers.models.vit_mae.modeling_vit_mae import (
     ViTMAEDecoder,
@@ -16,12 +19,27 @@ from transformers.models.vit_mae.modeling_vit_mae import (
     ViTMAEPreTrainedModel,
     build_2d_sinusoidal_position_embedding,
 )
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, can_return_tuple, logging
 
 from .configuration_gpa import GPAConfig
 from .gpa import zscore_normalize
 from .masking import gpa_noise, mask_fractions
 from .teacher import build_teacher_from_config, ema_update, freeze, load_pretrained_teacher, teacher_scores
+
+logger = logging.get_logger(__name__)
+
+# Every Auto class a GPA checkpoint answers to, with the class of this module that serves it: written into the
+# config's auto_map on save, so trust_remote_code finds all of them, whichever class saved the checkpoint.
+GPA_AUTO_CLASSES = {
+    "AutoModel": "GPAModel",
+    "AutoModelForPreTraining": "GPAForPreTraining",
+    "AutoModelForImageClassification": "GPAForImageClassification",
+}
+# Checkpoint parts that only pretraining uses: the encoder-only classes drop them by design, without a report.
+# Tensors that Transformers' ViTMAE init leaves unset when a checkpoint lacks them (see _initialize_missing_keys).
+POSITION_AND_TOKEN_NAMES = ("position_embeddings", "cls_token", "decoder_pos_embed", "mask_token")
+PRETRAINING_ONLY_KEYS = [r"^decoder\.", r"^teacher\.", r"^gpa_head\.", r"^gpa_decoder\.", r"^teacher_initialized$"]
 
 
 @dataclass
@@ -56,7 +74,19 @@ def masked_mean(per_patch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (per_patch * mask).sum() / mask.sum()
 
 
-class GPAForPreTraining(ViTMAEForPreTraining):
+class GPAAutoMapMixin:
+    """``save_pretrained`` that lists every GPA Auto class in ``config.auto_map`` when the code is saved too."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if getattr(self, "_auto_class", None) is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in GPA_AUTO_CLASSES.items()})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
     """ViTMAE pretraining with GPA soft-to-hard masking and, optionally, Masked Attention Modeling.
 
     The encoder (``vit``) and pixel decoder (``decoder``) are ViTMAE's own, so ``ViTForImageClassification`` and
@@ -81,11 +111,15 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         self.decoder = ViTMAEDecoder(config, num_patches=num_patches)
         self.teacher = self._build_teacher(config)
         self.gpa_decoder, self.gpa_head = self._build_gpa_predictor(config, num_patches)
-        # 1.0 once the EMA teacher holds the student's weights; saved, so a resumed run keeps its EMA state.
-        self.register_buffer("teacher_initialized", torch.tensor(float(config.gpa_teacher != "ema")))
+        # Always 1.0: the EMA teacher starts as a copy of the student, made here and never in forward (a branch on
+        # a tensor would cost a host sync and break torch.compile / torch.export graphs). Kept in checkpoints so
+        # that older ones, saved with 0.0 before their first EMA step, get their teacher copied when loaded.
+        self.register_buffer("teacher_initialized", torch.tensor(1.0))
         self.post_init()
         # ViTMAEModel initialises itself in its own __init__, so _init_weights above never sees its embeddings.
         init_position_tables(self.vit.embeddings, config.initializer_range)
+        if config.gpa_teacher == "ema":
+            self._copy_student_to_teacher()
         self._validate_teacher_geometry()
 
     @staticmethod
@@ -137,7 +171,7 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         """ViTMAE's init, plus sin-cos position tables and random CLS / mask tokens (zero upstream)."""
         super()._init_weights(module)
         if isinstance(module, GPAForPreTraining):
-            init.constant_(module.teacher_initialized, float(module.config.gpa_teacher != "ema"))
+            init.constant_(module.teacher_initialized, 1.0)
         elif isinstance(module, (ViTMAEEmbeddings, ViTMAEDecoder)):
             init_position_tables(module, self.config.initializer_range)
 
@@ -157,14 +191,56 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         """One momentum step of the ``"ema"`` teacher (call after each optimizer step); no-op for other teachers."""
         if self.config.gpa_teacher != "ema":
             return
-        if not bool(self.teacher_initialized):
-            self._reset_ema_teacher()
-            return
         ema_update(self.teacher, self.vit, self.config.gpa_ema_momentum)
 
-    def _reset_ema_teacher(self) -> None:
-        self.teacher.load_state_dict(self.vit.state_dict())
+    @torch.no_grad()
+    def _copy_student_to_teacher(self, names: list[str] | None = None) -> None:
+        """The EMA teacher's start: the student's tensors ``names`` (all when None) copied into the teacher."""
+        student = self.vit.state_dict()
+        teacher = self.teacher.state_dict()
+        for name in student if names is None else names:
+            teacher[name].copy_(student[name])
         self.teacher_initialized.fill_(1.0)
+
+    def _initialize_missing_keys(self, is_quantized: bool) -> None:
+        """Transformers' init of the weights a checkpoint lacks, plus what it misses, with a warning naming them.
+
+        The encoders are models of their own, so Transformers initialises them with ViTMAE's rules, which skip the
+        position table and CLS token once the patch projection is loaded: they would stay uninitialised memory.
+        Here they get the sin-cos table and a drawn token, and the EMA teacher's missing tensors the student's.
+        """
+        missing = [
+            name
+            for name, tensor in self.state_dict(keep_vars=True).items()
+            if not getattr(tensor, "_is_hf_initialized", False)
+        ]
+        super()._initialize_missing_keys(is_quantized)
+        with torch.no_grad():
+            init_position_tables(self.vit.embeddings, self.config.initializer_range)
+        repaired = [name for name in missing if name.rsplit(".", 1)[-1] in POSITION_AND_TOKEN_NAMES]
+        repaired = [name for name in repaired if not name.startswith("teacher.")]
+        if repaired:
+            logger.warning(
+                f"The checkpoint lacks {', '.join(repaired)}: wrote MAE's 2-D sin-cos position tables and drew the "
+                "CLS / mask tokens."
+            )
+        if self.config.gpa_teacher == "ema":
+            self._complete_ema_teacher([name for name in missing if name.startswith("teacher.")])
+
+    def _complete_ema_teacher(self, missing: list[str]) -> None:
+        """After loading: the EMA teacher's ``missing`` tensors (or all, if it never copied the student) copied."""
+        if not bool(self.teacher_initialized):
+            logger.warning(
+                "The checkpoint's EMA teacher never copied the student (teacher_initialized = 0: saved before its "
+                "first EMA step by an older version): copied the student into it."
+            )
+            self._copy_student_to_teacher()
+        elif missing:
+            logger.warning(
+                f"The checkpoint lacks {len(missing)} EMA teacher tensors ({', '.join(missing[:3])}"
+                f"{', ...' if len(missing) > 3 else ''}): copied them from the student."
+            )
+            self._copy_student_to_teacher([name.removeprefix("teacher.") for name in missing])
 
     @torch.no_grad()
     def compute_gpa(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
@@ -174,8 +250,6 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         ``gpa_teacher_image_size`` it scores the image resized to that side, (B, n_small), and the map is upsampled
         bilinearly to the student's (H / patch, W / patch) grid.
         """
-        if not bool(self.teacher_initialized):
-            self._reset_ema_teacher()
         encoder = self.teacher_encoder
         pixel_values = pixel_values.to(encoder.embeddings.patch_embeddings.projection.weight.dtype)
         teacher_size = self.config.gpa_teacher_image_size
@@ -227,6 +301,8 @@ class GPAForPreTraining(ViTMAEForPreTraining):
             hidden_states = layer(hidden_states)
         return decoder.decoder_norm(hidden_states)
 
+    @can_return_tuple
+    @auto_docstring
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -234,12 +310,17 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         mask_progress: float | torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
         attention_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> GPAForPreTrainingOutput:
         r"""
-        pixel_values (`torch.Tensor` of shape `(B, C, H, W)`): images.
-        noise (`torch.Tensor` of shape `(B, n)`, *optional*): if given, the mask comes from it (plain MAE).
-        mask_progress (`float`, *optional*): training progress in [0, 1] for the soft-to-hard schedule (0.0 if None).
+        noise (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
+            If given, the mask comes from it, as in ViTMAE (plain MAE masking); otherwise from the teacher's GPA.
+        mask_progress (`float` or 0-d `torch.Tensor`, *optional*, defaults to 0.0):
+            Training progress in [0, 1] for the soft-to-hard schedule. Under `torch.compile`, pass a 0-d tensor
+            (`modeling_gpa.masking.progress_tensor`): a Python float is a constant of the graph, so each new value
+            would compile it again.
+        interpolate_pos_encoding (`bool`, *optional*, defaults to `False`):
+            Whether to interpolate the position encodings, for images of another size than the model's.
         """
         interpolate = bool(interpolate_pos_encoding)
         gpa = None
@@ -247,7 +328,7 @@ class GPAForPreTraining(ViTMAEForPreTraining):
             gpa = self.compute_gpa(pixel_values, interpolate)
         if noise is None:
             hard, soft = self._ratio_schedule()
-            progress = 0.0 if mask_progress is None else float(mask_progress)
+            progress = 0.0 if mask_progress is None else mask_progress
             noise = gpa_noise(gpa, self.config.mask_ratio, progress, hard=hard, soft=soft)
 
         outputs = self.vit(
@@ -289,6 +370,51 @@ class GPAForPreTraining(ViTMAEForPreTraining):
         )
 
 
+class GPAModel(GPAAutoMapMixin, ViTPreTrainedModel):
+    """The encoder of a GPA checkpoint as a feature extractor: ``AutoModel.from_pretrained(<GPA checkpoint>)``.
+
+    ``vit`` is a ``ViTModel`` with the checkpoint's encoder weights: it sees every patch, unmasked and in order, and
+    returns ``last_hidden_state`` (B, 1+n, D), CLS first. No pooling layer unless ``add_pooling_layer=True`` (whose
+    weights a GPA checkpoint does not hold). The decoder, MAM head and teacher stay unloaded.
+    """
+
+    config_class = GPAConfig
+    config: GPAConfig
+    _keys_to_ignore_on_load_unexpected = PRETRAINING_ONLY_KEYS
+
+    def __init__(self, config: GPAConfig, add_pooling_layer: bool = False):
+        super().__init__(config)
+        # A ViTModel inside, not this class as one: the checkpoint's `vit.*` keys then load through Transformers'
+        # own ViT key mapping, as they do for ViTForImageClassification.
+        self.vit = ViTModel(config, add_pooling_layer=add_pooling_layer)
+        self.post_init()
+
+    @can_return_tuple
+    @auto_docstring
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        interpolate_pos_encoding (`bool`, *optional*, defaults to `False`):
+            Whether to interpolate the position encodings, for images of another size than the model's.
+        """
+        return self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+
+
+class GPAForImageClassification(GPAAutoMapMixin, ViTForImageClassification):
+    """A ViT classifier on a GPA checkpoint's encoder: ``AutoModelForImageClassification.from_pretrained(<ckpt>)``.
+
+    The encoder's weights load unchanged; the linear ``classifier`` on the CLS token is new (``num_labels``).
+    """
+
+    config_class = GPAConfig
+    config: GPAConfig
+    _keys_to_ignore_on_load_unexpected = PRETRAINING_ONLY_KEYS
+
+
 def init_position_tables(module: ViTMAEEmbeddings | ViTMAEDecoder, initializer_range: float) -> None:
     """Sin-cos position table and N(0, initializer_range) CLS or mask token, skipping tensors already loaded.
 
@@ -310,4 +436,4 @@ def sincos_table(grid_size: int, embed_dim: int) -> torch.Tensor:
     return torch.cat([table[..., half:], table[..., :half]], dim=-1).unsqueeze(0)
 
 
-__all__ = ["GPAForPreTraining", "GPAForPreTrainingOutput"]
+__all__ = ["GPAForPreTraining", "GPAForPreTrainingOutput", "GPAModel", "GPAForImageClassification"]

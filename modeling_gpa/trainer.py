@@ -21,6 +21,8 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
+from .masking import progress_tensor
+
 logger = logging.get_logger(__name__)
 
 MASK_SCHEDULES = ("step", "epoch")
@@ -263,7 +265,8 @@ class GPATrainer(Trainer):
     ):
         """Forward with the current ``mask_progress``; records the loss parts for logging."""
         progress = self.mask_progress()
-        outputs = model(**inputs, mask_progress=progress)
+        # A 0-d tensor, not a float: under --torch_compile a new float each step would recompile the model.
+        outputs = model(**inputs, mask_progress=progress_tensor(progress, self.args.device))
         parts = {"rgb_loss": outputs.rgb_loss}
         if outputs.gpa_loss is not None:
             parts["gpa_loss"] = outputs.gpa_loss

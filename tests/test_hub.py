@@ -38,7 +38,9 @@ def test_save_pretrained_writes_safetensors_the_model_code_and_auto_map(checkpoi
     auto_map = json.loads((directory / "config.json").read_text())["auto_map"]
     assert auto_map == {
         "AutoConfig": "configuration_gpa.GPAConfig",
+        "AutoModel": "modeling_gpa.GPAModel",
         "AutoModelForPreTraining": "modeling_gpa.GPAForPreTraining",
+        "AutoModelForImageClassification": "modeling_gpa.GPAForImageClassification",
     }
 
 
