@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import ViTForImageClassification, ViTModel
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
-from transformers import initialization as init
 from transformers.models.vit_mae.modeling_vit_mae import (
     ViTMAEDecoder,
     ViTMAEEmbeddings,
@@ -332,7 +332,12 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
             noise = gpa_noise(gpa, self.config.mask_ratio, progress, hard=hard, soft=soft)
 
         outputs = self.vit(
-            pixel_values, noise=noise, interpolate_pos_encoding=interpolate, attention_mask=attention_mask, **kwargs
+            pixel_values,
+            noise=noise,
+            interpolate_pos_encoding=interpolate,
+            attention_mask=attention_mask,
+            return_dict=True,
+            **kwargs,
         )
         latent, mask, ids_restore = outputs.last_hidden_state, outputs.mask, outputs.ids_restore
         decoder_hidden = self._decoder_hidden_states(latent, ids_restore, interpolate)
@@ -401,7 +406,7 @@ class GPAModel(GPAAutoMapMixin, ViTPreTrainedModel):
         interpolate_pos_encoding (`bool`, *optional*, defaults to `False`):
             Whether to interpolate the position encodings, for images of another size than the model's.
         """
-        return self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        return self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs)
 
 
 class GPAForImageClassification(GPAAutoMapMixin, ViTForImageClassification):

@@ -1,7 +1,18 @@
 import pytest
 import torch
 
-from modeling_gpa.masking import HARD, KEPT, RANDOM, SOFT, gpa_mask_groups, gpa_noise, mask_counts, mask_fractions
+from modeling_gpa.masking import (
+    HARD,
+    KEPT,
+    RANDOM,
+    SOFT,
+    gpa_mask_groups,
+    gpa_noise,
+    mask_count_tensors,
+    mask_counts,
+    mask_fractions,
+    progress_tensor,
+)
 
 
 def test_fractions_follow_eq6_linearly():
@@ -73,3 +84,38 @@ def test_constant_gpa_gives_uniform_masks_without_nan():
         assert torch.isfinite(noise).all()
         masked_rate = (noise >= 1).float().mean(0)
         assert masked_rate.min() > 0.7 and masked_rate.max() < 0.8
+
+
+@pytest.mark.parametrize("num_patches, mask_ratio", [(49, 0.75), (196, 0.75), (196, 0.6), (16, 0.9)])
+def test_tensor_counts_equal_the_python_reference_at_every_step(num_patches, mask_ratio):
+    schedules = [((0.0, 0.5), (0.5, 0.0)), ((0.0, 0.8), (0.0, 0.6)), ((0.1, 0.9), (0.7, 0.1))]
+    for hard, soft in schedules:
+        for step in range(1001):
+            progress = step / 1000
+            tensors = mask_count_tensors(num_patches, mask_ratio, progress_tensor(progress), hard, soft)
+            assert tuple(int(count) for count in tensors) == mask_counts(num_patches, mask_ratio, progress, hard, soft)
+
+
+def test_a_tensor_progress_gives_the_float_progress_masks():
+    gpa = torch.randn(8, 49, generator=torch.Generator().manual_seed(0))
+    for progress in (0.0, 0.37, 1.0):
+        from_float = gpa_mask_groups(gpa, 0.75, progress, generator=torch.Generator().manual_seed(2))
+        from_tensor = gpa_mask_groups(gpa, 0.75, progress_tensor(progress), generator=torch.Generator().manual_seed(2))
+        assert torch.equal(from_float, from_tensor)
+
+
+def test_one_compiled_graph_serves_the_whole_schedule():
+    """Counts are tensors compared with ranks, so no shape depends on progress: one graph, exact counts throughout."""
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = torch.compile(gpa_mask_groups, fullgraph=True, backend="eager")
+    gpa = torch.randn(4, 49, generator=torch.Generator().manual_seed(0))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for progress in torch.linspace(0, 1, 21).tolist():
+            groups = compiled(gpa, 0.75, progress_tensor(progress))
+            for group, count in zip((HARD, SOFT, RANDOM), mask_counts(49, 0.75, progress), strict=True):
+                assert ((groups == group).sum(1) == count).all()
+            top = gpa.topk(mask_counts(49, 0.75, progress)[0], dim=1).indices
+            assert (groups.gather(1, top) == HARD).all()
+    assert counters["stats"]["unique_graphs"] == 1

@@ -52,7 +52,9 @@ def arguments(tmp_path, **overrides) -> GPATrainingArguments:
 def recorded_progress(model: GPAForPreTraining) -> list[float]:
     """Collects the ``mask_progress`` of every forward call."""
     seen = []
-    model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["mask_progress"]), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(float(kwargs["mask_progress"])), with_kwargs=True
+    )
     return seen
 
 
@@ -72,6 +74,25 @@ def test_step_schedule_reaches_every_forward_and_fractions_are_logged(tmp_path):
         assert entry["random_fraction"] == pytest.approx(random)
         assert entry["loss"] == pytest.approx(entry["rgb_loss"] + entry["gpa_loss"], rel=1e-5)
     assert logs[-1]["hard_fraction"] == pytest.approx(0.375)
+
+
+def test_torch_compile_gives_the_eager_losses_with_one_graph_for_the_whole_schedule(tmp_path):
+    """Progress reaches the model as a 0-d tensor: a new value each step must not compile the model again."""
+    losses = {}
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        model = tiny_model(gpa_teacher="ema", gpa_ema_momentum=0.5)
+        extra = dict(torch_compile=True, torch_compile_backend="aot_eager") if compiled else {}
+        trainer = GPATrainer(
+            model=model, args=arguments(tmp_path / str(compiled), **extra), train_dataset=ImageDataset(8)
+        )
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            trainer.train()
+        losses[compiled] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert isinstance(trainer.model_wrapped, torch._dynamo.eval_frame.OptimizedModule)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert len(losses[True]) == 4 and losses[True] == pytest.approx(losses[False], rel=1e-5)
 
 
 def test_epoch_schedule_is_quantised_per_epoch(tmp_path):
