@@ -36,9 +36,9 @@ GPA_AUTO_CLASSES = {
     "AutoModelForPreTraining": "GPAForPreTraining",
     "AutoModelForImageClassification": "GPAForImageClassification",
 }
-# Checkpoint parts that only pretraining uses: the encoder-only classes drop them by design, without a report.
 # Tensors that Transformers' ViTMAE init leaves unset when a checkpoint lacks them (see _initialize_missing_keys).
 POSITION_AND_TOKEN_NAMES = ("position_embeddings", "cls_token", "decoder_pos_embed", "mask_token")
+# Checkpoint parts that only pretraining uses: the encoder-only classes drop them by design, without a report.
 PRETRAINING_ONLY_KEYS = [r"^decoder\.", r"^teacher\.", r"^gpa_head\.", r"^gpa_decoder\.", r"^teacher_initialized$"]
 
 
