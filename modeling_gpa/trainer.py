@@ -266,7 +266,9 @@ class GPATrainer(Trainer):
         """Forward with the current ``mask_progress``; records the loss parts for logging."""
         progress = self.mask_progress()
         # A 0-d tensor, not a float: under --torch_compile a new float each step would recompile the model.
-        outputs = model(**inputs, mask_progress=progress_tensor(progress, self.args.device))
+        # nn.DataParallel (several GPUs, one process) splits tensor arguments along dim 0, so it gets the float.
+        model_progress = progress if self.args.n_gpu > 1 else progress_tensor(progress, self.args.device)
+        outputs = model(**inputs, mask_progress=model_progress)
         parts = {"rgb_loss": outputs.rgb_loss}
         if outputs.gpa_loss is not None:
             parts["gpa_loss"] = outputs.gpa_loss
