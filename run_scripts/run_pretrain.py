@@ -35,7 +35,8 @@ from modeling_gpa.data import (
     with_pixel_values,
 )
 from modeling_gpa.ground_truth import masks_from_boxes, masks_from_folder
-from modeling_gpa.head_selection import format_selection, select_head_for_pretraining
+from modeling_gpa.head_reselection import HeadReselectionCallback
+from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.image_inputs import ImageSettings
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
@@ -313,6 +314,17 @@ class DataTrainingArguments:
     gpa_selection_heldout: int = field(
         default=0, metadata={"help": "Also report the chosen pair's recall on this many held-out annotated images."}
     )
+    gpa_selection_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "With --gpa_selection_images: repeat the selection on the same images every this many optimizer "
+                "steps (and when training resumes), so a 'self' or 'ema' teacher, which changes as the student "
+                "learns, keeps masking with the head that currently finds the objects; every choice is written to "
+                "OUTPUT_DIR/head_reselection.json. Unset: select once, before training."
+            )
+        },
+    )
     gpa_selection_image_dir: str | None = field(
         default=None, metadata={"help": "Folder of annotated images for --gpa_selection_images."}
     )
@@ -334,6 +346,11 @@ class DataTrainingArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
+        if self.gpa_selection_steps is not None and (self.gpa_selection_steps < 1 or not self.gpa_selection_images):
+            raise ValueError(
+                f"--gpa_selection_steps {self.gpa_selection_steps} is invalid; pass a positive number of steps, "
+                "together with --gpa_selection_images."
+            )
 
 
 def parse_head(value: str | int | None) -> int | None:
@@ -604,8 +621,9 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         f"parameters; masking: {model_args.mask_method}, teacher: {config.gpa_teacher}, MAM: {config.gpa_prediction}"
     )
 
+    reselection = None
     if data_args.gpa_selection_images:
-        select_teacher_head(
+        reselection = select_teacher_head(
             model, processor, data_args, training_args, train if train is not None else eval_, image_column
         )
 
@@ -633,6 +651,8 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         processing_class=processor,
         data_collator=collator,
     )
+    if reselection is not None:
+        trainer.add_callback(reselection)
     return trainer, checkpoint
 
 
@@ -643,8 +663,11 @@ def select_teacher_head(
     training_args: GPATrainingArguments,
     images: datasets.Dataset,
     image_column: str,
-) -> None:
-    """Few-shot attention selection (paper section 3.4): sets the teacher's gpa_layer/gpa_head before training."""
+) -> HeadReselectionCallback | None:
+    """Few-shot attention selection (paper section 3.4): sets the teacher's gpa_layer/gpa_head before training.
+
+    Returns the callback that repeats it during training when ``--gpa_selection_steps`` is set, else ``None``.
+    """
     if data_args.gpa_selection_boxes_json:
         source = masks_from_boxes(data_args.gpa_selection_image_dir, data_args.gpa_selection_boxes_json)
         source_column = "image"
@@ -667,6 +690,22 @@ def select_teacher_head(
         seed=training_args.seed,
     )
     logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
+    if data_args.gpa_selection_steps is None:
+        return None
+    pixel_values, objects = annotated_inputs(
+        model,
+        source,
+        data_args.gpa_selection_images,
+        image_settings=settings,
+        image_column=source_column,
+        seed=training_args.seed,
+    )
+    return HeadReselectionCallback(
+        pixel_values,
+        objects,
+        data_args.gpa_selection_steps,
+        training_args.output_dir if training_args.should_save else None,
+    )
 
 
 def publish(

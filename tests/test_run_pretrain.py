@@ -265,6 +265,47 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(tmp_path):
     assert (config.gpa_layer, config.gpa_head) == (table["best"]["layer"], table["best"]["head"])
 
 
+def test_selection_repeated_during_training_follows_the_changing_self_teacher(tmp_path):
+    output_dir = tmp_path / "reselected"
+    argv = [
+        "--dataset_name",
+        "fashion_mnist",
+        "--max_train_samples",
+        "64",
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--config_overrides",
+        OVERRIDES,
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--gpa_selection_images",
+        "10",
+        "--gpa_selection_steps",
+        "2",
+    ]
+    run_pretrain.main(argv)
+    history = json.loads((output_dir / "head_reselection.json").read_text())
+    assert history["every_steps"] == 2 and [entry["step"] for entry in history["selections"]] == [0, 2, 4]
+    model = GPAForPreTraining.from_pretrained(output_dir)
+    last = history["selections"][-1]
+    assert (model.config.gpa_layer, model.config.gpa_head) == (last["layer"], last["head"])
+    assert 0.0 < last["recall"] <= last["recall_ceiling"] + 1e-6
+
+
+@pytest.mark.parametrize("steps, selection", [("0", "10"), ("3", None)])
+def test_selection_steps_needs_a_positive_count_and_selection_images(images, tmp_path, steps, selection):
+    extra = ["--gpa_selection_steps", steps] + (["--gpa_selection_images", selection] if selection else [])
+    message = error_of(pretrain_args(images, tmp_path / "run", "--max_steps", "1", *extra))
+    assert f"--gpa_selection_steps {steps} is invalid" in message and "--gpa_selection_images" in message
+
+
 def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     output_dir = tmp_path / "pushed"
