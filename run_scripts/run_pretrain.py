@@ -39,6 +39,7 @@ from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.image_inputs import ImageSettings
+from modeling_gpa.presets import GPA_PRESETS, preset_fields
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ GPA_FIELDS = (
     "soft_ratio_end",
     "gpa_prediction",
     "gpa_loss_weight",
+    "gpa_loss_patches",
+    "gpa_target_norm",
     "gpa_decoder_layers",
     "gpa_teacher_image_size",
 )
@@ -226,9 +229,44 @@ class ModelArguments:
     gpa_loss_weight: float | None = field(
         default=None, metadata={"help": gpa_help("loss = rgb_loss + gpa_loss_weight * gpa_loss.", 1.0)}
     )
+    gpa_loss_patches: str | None = field(
+        default=None,
+        metadata={
+            "help": gpa_help(
+                "Patches the MAM loss averages over: 'masked', 'all' (released code) or 'visible' (the paper's Eq. 7 "
+                "read literally).",
+                "masked",
+            ),
+            "choices": ["masked", "all", "visible"],
+        },
+    )
+    gpa_target_norm: str | None = field(
+        default=None,
+        metadata={
+            "help": gpa_help(
+                "Per-image z-score of the MAM target: 'population' std, or 'released': (x - mean) / sqrt(unbiased "
+                "var + 1e-6) as the released code.",
+                "population",
+            ),
+            "choices": ["population", "released"],
+        },
+    )
     gpa_decoder_layers: int | None = field(
         default=None,
         metadata={"help": gpa_help("0: a linear MAM head on the pixel decoder; N > 0: its own N-layer decoder.", 0)},
+    )
+    gpa_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fill the GPA fields with one named setting (explicit --gpa_*/--*_ratio_* flags still win; the "
+                "checkpoint records the fields, not the name): 'ours' (this implementation's defaults), 'paper' (the "
+                "paper's text), 'released' (the authors' pretraining script), 'released_mam' (their MAM script: soft "
+                "held at 0.3, MAM on). Sets hard/soft ratios, gpa_layer/gpa_head (paper and released: block depth-3, "
+                "last head, i.e. block 9 head 11 of ViT-B), gpa_loss_patches and gpa_target_norm; see the README."
+            ),
+            "choices": list(GPA_PRESETS),
+        },
     )
 
     gpa_teacher_image_size: int | None = field(
@@ -458,8 +496,13 @@ def build_config(model_args: ModelArguments, train_images: datasets.Dataset | No
 
     config.mask_ratio = model_args.mask_ratio
     config.norm_pix_loss = model_args.norm_pix_loss
-    for name, value in model_args.gpa_overrides().items():
+    explicit = model_args.gpa_overrides()
+    for name, value in explicit.items():
         setattr(config, name, value)
+    if model_args.gpa_preset is not None:
+        config.validate_gpa()
+        fields = preset_fields(model_args.gpa_preset, *teacher_depth(config, model_args))
+        config.update({name: value for name, value in fields.items() if name not in explicit})
     if model_args.mask_method == "random":
         if model_args.gpa_prediction:
             raise ValueError("--gpa_prediction needs GPA scores; drop it with --mask_method random.")
@@ -476,6 +519,14 @@ def build_config(model_args: ModelArguments, train_images: datasets.Dataset | No
         )
     config.validate_gpa()
     return config
+
+
+def teacher_depth(config: GPAConfig, model_args: ModelArguments) -> tuple[int, int]:
+    """(blocks, heads) of the network that scores the patches: the student, or the pretrained teacher's config."""
+    if config.gpa_teacher != "pretrained":
+        return config.num_hidden_layers, config.num_attention_heads
+    teacher = AutoConfig.from_pretrained(config.gpa_teacher_name_or_path, **hub_kwargs(model_args))
+    return teacher.num_hidden_layers, teacher.num_attention_heads
 
 
 def build_model(model_args: ModelArguments, config: GPAConfig) -> GPAForPreTraining:

@@ -306,6 +306,30 @@ def test_selection_steps_needs_a_positive_count_and_selection_images(images, tmp
     assert f"--gpa_selection_steps {steps} is invalid" in message and "--gpa_selection_images" in message
 
 
+def preset_config(*flags: str):
+    model_args, _, _ = run_pretrain.parse_arguments(["--output_dir", "unused", "--do_train", *flags])
+    return run_pretrain.build_config(model_args, None, "image")
+
+
+def test_a_preset_writes_plain_fields_and_explicit_flags_win():
+    config = preset_config("--config_overrides", OVERRIDES, "--gpa_preset", "released", "--soft_ratio_start", "0.2")
+    # The student scores its own patches: 2 blocks, 4 heads -> block max(2 - 3, 0) = 0, head 3.
+    assert (config.gpa_layer, config.gpa_head) == (0, 3)
+    assert (config.soft_ratio_start, config.soft_ratio_end, config.hard_ratio_end) == (0.2, 0.0, 0.5)
+    assert (config.gpa_loss_patches, config.gpa_target_norm) == ("all", "released")
+    assert "preset" not in config.to_json_string()
+    vit_base = preset_config("--gpa_preset", "paper", "--gpa_layer", "-1")
+    assert (vit_base.gpa_layer, vit_base.gpa_head, vit_base.gpa_loss_patches) == (-1, 11, "visible")
+
+
+def test_a_preset_reads_the_pretrained_teachers_depth(tmp_path):
+    teacher = tmp_path / "teacher"
+    ViTMAEConfig(**{**TINY, "num_hidden_layers": 5, "num_attention_heads": 2}).save_pretrained(teacher)
+    flags = ["--config_overrides", OVERRIDES, "--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(teacher)]
+    config = preset_config(*flags, "--gpa_preset", "released_mam")
+    assert (config.gpa_layer, config.gpa_head, config.soft_ratio_end, config.gpa_prediction) == (2, 1, 0.3, True)
+
+
 def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     output_dir = tmp_path / "pushed"
