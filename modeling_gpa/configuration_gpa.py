@@ -7,6 +7,8 @@ from transformers import ViTMAEConfig
 GPA_TEACHERS = ("self", "ema", "pretrained")
 GPA_SCORES = ("logits", "softmax")
 GPA_QUERIES = ("all", "others")
+GPA_LOSS_PATCHES = ("masked", "all", "visible")
+GPA_TARGET_NORMS = ("population", "released")
 
 
 def _require_choice(field: str, value: object, allowed: tuple) -> None:
@@ -61,6 +63,14 @@ class GPAConfig(ViTMAEConfig):
             Adds Masked Attention Modeling: a head regresses the z-scored GPA of each masked patch.
         gpa_loss_weight (`float`, *optional*, defaults to 1.0):
             `loss = rgb_loss + gpa_loss_weight * gpa_loss`.
+        gpa_loss_patches (`str`, *optional*, defaults to `"masked"`):
+            Patches the MAM loss averages over: `"masked"` (like MAE's pixel loss), `"all"` (the released code) or
+            `"visible"` (the literal reading of the paper's Eq. 7, `sum_i (1 - M_i) (...)^2` with `M_i = 1` on
+            masked patches).
+        gpa_target_norm (`str`, *optional*, defaults to `"population"`):
+            Per-image z-score of the MAM target: `"population"`: `(x - mean) / max(std, 1e-6)` with the population
+            standard deviation; `"released"`: `(x - mean) / sqrt(var + 1e-6)` with the unbiased variance, as the
+            released code.
         gpa_decoder_layers (`int`, *optional*, defaults to 0):
             0: one linear layer on the RGB decoder's output; N > 0: an N-layer decoder stack of its own.
         gpa_teacher_image_size (`int`, *optional*):
@@ -87,6 +97,8 @@ class GPAConfig(ViTMAEConfig):
     soft_ratio_end: float = 0.0
     gpa_prediction: bool = True
     gpa_loss_weight: float = 1.0
+    gpa_loss_patches: str = "masked"
+    gpa_target_norm: str = "population"
     gpa_decoder_layers: int = 0
     gpa_teacher_image_size: int | None = None
     gpa_teacher_config: dict | None = None
@@ -128,6 +140,8 @@ class GPAConfig(ViTMAEConfig):
             raise ValueError(
                 f"GPAConfig.gpa_loss_weight={self.gpa_loss_weight!r} is invalid; allowed values: a number >= 0."
             )
+        _require_choice("gpa_loss_patches", self.gpa_loss_patches, GPA_LOSS_PATCHES)
+        _require_choice("gpa_target_norm", self.gpa_target_norm, GPA_TARGET_NORMS)
         if (
             isinstance(self.gpa_decoder_layers, bool)
             or not isinstance(self.gpa_decoder_layers, int)

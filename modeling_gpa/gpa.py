@@ -77,12 +77,36 @@ def minmax_normalize(score: torch.Tensor) -> torch.Tensor:
     return torch.where(flat, torch.ones_like(normalized), normalized)
 
 
-def zscore_normalize(score: torch.Tensor) -> torch.Tensor:
-    """(B, n) -> (B, n) with zero mean and unit variance per image; a constant row becomes all zeros."""
+def zscore_normalize(score: torch.Tensor, variance: str = "population") -> torch.Tensor:
+    """(B, n) -> (B, n) z-scored per image; a constant row becomes all zeros.
+
+    ``variance="population"``: ``(x - mean) / max(std, 1e-6)``, std over the n patches (zero mean, unit variance).
+    ``variance="released"``: ``(x - mean) / sqrt(var + 1e-6)`` with the unbiased (n - 1) variance, as the released
+    code normalises its MAM target.
+    """
     score = score.float()
     centred = score - score.mean(dim=-1, keepdim=True)
-    std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
-    return centred / std.clamp_min(EPS)
+    if variance == "population":
+        std = centred.pow(2).mean(dim=-1, keepdim=True).sqrt()
+        return centred / std.clamp_min(EPS)
+    if variance == "released":
+        return centred / (score.var(dim=-1, keepdim=True, unbiased=True) + EPS).sqrt()
+    raise ValueError(f"variance={variance!r} is invalid; allowed values: 'population', 'released'.")
 
 
-__all__ = ["global_patch_attention", "minmax_normalize", "zscore_normalize"]
+def loss_patch_weights(mask: torch.Tensor, patches: str) -> torch.Tensor:
+    """(B, n) mask (1 = masked) -> (B, n) float weights of the patches a loss averages over.
+
+    ``patches``: ``"masked"`` (the mask itself), ``"all"`` (ones) or ``"visible"`` (``1 - mask``).
+    """
+    mask = mask.float()
+    if patches == "masked":
+        return mask
+    if patches == "all":
+        return torch.ones_like(mask)
+    if patches == "visible":
+        return 1.0 - mask
+    raise ValueError(f"patches={patches!r} is invalid; allowed values: 'masked', 'all', 'visible'.")
+
+
+__all__ = ["global_patch_attention", "loss_patch_weights", "minmax_normalize", "zscore_normalize"]

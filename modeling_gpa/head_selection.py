@@ -7,9 +7,12 @@ the top-18 GPA patches that lie on the garment): precision-like, ``|topk ∩ obj
 scores the object's area share on average (``object_coverage``), the chance level to compare with. The score is
 capped: when k exceeds an object's patch count, a candidate that ranks every object patch among its top k scores
 ``|object| / k`` on that image, and no candidate can do better (``recall_ceiling``, the mean of
-``min(|object|, k) / k``). With small objects and MAE's 75% masking, several candidates can reach that cap; the
-first of them in row-major order is chosen, so compare ``best_recall`` with both the chance level and the cap.
-``modeling_gpa/metrics/object_recall`` reports the same quantity as ``on_object_share``.
+``min(|object|, k) / k``). With small objects and MAE's 75% masking, several candidates can reach that cap, so ties
+are broken by a finer measure that needs no k: the **average precision** of the object patches in the candidate's GPA
+ranking (mean over object patches of the share of object patches ranked at or above it; 1 when every object patch
+outranks every background patch, about the object's area share for a random ranking). Only when recall and average
+precision both tie does row-major order decide. ``modeling_gpa/metrics/object_recall`` reports the same recall as
+``object_recall``.
 
 The whole table costs one teacher pass: the blocks run once, and at each block the LayerNorm + Q/K projections are
 read before the block runs, instead of one truncated forward per (block, head).
@@ -33,17 +36,24 @@ from .teacher import full_image_tokens, teacher_scores
 
 # MAE's default, for encoders (ViTModel) whose config has no mask_ratio.
 DEFAULT_MASK_RATIO = 0.75
+# Recalls closer than this are a tie (they are means of a few ratios of small integers).
+TIE_TOLERANCE = 1e-6
 
 
 @dataclass
 class HeadSelection:
-    """Object recall of every candidate and the best one.
+    """Object recall and average precision of every candidate, and the best one.
 
     Args:
         recall: (num_layers, num_heads + 1) mean object recall; column ``num_heads`` is all heads summed.
-        best_layer: block of the best candidate (the first in row-major order on ties).
+        average_precision: (num_layers, num_heads + 1) mean average precision of the object patches in the
+            candidate's GPA ranking (images without object patches left out).
+        best_layer: block of the best candidate: highest recall, ties broken by average precision, then row-major.
         best_head: head of the best candidate, ``None`` for all heads summed.
         best_recall: its object recall on the selection images.
+        best_average_precision: its average precision on the selection images.
+        order_layer, order_head: the first candidate at the best recall in row-major order (the choice without the
+            average-precision tie-break), kept to compare the two choices.
         object_coverage: mean share of patches on the object: what a random mask scores.
         num_masked: k, the number of top-GPA patches compared with the object.
         num_images: number of selection images.
@@ -52,12 +62,18 @@ class HeadSelection:
         heldout_object_coverage: the held-out images' object coverage.
         num_heldout: number of held-out images.
         heldout_recall_ceiling: the most any candidate can score on the held-out images.
+        heldout_average_precision: the best candidate's average precision on the held-out images.
+        heldout_order_recall, heldout_order_average_precision: the same for the row-major choice.
     """
 
     recall: torch.Tensor
+    average_precision: torch.Tensor
     best_layer: int
     best_head: int | None
     best_recall: float
+    best_average_precision: float
+    order_layer: int
+    order_head: int | None
     object_coverage: float
     num_masked: int
     num_images: int
@@ -66,21 +82,30 @@ class HeadSelection:
     heldout_object_coverage: float | None = None
     num_heldout: int = 0
     heldout_recall_ceiling: float | None = None
+    heldout_average_precision: float | None = None
+    heldout_order_recall: float | None = None
+    heldout_order_average_precision: float | None = None
 
     @property
     def num_tied_best(self) -> int:
-        """How many candidates score the best recall (to 1e-6): more than one means the choice was by order."""
-        return int((self.recall >= self.best_recall - 1e-6).sum())
+        """How many candidates score the best recall (to 1e-6): more than one means the tie-break decided."""
+        return int((self.recall >= self.best_recall - TIE_TOLERANCE).sum())
+
+    @property
+    def tie_break_changed_choice(self) -> bool:
+        """Whether average precision chose another candidate than row-major order would have."""
+        return (self.best_layer, self.best_head) != (self.order_layer, self.order_head)
 
     def ranking(self, top: int = 5) -> list[dict]:
-        """The ``top`` candidates, best first: ``{"layer", "head" (None = all), "recall"}``."""
+        """The ``top`` candidates, best first (recall, then average precision): ``{"layer", "head", "recall", ...}``."""
         num_heads = self.recall.shape[1] - 1
-        order = torch.argsort(self.recall.flatten(), descending=True, stable=True)[:top]
+        order = candidate_order(self.recall, self.average_precision)[:top]
         return [
             {
                 "layer": int(i) // (num_heads + 1),
                 "head": None if int(i) % (num_heads + 1) == num_heads else int(i) % (num_heads + 1),
                 "recall": float(self.recall.flatten()[i]),
+                "average_precision": float(self.average_precision.flatten()[i]),
             }
             for i in order
         ]
@@ -89,10 +114,18 @@ class HeadSelection:
         """JSON-ready: the table as nested lists (rows blocks, columns heads then ``"all"``), the choice, the rest."""
         num_heads = self.recall.shape[1] - 1
         return {
-            "metric": "object recall: share of the top-k GPA patches on the object, averaged over images",
+            "metric": "object recall: share of the top-k GPA patches on the object, averaged over images; ties "
+            "broken by average precision of the object patches in the GPA ranking",
             "columns": [*range(num_heads), "all"],
             "recall": [[round(float(v), 6) for v in row] for row in self.recall],
-            "best": {"layer": self.best_layer, "head": self.best_head, "recall": self.best_recall},
+            "average_precision": [[round(float(v), 6) for v in row] for row in self.average_precision],
+            "best": {
+                "layer": self.best_layer,
+                "head": self.best_head,
+                "recall": self.best_recall,
+                "average_precision": self.best_average_precision,
+            },
+            "order_choice": {"layer": self.order_layer, "head": self.order_head},
             "top": self.ranking(),
             "num_tied_best": self.num_tied_best,
             "object_coverage": self.object_coverage,
@@ -101,6 +134,9 @@ class HeadSelection:
             "num_images": self.num_images,
             "heldout": {
                 "recall": self.heldout_recall,
+                "average_precision": self.heldout_average_precision,
+                "order_choice_recall": self.heldout_order_recall,
+                "order_choice_average_precision": self.heldout_order_average_precision,
                 "object_coverage": self.heldout_object_coverage,
                 "recall_ceiling": self.heldout_recall_ceiling,
                 "num_images": self.num_heldout,
@@ -155,6 +191,30 @@ def topk_object_share(scores: torch.Tensor, object_patches: torch.Tensor, k: int
     return object_patches.gather(1, top).float().mean(dim=-1)
 
 
+def average_precision(scores: torch.Tensor, object_patches: torch.Tensor) -> torch.Tensor:
+    """(B, n) scores, (B, n) bool object patches -> (B,) average precision of the object patches in each ranking.
+
+    Patches are ranked by descending score (equal scores in patch order); AP is the mean, over object patches, of
+    the share of object patches among the patches ranked at or above it. NaN for an image without object patches.
+    """
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    relevant = object_patches.gather(1, order).float()
+    ranks = torch.arange(1, scores.shape[-1] + 1, device=scores.device, dtype=torch.float32)
+    precision_at_hit = relevant.cumsum(dim=-1) / ranks * relevant
+    return precision_at_hit.sum(dim=-1) / relevant.sum(dim=-1)
+
+
+def candidate_order(recall: torch.Tensor, average_precision: torch.Tensor) -> torch.Tensor:
+    """(L, H+1) tables -> flat candidate indices, best first: recall, then average precision, then row-major order.
+
+    Recalls within ``TIE_TOLERANCE`` of each other count as equal.
+    """
+    recall, precision = recall.flatten().double(), average_precision.flatten().double().nan_to_num(nan=-1.0)
+    rounded = torch.round(recall / TIE_TOLERANCE)
+    by_precision = torch.argsort(precision, descending=True, stable=True)
+    return by_precision[torch.argsort(rounded[by_precision], descending=True, stable=True)]
+
+
 def recall_ceiling(object_patches: torch.Tensor, k: int) -> float:
     """(B, n) bool object patches -> the best mean ``topk_object_share`` any scoring reaches: mean min(|obj|, k) / k."""
     return float(object_patches.sum(dim=-1).clamp(max=k).float().mean() / k)
@@ -204,13 +264,39 @@ def object_recall_table(
     queries: str = "all",
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """(B, C, H, W) images and (B, n) bool object patches -> (num_layers, num_heads + 1) mean object recall.
+    """(B, C, H, W) images and (B, n) bool object patches -> (num_layers, num_heads + 1) mean object recall."""
+    return object_ranking_tables(
+        encoder,
+        pixel_values,
+        object_patches,
+        num_masked=num_masked,
+        score=score,
+        queries=queries,
+        batch_size=batch_size,
+    )[0]
+
+
+@torch.no_grad()
+def object_ranking_tables(
+    encoder: ViTMAEModel | ViTModel,
+    pixel_values: torch.Tensor,
+    object_patches: torch.Tensor,
+    *,
+    num_masked: int,
+    score: str = "logits",
+    queries: str = "all",
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C, H, W) images, (B, n) bool object patches -> (num_layers, num_heads + 1) mean recall and mean AP.
 
     One pass through the blocks per batch: at block ``b`` its LayerNorm and Q/K projections give every head's
     score (``global_patch_attention`` with ``head=h``, and ``head=None`` for the last column), then the block runs.
+    The average precision is averaged over the images that have object patches.
     """
     num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
     totals = torch.zeros(num_layers, num_heads + 1, dtype=torch.float64)
+    precision_totals = torch.zeros_like(totals)
+    with_objects = int(object_patches.any(dim=-1).sum())
     was_training = encoder.training
     encoder.eval()
     try:
@@ -223,11 +309,12 @@ def object_recall_table(
                 for column, head in enumerate([*range(num_heads), None]):
                     scores = global_patch_attention(query, key, head=head, score=score, queries=queries)
                     totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
+                    precision_totals[index, column] += average_precision(scores, objects).nansum().item()
                 if index + 1 < num_layers:
                     hidden_states = block(hidden_states)
     finally:
         encoder.train(was_training)
-    return (totals / pixel_values.shape[0]).float()
+    return (totals / pixel_values.shape[0]).float(), (precision_totals / max(with_objects, 1)).float()
 
 
 def _block_query_key(block: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,12 +346,13 @@ def select_attention_head(
         score, queries: GPA variant; default to the model's ``gpa_score`` / ``gpa_queries`` ("logits", "all").
 
     Returns:
-        A ``HeadSelection``; ties go to the first candidate in row-major order (earlier block, lower head).
+        A ``HeadSelection``; recall ties go to the higher average precision, then to the first candidate in
+        row-major order (earlier block, lower head).
     """
     encoder = teacher_encoder_of(model)
     mask_ratio, score, queries = _scoring_defaults(model, mask_ratio, score, queries)
     num_masked = _checked_inputs(encoder, pixel_values, object_patches, mask_ratio)
-    recall = object_recall_table(
+    recall, precision = object_ranking_tables(
         encoder,
         pixel_values,
         object_patches,
@@ -274,13 +362,17 @@ def select_attention_head(
         batch_size=batch_size,
     )
     num_heads = recall.shape[1] - 1
-    best = int(torch.argmax(recall.flatten()))
-    layer, column = divmod(best, num_heads + 1)
+    layer, column = divmod(int(candidate_order(recall, precision)[0]), num_heads + 1)
+    order_layer, order_column = divmod(int(torch.argmax(recall.flatten())), num_heads + 1)
     return HeadSelection(
         recall=recall,
+        average_precision=precision,
         best_layer=layer,
         best_head=None if column == num_heads else column,
         best_recall=float(recall[layer, column]),
+        best_average_precision=float(precision[layer, column]),
+        order_layer=order_layer,
+        order_head=None if order_column == num_heads else order_column,
         object_coverage=float(object_patches.float().mean()),
         num_masked=num_masked,
         num_images=pixel_values.shape[0],
@@ -288,7 +380,6 @@ def select_attention_head(
     )
 
 
-@torch.no_grad()
 def attention_head_recall(
     model: torch.nn.Module,
     pixel_values: torch.Tensor,
@@ -302,21 +393,77 @@ def attention_head_recall(
     batch_size: int = 64,
 ) -> float:
     """Mean object recall of one (block, head) (``head=None``: all heads), e.g. the chosen one on held-out images."""
+    return attention_head_ranking(
+        model,
+        pixel_values,
+        object_patches,
+        layer=layer,
+        head=head,
+        mask_ratio=mask_ratio,
+        score=score,
+        queries=queries,
+        batch_size=batch_size,
+    )[0]
+
+
+@torch.no_grad()
+def attention_head_ranking(
+    model: torch.nn.Module,
+    pixel_values: torch.Tensor,
+    object_patches: torch.Tensor,
+    *,
+    layer: int,
+    head: int | None,
+    mask_ratio: float | None = None,
+    score: str | None = None,
+    queries: str | None = None,
+    batch_size: int = 64,
+) -> tuple[float, float]:
+    """(mean object recall, mean average precision) of one (block, head) (``head=None``: all heads)."""
     encoder = teacher_encoder_of(model)
     mask_ratio, score, queries = _scoring_defaults(model, mask_ratio, score, queries)
     num_masked = _checked_inputs(encoder, pixel_values, object_patches, mask_ratio)
     was_training = encoder.training
     encoder.eval()
-    total = 0.0
+    recall_total = precision_total = 0.0
     try:
         for start in range(0, pixel_values.shape[0], batch_size):
             batch = _to_encoder(encoder, pixel_values[start : start + batch_size])
             scores = teacher_scores(encoder, batch, layer=layer, head=head, score=score, queries=queries)
             objects = object_patches[start : start + batch_size].to(scores.device, torch.bool)
-            total += topk_object_share(scores, objects, num_masked).sum().item()
+            recall_total += topk_object_share(scores, objects, num_masked).sum().item()
+            precision_total += average_precision(scores, objects).nansum().item()
     finally:
         encoder.train(was_training)
-    return total / pixel_values.shape[0]
+    with_objects = max(int(object_patches.any(dim=-1).sum()), 1)
+    return recall_total / pixel_values.shape[0], precision_total / with_objects
+
+
+def annotated_inputs(
+    model: torch.nn.Module,
+    dataset,
+    count: int,
+    *,
+    image_settings: ImageSettings | None = None,
+    image_column: str = "image",
+    mask_column: str | None = "auto",
+    min_object_fraction: float = 0.5,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` annotated images drawn at random (``seed``) -> (count, C, H, W) pixel values, (count, n) bool objects.
+
+    The same ``seed`` draws the same images in the same order, so the first ``num_images`` are always the selection
+    images of ``select_head_for_pretraining`` and the rest its held-out ones.
+    """
+    if count > len(dataset):
+        raise ValueError(f"{count} annotated images are needed but {len(dataset)} are available; ask for fewer.")
+    chosen = np.random.default_rng(seed).permutation(len(dataset))[:count].tolist()
+    if isinstance(dataset, AnnotatedImages):
+        annotated = dataset.subset(chosen)
+    else:
+        annotated = masks_from_dataset(dataset, chosen, image_column=image_column, mask_column=mask_column)
+    settings = image_settings or ImageSettings.for_config(model.config)
+    return annotated.to_model_inputs(settings, teacher_encoder_of(model).config.patch_size, min_object_fraction)
 
 
 def select_head_for_pretraining(
@@ -356,34 +503,42 @@ def select_head_for_pretraining(
     Returns:
         The ``HeadSelection``, held-out numbers filled in when ``num_heldout > 0``.
     """
-    total = num_images + num_heldout
-    if num_images < 1 or num_heldout < 0 or total > len(dataset):
+    if num_images < 1 or num_heldout < 0 or num_images + num_heldout > len(dataset):
         raise ValueError(
-            f"num_images={num_images} and num_heldout={num_heldout} need {total} annotated images but "
-            f"{len(dataset)} are available; use num_images >= 1 and at most {len(dataset)} images in all."
+            f"num_images={num_images} and num_heldout={num_heldout} need {num_images + num_heldout} annotated images "
+            f"but {len(dataset)} are available; use num_images >= 1 and at most {len(dataset)} images in all."
         )
-    chosen = np.random.default_rng(seed).permutation(len(dataset))[:total].tolist()
-    if isinstance(dataset, AnnotatedImages):
-        annotated = dataset.subset(chosen)
-    else:
-        annotated = masks_from_dataset(dataset, chosen, image_column=image_column, mask_column=mask_column)
-    encoder = teacher_encoder_of(model)
-    settings = image_settings or ImageSettings.for_config(model.config)
-    pixel_values, objects = annotated.to_model_inputs(settings, encoder.config.patch_size, min_object_fraction)
+    pixel_values, objects = annotated_inputs(
+        model,
+        dataset,
+        num_images + num_heldout,
+        image_settings=image_settings,
+        image_column=image_column,
+        mask_column=mask_column,
+        min_object_fraction=min_object_fraction,
+        seed=seed,
+    )
 
     selection = select_attention_head(
         model, pixel_values[:num_images], objects[:num_images], mask_ratio, batch_size=batch_size
     )
     if num_heldout:
-        selection.heldout_recall = attention_head_recall(
-            model,
-            pixel_values[num_images:],
-            objects[num_images:],
-            layer=selection.best_layer,
-            head=selection.best_head,
-            mask_ratio=mask_ratio,
-            batch_size=batch_size,
-        )
+        heldout_pixels, heldout_objects = pixel_values[num_images:], objects[num_images:]
+        for prefix, layer, head in (
+            ("heldout", selection.best_layer, selection.best_head),
+            ("heldout_order", selection.order_layer, selection.order_head),
+        ):
+            recall, precision = attention_head_ranking(
+                model,
+                heldout_pixels,
+                heldout_objects,
+                layer=layer,
+                head=head,
+                mask_ratio=mask_ratio,
+                batch_size=batch_size,
+            )
+            setattr(selection, f"{prefix}_recall", recall)
+            setattr(selection, f"{prefix}_average_precision", precision)
         selection.heldout_object_coverage = float(objects[num_images:].float().mean())
         selection.heldout_recall_ceiling = recall_ceiling(objects[num_images:], selection.num_masked)
         selection.num_heldout = num_heldout
@@ -404,32 +559,54 @@ def write_selection(selection: HeadSelection, output_dir: str, file_name: str = 
 
 
 def format_selection(selection: HeadSelection) -> str:
-    """A few human-readable lines: the choice, chance level, the cap and, when measured, the held-out recall."""
-    head = "all heads" if selection.best_head is None else f"head {selection.best_head}"
+    """A few human-readable lines: the choice, chance level, the cap and, when measured, the held-out numbers."""
     lines = [
-        f"best: block {selection.best_layer}, {head}: object recall {selection.best_recall:.3f} "
+        f"best: {candidate_name(selection.best_layer, selection.best_head)}: object recall "
+        f"{selection.best_recall:.3f}, average precision {selection.best_average_precision:.3f} "
         f"on {selection.num_images} images (top-{selection.num_masked} GPA patches; "
         f"random mask: {selection.object_coverage:.3f}; most possible: {selection.recall_ceiling:.3f})",
     ]
     if selection.num_tied_best > 1:
-        lines.append(
-            f"{selection.num_tied_best} candidates tie at the best recall; the first in block, head order was taken"
+        order = candidate_name(selection.order_layer, selection.order_head)
+        outcome = (
+            f"it replaces {order}, the first in block, head order"
+            if selection.tie_break_changed_choice
+            else ("it is also the first in block, head order")
         )
+        lines.append(f"{selection.num_tied_best} candidates tie at the best recall; average precision chose: {outcome}")
     if selection.heldout_recall is not None:
         lines.append(
-            f"held-out: object recall {selection.heldout_recall:.3f} on {selection.num_heldout} images "
+            f"held-out: object recall {selection.heldout_recall:.3f}, average precision "
+            f"{selection.heldout_average_precision:.3f} on {selection.num_heldout} images "
             f"(random mask: {selection.heldout_object_coverage:.3f}; "
             f"most possible: {selection.heldout_recall_ceiling:.3f})"
         )
+        if selection.tie_break_changed_choice:
+            lines.append(
+                f"held-out, {candidate_name(selection.order_layer, selection.order_head)} (row-major choice): "
+                f"object recall {selection.heldout_order_recall:.3f}, "
+                f"average precision {selection.heldout_order_average_precision:.3f}"
+            )
     return "\n".join(lines)
+
+
+def candidate_name(layer: int, head: int | None) -> str:
+    """'block 2, head 1' or 'block 2, all heads'."""
+    return f"block {layer}, " + ("all heads" if head is None else f"head {head}")
 
 
 __all__ = [
     "HeadSelection",
+    "annotated_inputs",
+    "attention_head_ranking",
     "attention_head_recall",
+    "average_precision",
+    "candidate_name",
+    "candidate_order",
     "format_selection",
     "load_scoring_model",
     "num_masked_patches",
+    "object_ranking_tables",
     "object_recall_table",
     "recall_ceiling",
     "select_attention_head",

@@ -76,7 +76,11 @@ def settings_rows(config) -> list[tuple[str, str]]:
     if config.get("gpa_prediction"):
         decoder = config.get("gpa_decoder_layers") or 0
         predictor = f"{decoder}-layer decoder" if decoder else "linear head on the pixel decoder"
-        mam = f"on, weight {config.get('gpa_loss_weight')}, {predictor}"
+        mam = (
+            f"on, weight {config.get('gpa_loss_weight')}, {predictor}, loss over "
+            f"{config.get('gpa_loss_patches', 'masked')} patches, {config.get('gpa_target_norm', 'population')} "
+            "z-score target"
+        )
     return [
         ("teacher", teacher),
         ("scoring block (`gpa_layer`)", str(config.get("gpa_layer"))),

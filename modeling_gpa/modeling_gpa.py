@@ -23,7 +23,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, can_return_tuple, logging
 
 from .configuration_gpa import GPAConfig
-from .gpa import zscore_normalize
+from .gpa import loss_patch_weights, zscore_normalize
 from .masking import gpa_noise, mask_fractions
 from .teacher import build_teacher_from_config, ema_update, freeze, load_pretrained_teacher, teacher_scores
 
@@ -49,7 +49,8 @@ class GPAForPreTrainingOutput(ModelOutput):
     Args:
         loss: scalar, ``rgb_loss + gpa_loss_weight * gpa_loss`` (``rgb_loss`` alone without MAM).
         rgb_loss: scalar, MAE's pixel MSE on masked patches.
-        gpa_loss: scalar MSE of the predicted z-scored GPA on masked patches, or ``None`` without MAM.
+        gpa_loss: scalar MSE of the predicted z-scored GPA over ``gpa_loss_patches`` (masked ones by default), or
+            ``None`` without MAM.
         logits: (B, n, patch_size**2 * C) predicted pixels.
         gpa_logits: (B, n) predicted z-scored GPA, or ``None`` without MAM.
         mask: (B, n), 1 for masked patches.
@@ -70,7 +71,7 @@ class GPAForPreTrainingOutput(ModelOutput):
 
 
 def masked_mean(per_patch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, n) values, (B, n) mask -> scalar mean over the masked patches."""
+    """(B, n) values, (B, n) weights (the mask, or any 0/1 patch selection) -> scalar mean over the selected patches."""
     return (per_patch * mask).sum() / mask.sum()
 
 
@@ -358,7 +359,9 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
             else:
                 gpa_logits = self.gpa_head(decoder_hidden)[:, 1:]
             gpa_logits = gpa_logits.squeeze(-1)
-            gpa_loss = masked_mean((gpa_logits.float() - zscore_normalize(gpa)) ** 2, mask)
+            gpa_target = zscore_normalize(gpa, self.config.gpa_target_norm)
+            region = loss_patch_weights(mask, self.config.gpa_loss_patches)
+            gpa_loss = masked_mean((gpa_logits.float() - gpa_target) ** 2, region)
             loss = rgb_loss + self.config.gpa_loss_weight * gpa_loss
 
         return GPAForPreTrainingOutput(

@@ -101,32 +101,43 @@ def reconstruction_figure(original, masked, reconstruction, pasted, title: str) 
     return figure
 
 
-def recall_heatmap_figure(recall, best_layer: int, best_head: int | None, title: str) -> Figure:
+def recall_heatmap_figure(recall, best_layer: int, best_head: int | None, title: str, average_precision=None) -> Figure:
     """The paper's Figure 4: object recall per block (rows) and head (columns, last "all"), values annotated.
 
     Args:
         recall: (num_layers, num_heads + 1) object recall.
         best_layer, best_head: the chosen candidate (``best_head=None``: the "all" column), outlined.
+        average_precision: optional (num_layers, num_heads + 1) average precision, drawn as a second panel beside
+            the recall (it breaks the recall ties), the choice outlined there too.
     """
-    recall = _as_numpy(recall)
-    num_layers, num_columns = recall.shape
-    figure = Figure(figsize=(max(5.5, 1.6 + 0.62 * num_columns), 1.6 + 0.42 * num_layers), layout="constrained")
-    axis = figure.subplots()
-    image = axis.imshow(recall, cmap="viridis", aspect="auto")
-    figure.colorbar(image, ax=axis, label="object recall")
-    middle = (recall.min() + recall.max()) / 2
-    for layer in range(num_layers):
-        for column in range(num_columns):
-            value = recall[layer, column]
-            colour = "black" if value > middle else "white"
-            axis.text(column, layer, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    panels = [("object recall", _as_numpy(recall))]
+    if average_precision is not None:
+        panels.append(("average precision", _as_numpy(average_precision)))
+    num_layers, num_columns = panels[0][1].shape
+    width = max(5.5, 1.6 + 0.62 * num_columns) * len(panels)
+    figure = Figure(figsize=(width, 1.6 + 0.42 * num_layers), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
     best_column = num_columns - 1 if best_head is None else best_head
-    axis.add_patch(Rectangle((best_column - 0.5, best_layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    axis.set_xticks(range(num_columns), [*map(str, range(num_columns - 1)), "all"])
-    axis.set_yticks(range(num_layers), [str(i) for i in range(num_layers)])
-    axis.set_xlabel("head")
-    axis.set_ylabel("block")
-    axis.set_title(title, fontsize=9)
+    for axis, (label, values) in zip(axes, panels, strict=True):
+        image = axis.imshow(values, cmap="viridis", aspect="auto")
+        figure.colorbar(image, ax=axis, label=label)
+        middle = (values.min() + values.max()) / 2
+        for layer in range(num_layers):
+            for column in range(num_columns):
+                value = values[layer, column]
+                colour = "black" if value > middle else "white"
+                axis.text(column, layer, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        axis.add_patch(
+            Rectangle((best_column - 0.5, best_layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5)
+        )
+        axis.set_xticks(range(num_columns), [*map(str, range(num_columns - 1)), "all"])
+        axis.set_yticks(range(num_layers), [str(i) for i in range(num_layers)])
+        axis.set_xlabel("head")
+        axis.set_ylabel("block")
+    if len(panels) == 1:
+        axes[0].set_title(title, fontsize=9)
+    else:
+        figure.suptitle(title, fontsize=9)
     return figure
 
 

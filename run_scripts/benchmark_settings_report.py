@@ -33,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark_fashion_mnist import (  # noqa: E402
     ARM_DESCRIPTIONS,
+    ARM_SETTINGS,
     ARMS,
     COLUMNS,
     DATASETS,
     REFERENCES,
+    SETTING_NOTE,
     cached,
     cell,
     summarize,
@@ -143,7 +145,7 @@ def runs_section(groups: dict[str, list[dict]], figure_name: str) -> list[str]:
 
 
 def markdown(rows: list[dict], fields: list[str], dataset: str, command: str, runs: list[str]) -> str:
-    header = [*fields, "arm", *(name for _, name in COLUMNS)]
+    header = [*fields, "arm", "setting", *(name for _, name in COLUMNS)]
     header += ["random-init k-NN / linear (mean)", "raw-pixel k-NN / linear", "margin", "garment masked"]
     header += ["pretrain s", "seeds"]
     lines = [
@@ -152,7 +154,7 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, command: str, ru
     ]
     for row in rows:
         values = [str(row["settings"].get(field)) for field in fields]
-        values.append(ARM_DESCRIPTIONS[row["arm_name"]])
+        values += [ARM_DESCRIPTIONS[row["arm_name"]], ARM_SETTINGS[row["arm_name"]]]
         values += [value(row["arm"], key) for key in READOUTS]
         values.append(f"{value(row['random_init'], 'knn_mean')} / {value(row['random_init'], 'linear_mean')}")
         values.append(f"{value(row['raw_pixels'], 'knn_pixels')} / {value(row['raw_pixels'], 'linear_pixels')}")
@@ -175,7 +177,7 @@ def markdown(rows: list[dict], fields: list[str], dataset: str, command: str, ru
             "masks, as MAE's, hide 37 of 49 patches at mask ratio 0.75: 75.5%). A row is "
             f"`python run_scripts/benchmark_fashion_mnist.py --work_dir W --datasets {dataset} "
             "--arms <arm> --seeds <seeds>` with the flags of its first columns (e.g. `--epochs 80`); settings shared "
-            f"by every row: `{json.dumps(shared, sort_keys=True)}`.",
+            f"by every row: `{json.dumps(shared, sort_keys=True)}`. {SETTING_NOTE}",
             "",
             *lines,
             "",

@@ -35,9 +35,11 @@ from modeling_gpa.data import (
     with_pixel_values,
 )
 from modeling_gpa.ground_truth import masks_from_boxes, masks_from_folder
-from modeling_gpa.head_selection import format_selection, select_head_for_pretraining
+from modeling_gpa.head_reselection import HeadReselectionCallback
+from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.image_inputs import ImageSettings
+from modeling_gpa.presets import GPA_PRESETS, preset_fields
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ GPA_FIELDS = (
     "soft_ratio_end",
     "gpa_prediction",
     "gpa_loss_weight",
+    "gpa_loss_patches",
+    "gpa_target_norm",
     "gpa_decoder_layers",
     "gpa_teacher_image_size",
 )
@@ -225,9 +229,44 @@ class ModelArguments:
     gpa_loss_weight: float | None = field(
         default=None, metadata={"help": gpa_help("loss = rgb_loss + gpa_loss_weight * gpa_loss.", 1.0)}
     )
+    gpa_loss_patches: str | None = field(
+        default=None,
+        metadata={
+            "help": gpa_help(
+                "Patches the MAM loss averages over: 'masked', 'all' (released code) or 'visible' (the paper's Eq. 7 "
+                "read literally).",
+                "masked",
+            ),
+            "choices": ["masked", "all", "visible"],
+        },
+    )
+    gpa_target_norm: str | None = field(
+        default=None,
+        metadata={
+            "help": gpa_help(
+                "Per-image z-score of the MAM target: 'population' std, or 'released': (x - mean) / sqrt(unbiased "
+                "var + 1e-6) as the released code.",
+                "population",
+            ),
+            "choices": ["population", "released"],
+        },
+    )
     gpa_decoder_layers: int | None = field(
         default=None,
         metadata={"help": gpa_help("0: a linear MAM head on the pixel decoder; N > 0: its own N-layer decoder.", 0)},
+    )
+    gpa_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Fill the GPA fields with one named setting (explicit --gpa_*/--*_ratio_* flags still win; the "
+                "checkpoint records the fields, not the name): 'ours' (this implementation's defaults), 'paper' (the "
+                "paper's text), 'released' (the authors' pretraining script), 'released_mam' (their MAM script: soft "
+                "held at 0.3, MAM on). Sets hard/soft ratios, gpa_layer/gpa_head (paper and released: block depth-3, "
+                "last head, i.e. block 9 head 11 of ViT-B), gpa_loss_patches and gpa_target_norm; see the README."
+            ),
+            "choices": list(GPA_PRESETS),
+        },
     )
 
     gpa_teacher_image_size: int | None = field(
@@ -313,6 +352,17 @@ class DataTrainingArguments:
     gpa_selection_heldout: int = field(
         default=0, metadata={"help": "Also report the chosen pair's recall on this many held-out annotated images."}
     )
+    gpa_selection_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "With --gpa_selection_images: repeat the selection on the same images every this many optimizer "
+                "steps (and when training resumes), so a 'self' or 'ema' teacher, which changes as the student "
+                "learns, keeps masking with the head that currently finds the objects; every choice is written to "
+                "OUTPUT_DIR/head_reselection.json. Unset: select once, before training."
+            )
+        },
+    )
     gpa_selection_image_dir: str | None = field(
         default=None, metadata={"help": "Folder of annotated images for --gpa_selection_images."}
     )
@@ -334,6 +384,11 @@ class DataTrainingArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
+        if self.gpa_selection_steps is not None and (self.gpa_selection_steps < 1 or not self.gpa_selection_images):
+            raise ValueError(
+                f"--gpa_selection_steps {self.gpa_selection_steps} is invalid; pass a positive number of steps, "
+                "together with --gpa_selection_images."
+            )
 
 
 def parse_head(value: str | int | None) -> int | None:
@@ -441,8 +496,13 @@ def build_config(model_args: ModelArguments, train_images: datasets.Dataset | No
 
     config.mask_ratio = model_args.mask_ratio
     config.norm_pix_loss = model_args.norm_pix_loss
-    for name, value in model_args.gpa_overrides().items():
+    explicit = model_args.gpa_overrides()
+    for name, value in explicit.items():
         setattr(config, name, value)
+    if model_args.gpa_preset is not None:
+        config.validate_gpa()
+        fields = preset_fields(model_args.gpa_preset, *teacher_depth(config, model_args))
+        config.update({name: value for name, value in fields.items() if name not in explicit})
     if model_args.mask_method == "random":
         if model_args.gpa_prediction:
             raise ValueError("--gpa_prediction needs GPA scores; drop it with --mask_method random.")
@@ -459,6 +519,14 @@ def build_config(model_args: ModelArguments, train_images: datasets.Dataset | No
         )
     config.validate_gpa()
     return config
+
+
+def teacher_depth(config: GPAConfig, model_args: ModelArguments) -> tuple[int, int]:
+    """(blocks, heads) of the network that scores the patches: the student, or the pretrained teacher's config."""
+    if config.gpa_teacher != "pretrained":
+        return config.num_hidden_layers, config.num_attention_heads
+    teacher = AutoConfig.from_pretrained(config.gpa_teacher_name_or_path, **hub_kwargs(model_args))
+    return teacher.num_hidden_layers, teacher.num_attention_heads
 
 
 def build_model(model_args: ModelArguments, config: GPAConfig) -> GPAForPreTraining:
@@ -604,8 +672,9 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         f"parameters; masking: {model_args.mask_method}, teacher: {config.gpa_teacher}, MAM: {config.gpa_prediction}"
     )
 
+    reselection = None
     if data_args.gpa_selection_images:
-        select_teacher_head(
+        reselection = select_teacher_head(
             model, processor, data_args, training_args, train if train is not None else eval_, image_column
         )
 
@@ -633,6 +702,8 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         processing_class=processor,
         data_collator=collator,
     )
+    if reselection is not None:
+        trainer.add_callback(reselection)
     return trainer, checkpoint
 
 
@@ -643,8 +714,11 @@ def select_teacher_head(
     training_args: GPATrainingArguments,
     images: datasets.Dataset,
     image_column: str,
-) -> None:
-    """Few-shot attention selection (paper section 3.4): sets the teacher's gpa_layer/gpa_head before training."""
+) -> HeadReselectionCallback | None:
+    """Few-shot attention selection (paper section 3.4): sets the teacher's gpa_layer/gpa_head before training.
+
+    Returns the callback that repeats it during training when ``--gpa_selection_steps`` is set, else ``None``.
+    """
     if data_args.gpa_selection_boxes_json:
         source = masks_from_boxes(data_args.gpa_selection_image_dir, data_args.gpa_selection_boxes_json)
         source_column = "image"
@@ -667,6 +741,22 @@ def select_teacher_head(
         seed=training_args.seed,
     )
     logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
+    if data_args.gpa_selection_steps is None:
+        return None
+    pixel_values, objects = annotated_inputs(
+        model,
+        source,
+        data_args.gpa_selection_images,
+        image_settings=settings,
+        image_column=source_column,
+        seed=training_args.seed,
+    )
+    return HeadReselectionCallback(
+        pixel_values,
+        objects,
+        data_args.gpa_selection_steps,
+        training_args.output_dir if training_args.should_save else None,
+    )
 
 
 def publish(

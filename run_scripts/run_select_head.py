@@ -2,10 +2,11 @@
 
 Scores every (block, head) of a checkpoint, and every block with all heads summed, by object recall (the share of
 its top-k GPA patches that lie on the annotated object, k = the number of masked patches) on a few annotated images,
-re-measures the choice on held-out ones, and writes:
+breaks recall ties by the average precision of the object patches in each candidate's GPA ranking, re-measures the
+choice (and, when the tie-break changed it, the row-major choice) on held-out ones, and writes:
 
-    OUTPUT_DIR/head_selection.json   the table, the choice, the held-out recall
-    OUTPUT_DIR/head_selection.png    the heat map (rows blocks, columns heads + "all"), choice outlined
+    OUTPUT_DIR/head_selection.json   the recall and average-precision tables, the choice, the held-out numbers
+    OUTPUT_DIR/head_selection.png    the two heat maps (rows blocks, columns heads + "all"), choice outlined
 
 Ground truth: ``--dataset_name fashion_mnist`` (the garment's pixels), ``--dataset_name cluttered_fashion_mnist``
 (its ``object_mask``), or ``--image_dir DIR`` with masks (``--masks_dir``, default ``DIR/masks/<stem>.png``) or
@@ -143,9 +144,11 @@ def run(args: argparse.Namespace) -> HeadSelection:
         selection.recall,
         selection.best_layer,
         selection.best_head,
-        f"{name}: object recall of the top-{selection.num_masked} GPA patches\n"
+        f"{name}: object recall of the top-{selection.num_masked} GPA patches (left) and average precision of the "
+        f"object patches in the GPA ranking (right, breaks recall ties)\n"
         f"{selection.num_images} images; a random mask scores {selection.object_coverage:.2f}, "
-        f"the most possible is {selection.recall_ceiling:.2f}",
+        f"the most possible recall is {selection.recall_ceiling:.2f}",
+        average_precision=selection.average_precision,
     )
     figure.savefig(os.path.join(args.output_dir, "head_selection.png"), dpi=150)
     print(format_selection(selection))

@@ -13,6 +13,7 @@ def test_defaults_match_the_paper_and_released_code():
     assert (config.hard_ratio_start, config.hard_ratio_end) == (0.0, 0.5)
     assert (config.soft_ratio_start, config.soft_ratio_end) == (0.5, 0.0)
     assert config.gpa_prediction is True and config.gpa_loss_weight == 1.0 and config.gpa_decoder_layers == 0
+    assert (config.gpa_loss_patches, config.gpa_target_norm) == ("masked", "population")
 
 
 @pytest.mark.parametrize(
@@ -31,6 +32,8 @@ def test_defaults_match_the_paper_and_released_code():
         ({"gpa_ema_momentum": 1.2}, "gpa_ema_momentum"),
         ({"gpa_loss_weight": -1.0}, "gpa_loss_weight"),
         ({"gpa_decoder_layers": -1}, "gpa_decoder_layers"),
+        ({"gpa_loss_patches": "kept"}, "gpa_loss_patches"),
+        ({"gpa_target_norm": "unbiased"}, "gpa_target_norm"),
     ],
 )
 def test_invalid_values_fail_at_construction_naming_the_field(overrides, field):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from modeling_gpa.gpa import global_patch_attention, minmax_normalize, zscore_normalize
+from modeling_gpa.gpa import global_patch_attention, loss_patch_weights, minmax_normalize, zscore_normalize
 
 
 def brute_force(query, key, head, score, queries):
@@ -60,6 +60,26 @@ def test_normalisations_are_per_image_and_finite_on_constant_scores():
     torch.testing.assert_close(standardized[0].mean(), torch.tensor(0.0))
     torch.testing.assert_close(standardized[0].pow(2).mean(), torch.tensor(1.0))
     assert torch.equal(standardized[1], torch.zeros(3))
+
+
+def test_released_zscore_uses_the_unbiased_variance_plus_epsilon():
+    score = torch.tensor([[1.0, 2.0, 6.0]])
+    # mean 3, squared deviations 4 + 1 + 9 = 14: unbiased variance 14 / 2 = 7, population variance 14 / 3.
+    released = zscore_normalize(score, "released")
+    torch.testing.assert_close(released, torch.tensor([[-2.0, -1.0, 3.0]]) / (7.0 + 1e-6) ** 0.5)
+    torch.testing.assert_close(zscore_normalize(score), torch.tensor([[-2.0, -1.0, 3.0]]) / (14.0 / 3) ** 0.5)
+    assert torch.equal(zscore_normalize(torch.full((1, 4), 2.0), "released"), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="variance='sample' is invalid"):
+        zscore_normalize(score, "sample")
+
+
+def test_loss_patch_weights_select_masked_all_or_visible_patches():
+    mask = torch.tensor([[1, 0, 1, 0]])
+    torch.testing.assert_close(loss_patch_weights(mask, "masked"), torch.tensor([[1.0, 0.0, 1.0, 0.0]]))
+    torch.testing.assert_close(loss_patch_weights(mask, "all"), torch.ones(1, 4))
+    torch.testing.assert_close(loss_patch_weights(mask, "visible"), torch.tensor([[0.0, 1.0, 0.0, 1.0]]))
+    with pytest.raises(ValueError, match="patches='kept' is invalid"):
+        loss_patch_weights(mask, "kept")
 
 
 def test_rejects_mismatched_shapes_and_unknown_options():

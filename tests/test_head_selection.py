@@ -17,7 +17,11 @@ from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from modeling_gpa.ground_truth import object_patches
 from modeling_gpa.head_selection import (
+    HeadSelection,
+    attention_head_ranking,
     attention_head_recall,
+    average_precision,
+    candidate_order,
     format_selection,
     recall_ceiling,
     select_attention_head,
@@ -82,16 +86,75 @@ def test_recall_table_matches_a_hand_computation():
     selection = select_attention_head(object_detector_vit(), pixel_values, object_patches(pixel_mask, 2), 0.5)
     expected = torch.tensor([[0.8125, 0.125, 0.8125], [0.125, 0.8125, 0.8125]])
     torch.testing.assert_close(selection.recall, expected)
-    # Four candidates tie; the first in row-major order wins.
+    # Average precision: object-first heads rank every object patch above every dark one (AP 1). Object-last heads
+    # put image A's 5 object patches at ranks 12..16 and image B's 10 at ranks 7..16.
+    last_a = sum(i / (11 + i) for i in range(1, 6)) / 5
+    last_b = sum(i / (6 + i) for i in range(1, 11)) / 10
+    last = (last_a + last_b) / 2
+    torch.testing.assert_close(selection.average_precision, torch.tensor([[1.0, last, 1.0], [last, 1.0, 1.0]]))
+    # Four candidates tie on recall and on average precision; the first in row-major order wins.
     assert (selection.best_layer, selection.best_head, selection.best_recall) == (0, 0, 0.8125)
+    assert selection.best_average_precision == 1.0 and not selection.tie_break_changed_choice
     assert selection.num_tied_best == 4
     assert selection.num_masked == 8 and selection.num_images == 2
     assert selection.object_coverage == pytest.approx(15 / 32)
     # Cap: image A can put at most its 5 object patches in a top 8 (5/8), image B fills it (8/8). The
     # object-first heads reach it, which is why they tie.
     assert selection.recall_ceiling == pytest.approx((5 / 8 + 8 / 8) / 2)
-    assert "4 candidates tie" in format_selection(selection)
+    assert "4 candidates tie at the best recall; average precision chose: it is also the first" in format_selection(
+        selection
+    )
     assert "most possible: 0.812" in format_selection(selection)
+
+
+def test_average_precision_by_hand():
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5], [1.0, 1.0, 0.0, 0.0, 0.0]])
+    objects = torch.tensor(
+        [[True, False, True, False, False], [True, False, True, False, False], [False, False, False, False, False]]
+    )
+    # Ranking 0,1,2,3,4: object patches at ranks 1 and 3 -> (1/1 + 2/3) / 2. Ranking 4,3,2,1,0: ranks 3 and 5 ->
+    # (1/3 + 2/5) / 2. No object patch: undefined (NaN).
+    precision = average_precision(scores, objects)
+    torch.testing.assert_close(precision[:2], torch.tensor([(1 + 2 / 3) / 2, (1 / 3 + 2 / 5) / 2]))
+    assert torch.isnan(precision[2])
+
+
+def test_ties_on_recall_go_to_the_higher_average_precision():
+    recall = torch.tensor([[0.5, 0.8, 0.8], [0.8, 0.1, 0.3]])
+    precision = torch.tensor([[0.9, 0.6, 0.7], [0.75, 0.99, 0.5]])
+    # Recall 0.8 ties three candidates: AP 0.75 (flat 3), 0.7 (2), 0.6 (1); then recall 0.5, 0.3, 0.1.
+    assert candidate_order(recall, precision).tolist() == [3, 2, 1, 0, 5, 4]
+    # Recall within 1e-6 is a tie; equal AP falls back to row-major order.
+    assert candidate_order(torch.tensor([[0.8, 0.8 + 1e-8]]), torch.tensor([[0.5, 0.5]])).tolist() == [0, 1]
+    selection = HeadSelection(
+        recall=recall,
+        average_precision=precision,
+        best_layer=1,
+        best_head=0,
+        best_recall=0.8,
+        best_average_precision=0.75,
+        order_layer=0,
+        order_head=1,
+        object_coverage=0.4,
+        num_masked=8,
+        num_images=10,
+        recall_ceiling=0.8,
+        heldout_recall=0.7,
+        heldout_average_precision=0.72,
+        heldout_order_recall=0.6,
+        heldout_order_average_precision=0.55,
+        heldout_object_coverage=0.4,
+        num_heldout=50,
+        heldout_recall_ceiling=0.8,
+    )
+    assert selection.tie_break_changed_choice and selection.num_tied_best == 3
+    text = format_selection(selection)
+    assert "average precision chose: it replaces block 0, head 1, the first in block, head order" in text
+    assert "held-out, block 0, head 1 (row-major choice): object recall 0.600, average precision 0.550" in text
+    top = selection.to_dict()["top"][0]
+    assert (top["layer"], top["head"]) == (1, 0) and (top["recall"], top["average_precision"]) == pytest.approx(
+        (0.8, 0.75)
+    )
 
 
 def test_recall_ceiling_by_hand():
@@ -153,8 +216,11 @@ def test_batches_bare_encoders_and_single_candidate_agree():
     encoder = ViTMAEModel(model.vit.config)
     encoder.load_state_dict(model.vit.state_dict())
     torch.testing.assert_close(select_attention_head(encoder, pixel_values, objects).recall, full.recall)
+    torch.testing.assert_close(full.average_precision, batched.average_precision)
     one = attention_head_recall(model, pixel_values, objects, layer=1, head=None, batch_size=2)
     assert one == pytest.approx(full.recall[1, 4].item(), abs=1e-6)
+    recall, precision = attention_head_ranking(model, pixel_values, objects, layer=2, head=3, batch_size=2)
+    assert (recall, precision) == pytest.approx((full.recall[2, 3].item(), full.average_precision[2, 3].item()))
 
 
 def test_an_ema_teacher_is_scored_after_copying_the_student():
@@ -201,7 +267,9 @@ def test_select_head_for_pretraining_writes_the_choice_and_the_heldout_recall(tm
         "layer": selection.best_layer,
         "head": selection.best_head,
         "recall": selection.best_recall,
+        "average_precision": selection.best_average_precision,
     }
+    assert len(written["average_precision"]) == 3 and written["order_choice"]["layer"] == selection.order_layer
     assert written["columns"] == [0, 1, 2, 3, "all"] and len(written["recall"]) == 3
     assert written["num_masked"] == 49 - int(49 * 0.25) and written["heldout"]["num_images"] == 12
     assert written["top"][0]["recall"] == selection.best_recall
@@ -219,6 +287,16 @@ def test_select_head_for_pretraining_writes_the_choice_and_the_heldout_recall(tm
         head=selection.best_head,
     )
     assert selection.heldout_recall == pytest.approx(expected, abs=1e-6)
+    for prefix, layer, head in (("heldout", "best_layer", "best_head"), ("heldout_order", "order_layer", "order_head")):
+        recall, precision = attention_head_ranking(
+            model,
+            ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1),
+            object_patches(masks, 4),
+            layer=getattr(selection, layer),
+            head=getattr(selection, head),
+        )
+        assert getattr(selection, f"{prefix}_recall") == pytest.approx(recall, abs=1e-6)
+        assert getattr(selection, f"{prefix}_average_precision") == pytest.approx(precision, abs=1e-6)
     k = written["num_masked"]
     assert written["heldout"]["recall_ceiling"] == pytest.approx(recall_ceiling(object_patches(masks, 4), k))
     assert selection.heldout_recall <= selection.heldout_recall_ceiling + 1e-6

@@ -131,6 +131,7 @@ def test_model_card_has_metadata_command_settings_results_usage_and_citation(che
     assert "run_scripts/run_pretrain.py --dataset_name fashion_mnist --hub_token '<redacted>' --push_to_hub" in text
     assert "| scoring block (`gpa_layer`) | 1 |" in text and "| scoring head (`gpa_head`) | all heads |" in text
     assert "| teacher | ema (momentum 0.999) |" in text
+    assert "linear head on the pixel decoder, loss over masked patches, population z-score target |" in text
     assert "| eval_loss | 0.1235 |" in text and "| knn_accuracy | 0.8 |" in text
     assert 'ViTForImageClassification.from_pretrained("someone/gpa-tiny"' in text
     assert 'AutoModelForPreTraining.from_pretrained("someone/gpa-tiny", trust_remote_code=True' in text

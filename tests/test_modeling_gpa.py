@@ -80,6 +80,30 @@ def test_without_noise_the_mask_follows_the_teacher():
     torch.testing.assert_close(output.loss, output.rgb_loss + output.gpa_loss)
 
 
+@pytest.mark.parametrize(
+    "patches, target_norm",
+    [("masked", "population"), ("all", "population"), ("visible", "population"), ("all", "released")],
+)
+def test_mam_loss_region_and_target_by_hand(patches, target_norm):
+    torch.manual_seed(0)
+    config = GPAConfig(**tiny_kwargs(gpa_loss_patches=patches, gpa_target_norm=target_norm))
+    model = GPAForPreTraining(config).eval()
+    output = model(pixels(), noise=fixed_noise())
+    gpa, prediction, mask = output.gpa.double(), output.gpa_logits.double(), output.mask.double()
+    # The target by hand: per image, subtract the mean over the 49 patches, divide by the population standard
+    # deviation (ours) or by sqrt(unbiased variance + 1e-6) (the released code).
+    centred = gpa - gpa.mean(dim=1, keepdim=True)
+    squares = centred.pow(2).sum(dim=1, keepdim=True)
+    scale = (squares / 49).sqrt() if target_norm == "population" else (squares / 48 + 1e-6).sqrt()
+    error = (prediction - centred / scale) ** 2
+    # The region by hand: 37 masked patches per image, all 49, or the 12 visible ones.
+    region = {"masked": mask, "all": torch.ones_like(mask), "visible": 1 - mask}[patches]
+    assert region.sum() == {"masked": 4 * 37, "all": 4 * 49, "visible": 4 * 12}[patches]
+    expected = (error * region).sum() / region.sum()
+    torch.testing.assert_close(output.gpa_loss.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(output.loss, output.rgb_loss + output.gpa_loss)
+
+
 def test_the_mam_head_keeps_parameters_near_mae():
     mae = GPAForPreTraining(GPAConfig(**tiny_kwargs(gpa_prediction=False)))
     gpa = GPAForPreTraining(GPAConfig(**tiny_kwargs()))

@@ -265,6 +265,71 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(tmp_path):
     assert (config.gpa_layer, config.gpa_head) == (table["best"]["layer"], table["best"]["head"])
 
 
+def test_selection_repeated_during_training_follows_the_changing_self_teacher(tmp_path):
+    output_dir = tmp_path / "reselected"
+    argv = [
+        "--dataset_name",
+        "fashion_mnist",
+        "--max_train_samples",
+        "64",
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--config_overrides",
+        OVERRIDES,
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "4",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        "--gpa_selection_images",
+        "10",
+        "--gpa_selection_steps",
+        "2",
+    ]
+    run_pretrain.main(argv)
+    history = json.loads((output_dir / "head_reselection.json").read_text())
+    assert history["every_steps"] == 2 and [entry["step"] for entry in history["selections"]] == [0, 2, 4]
+    model = GPAForPreTraining.from_pretrained(output_dir)
+    last = history["selections"][-1]
+    assert (model.config.gpa_layer, model.config.gpa_head) == (last["layer"], last["head"])
+    assert 0.0 < last["recall"] <= last["recall_ceiling"] + 1e-6
+
+
+@pytest.mark.parametrize("steps, selection", [("0", "10"), ("3", None)])
+def test_selection_steps_needs_a_positive_count_and_selection_images(images, tmp_path, steps, selection):
+    extra = ["--gpa_selection_steps", steps] + (["--gpa_selection_images", selection] if selection else [])
+    message = error_of(pretrain_args(images, tmp_path / "run", "--max_steps", "1", *extra))
+    assert f"--gpa_selection_steps {steps} is invalid" in message and "--gpa_selection_images" in message
+
+
+def preset_config(*flags: str):
+    model_args, _, _ = run_pretrain.parse_arguments(["--output_dir", "unused", "--do_train", *flags])
+    return run_pretrain.build_config(model_args, None, "image")
+
+
+def test_a_preset_writes_plain_fields_and_explicit_flags_win():
+    config = preset_config("--config_overrides", OVERRIDES, "--gpa_preset", "released", "--soft_ratio_start", "0.2")
+    # The student scores its own patches: 2 blocks, 4 heads -> block max(2 - 3, 0) = 0, head 3.
+    assert (config.gpa_layer, config.gpa_head) == (0, 3)
+    assert (config.soft_ratio_start, config.soft_ratio_end, config.hard_ratio_end) == (0.2, 0.0, 0.5)
+    assert (config.gpa_loss_patches, config.gpa_target_norm) == ("all", "released")
+    assert "preset" not in config.to_json_string()
+    vit_base = preset_config("--gpa_preset", "paper", "--gpa_layer", "-1")
+    assert (vit_base.gpa_layer, vit_base.gpa_head, vit_base.gpa_loss_patches) == (-1, 11, "visible")
+
+
+def test_a_preset_reads_the_pretrained_teachers_depth(tmp_path):
+    teacher = tmp_path / "teacher"
+    ViTMAEConfig(**{**TINY, "num_hidden_layers": 5, "num_attention_heads": 2}).save_pretrained(teacher)
+    flags = ["--config_overrides", OVERRIDES, "--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(teacher)]
+    config = preset_config(*flags, "--gpa_preset", "released_mam")
+    assert (config.gpa_layer, config.gpa_head, config.soft_ratio_end, config.gpa_prediction) == (2, 1, 0.3, True)
+
+
 def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     output_dir = tmp_path / "pushed"

@@ -58,6 +58,19 @@ def test_recall_heatmap_annotates_every_cell_and_outlines_the_choice():
     assert outline.get_xy() == (1.5, 0.5) and outline.get_edgecolor()[:3] == (1.0, 0.0, 0.0)
 
 
+def test_recall_heatmap_shows_average_precision_beside_recall():
+    recall = torch.tensor([[0.1, 0.9, 0.9], [0.4, 0.9, 0.5]])
+    precision = torch.tensor([[0.2, 0.6, 0.8], [0.5, 0.7, 0.4]])
+    figure = recall_heatmap_figure(recall, 0, None, "selection", average_precision=precision)
+    recall_axis, precision_axis = (axis for axis in figure.axes if axis.texts)
+    assert sorted(t.get_text() for t in precision_axis.texts) == sorted(
+        f"{v:.2f}" for v in precision.flatten().tolist()
+    )
+    assert sorted(t.get_text() for t in recall_axis.texts) == sorted(f"{v:.2f}" for v in recall.flatten().tolist())
+    assert [axis.patches[0].get_xy() for axis in (recall_axis, precision_axis)] == [(1.5, -0.5), (1.5, -0.5)]
+    assert figure.get_suptitle() == "selection"
+
+
 @pytest.mark.parametrize("norm_pix_loss", [True, False])
 def test_reconstruction_undoes_the_patch_normalisation_with_the_original_s_statistics(norm_pix_loss):
     torch.manual_seed(0)
