@@ -239,8 +239,9 @@ class DeviceInputsMixin:
         inputs = super()._prepare_inputs(inputs)
         if unreadable:
             self.unreadable_images["train" if self.model.training else "eval"] += int(unreadable)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = self.pixel_normalizer(inputs["pixel_values"])
+        pixel_values = inputs.get("pixel_values")
+        if pixel_values is not None and pixel_values.dtype == torch.uint8:
+            inputs["pixel_values"] = self.pixel_normalizer(pixel_values)
         return inputs
 
     @property
