@@ -656,7 +656,8 @@ def markdown(results: dict) -> str:
         "",
         "Step alone: a fixed uint8 batch normalised on the device, forward, backward, AdamW (and the EMA update), "
         "median "
-        "of the timed steps; first call includes compilation. End to end: run_pretrain.py's Trainer over the image "
+        "of the timed steps; first call includes compilation (shorter when inductor's cache holds the graphs from an "
+        "earlier run). End to end: run_pretrain.py's Trainer over the image "
         f"folder, timed after the first {settings['warmup_steps']} of {settings['e2e_steps']} steps.",
         "",
         "| arm | step alone, images/s | first call, s | end to end, images/s | end to end / step |",
@@ -684,10 +685,10 @@ def save(results: dict, output: str) -> tuple[Path, Path]:
 
 
 def quick_settings(image_dir: str) -> dict:
-    """``--quick``: a CPU run of about a minute (256 images, tiny model, a few steps; end to end eager only)."""
+    """``--quick``: a CPU run of about a minute (512 images, tiny model, a few steps; end to end eager only)."""
     return dict(
         image_dir=image_dir,
-        num_images=256,
+        num_images=512,
         workers=2,
         batch_size=32,
         model="tiny",

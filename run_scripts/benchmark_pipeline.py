@@ -27,7 +27,7 @@ from modeling_gpa.pipeline_benchmark import ARMS, MODELS, Settings, quick_settin
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CPU, 256 images, tiny model, a few steps: ~1 minute.")
+    parser.add_argument("--quick", action="store_true", help="CPU, 512 images, tiny model, a few steps: ~1 minute.")
     parser.add_argument("--image_dir", default="outputs/pipeline_images", help="Image folder (written if short).")
     parser.add_argument("--num_images", type=int, default=2048, help="Images to write when the folder has fewer.")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers.")
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
             warmup_steps=args.warmup_steps,
         )
     output = args.output or f"outputs/pipeline_{fields['device'].split(':')[0]}"
-    settings = Settings(**fields, compile=not args.no_compile, arms=tuple(args.arms), output_dir=f"{output}_runs")
+    runs_dir = f"outputs/{Path(output).name}_runs"  # run_pretrain.py's scratch output, never beside the results
+    settings = Settings(**fields, compile=not args.no_compile, arms=tuple(args.arms), output_dir=runs_dir)
     results = run(settings, command)
     paths = save(results, output)
     print(Path(paths[1]).read_text())

@@ -38,7 +38,7 @@ def test_quick_run_measures_all_three_parts_and_writes_the_report(tmp_path):
     results = benchmark_pipeline.main(argv)
 
     saved = json.loads(output.with_suffix(".json").read_text())
-    assert saved["command"].endswith(" ".join(argv)) and saved["num_images"] == 256
+    assert saved["command"].endswith(" ".join(argv)) and saved["num_images"] == 512
     pipeline = saved["pipeline"]
     for name in ("uint8_pipeline", "float32_baseline"):
         assert pipeline[name]["worker_ms_per_image"] > 0 and pipeline[name]["loader_img_s"] > 0
