@@ -88,7 +88,7 @@ class GPATrainingArguments(TrainingArguments):
     dataloader_persistent_workers: bool | None = field(
         default=None,
         metadata={
-            "help": ("Keep the DataLoader workers alive between epochs. Unset: true when --dataloader_num_workers > 0.")
+            "help": "Keep the DataLoader workers alive between epochs. Unset: true when --dataloader_num_workers > 0."
         },
     )
     dataloader_prefetch_factor: int | None = field(
@@ -253,6 +253,7 @@ class DeviceInputsMixin:
 
     @property
     def pixel_normalizer(self) -> PixelNormalizer:
+        """uint8 -> float32 with the processor's (else the default) mean and std, built on first use."""
         if "_pixel_normalizer" not in self.__dict__:
             processor = self.processing_class
             settings = ImageSettings.for_config(
