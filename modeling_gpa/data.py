@@ -1,7 +1,7 @@
-"""Image datasets, MAE transforms and collators for GPA pretraining and evaluation.
+"""Image datasets (Fashion-MNIST, cluttered Fashion-MNIST, image folders, the Hub) and the image processor.
 
-No torchvision: the transforms are written with PIL and torch, and draw their randomness from torch's global RNG, so
-DataLoader workers (which torch seeds per worker) are reproducible.
+Turning their images into uint8 batches is `modeling_gpa.pipeline`'s job; `with_pixel_values` and
+`transforms_from_processor` connect the two.
 
 Channels: a model has a fixed `num_channels`. Images of any PIL mode are converted to it by `to_num_channels`
 (RGB photos become luminance for a 1-channel model, grayscale images are replicated to RGB for a 3-channel one), so a
@@ -11,18 +11,24 @@ channel mismatch between a dataset and a model is never an error.
 from __future__ import annotations
 
 import io
-import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import datasets
 import numpy as np
-import torch
 from PIL import Image
 from transformers import ViTImageProcessorPil
 
 from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, fashion_mnist_arrays, fashion_mnist_paths
+from .pipeline import (
+    EvalCrop,
+    ImageDataset,
+    TrainCrop,
+    collate_pixel_values,
+    collate_pixel_values_and_labels,
+    random_resized_crop_box,
+    to_num_channels,
+)
 
 FASHION_MNIST_NAMES = ("fashion_mnist", "zalando-datasets/fashion_mnist", "fashion-mnist")
 CLUTTERED_FASHION_MNIST_NAME = "cluttered_fashion_mnist"
@@ -30,10 +36,6 @@ FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Datasets encoded by `encode_gray_images` carry this builder name; their images cannot be unreadable, so
-# `drop_unreadable_images` skips decoding them.
-IN_MEMORY_BUILDER = "modeling_gpa_arrays"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -80,8 +82,7 @@ def arrays_to_dataset(
             features[name] = datasets.Image()
             values[name] = encode_gray_images(array, "png" if name in png_columns else "pgm")
     features = datasets.Features(features)
-    info = datasets.DatasetInfo(builder_name=IN_MEMORY_BUILDER, features=features)
-    return datasets.Dataset.from_dict(values, features=features, info=info)
+    return datasets.Dataset.from_dict(values, features=features)
 
 
 def load_fashion_mnist(data_dir: str | None = None) -> datasets.DatasetDict:
@@ -220,114 +221,6 @@ def image_column(dataset: datasets.Dataset, image_column_name: str | None = None
     raise ValueError(f"no image column among {columns}: pass --image_column_name")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Unreadable images
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _image_error(value: dict | None) -> str | None:
-    """Why an undecoded `datasets.Image` value ({"bytes", "path"}) cannot be read, or None if it decodes."""
-    if value is None:
-        return "missing image"
-    try:
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
-        with Image.open(source) as image:
-            image.load()
-    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def drop_unreadable_images(
-    dataset: datasets.Dataset, image_column: str, strict: bool = False
-) -> tuple[datasets.Dataset, int]:
-    """Decode every image once; return the dataset without the unreadable ones and how many were dropped.
-
-    With `strict=True`, raise a one-line ValueError naming the first bad file instead. Datasets built in memory from
-    arrays (`arrays_to_dataset`, e.g. Fashion-MNIST) are returned unchanged without decoding.
-    """
-    if dataset.info.builder_name == IN_MEMORY_BUILDER:
-        return dataset, 0
-    raw = dataset.cast_column(image_column, datasets.Image(decode=False))
-    errors = raw.map(
-        lambda batch: {"error": [_image_error(value) or "" for value in batch[image_column]]},
-        batched=True,
-        batch_size=1000,
-        remove_columns=raw.column_names,
-        desc="Checking images",
-    )["error"]
-    bad = [(index, reason) for index, reason in enumerate(errors) if reason]
-    if not bad:
-        return dataset, 0
-    if strict:
-        index, reason = bad[0]
-        value = raw[index][image_column] or {}
-        name = value.get("path") or f"example {index}"
-        raise ValueError(
-            f"unreadable image {name} ({reason}; {len(bad)} bad in total): remove it or drop --strict_images"
-        )
-    bad_indices = {index for index, _ in bad}
-    keep = [index for index in range(len(dataset)) if index not in bad_indices]
-    return dataset.select(keep), len(bad)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Channels and transforms
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def to_num_channels(image: Image.Image, num_channels: int) -> Image.Image:
-    """Convert an image of any PIL mode to "L" (`num_channels=1`) or "RGB" (`num_channels=3`).
-
-    Transparency is dropped (the colour under it is kept); 16-bit and float grayscale are rescaled to 8 bits.
-    """
-    if num_channels not in (1, 3):
-        raise ValueError(f"num_channels={num_channels} is not supported: images convert to 1 (L) or 3 (RGB) channels")
-    target = "L" if num_channels == 1 else "RGB"
-    if image.mode == target:
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    elif image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = _high_depth_to_l(image)
-    return image.convert(target)
-
-
-def _high_depth_to_l(image: Image.Image) -> Image.Image:
-    """16-bit integer or float grayscale to "L": 16-bit divides by 257, float in [0, 1] scales by 255."""
-    pixels = np.asarray(image, dtype=np.float64)
-    if image.mode == "F" and pixels.size and pixels.max() <= 1.0:
-        pixels = pixels * 255.0
-    elif image.mode != "F" and pixels.size and pixels.max() > 255:
-        pixels = pixels / 257.0
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-
-
-def random_resized_crop_box(
-    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
-) -> tuple[int, int, int, int]:
-    """torchvision's RandomResizedCrop box (top, left, height, width): 10 tries, then the central crop."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
-        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1]).item())
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, size=(1,)).item())
-            left = int(torch.randint(0, width - w + 1, size=(1,)).item())
-            return top, left, h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        w, h = int(round(height * max(ratio))), height
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
 def _as_channel_tuple(values: float | Sequence[float], num_channels: int, name: str) -> tuple[float, ...]:
     values = (float(values),) if isinstance(values, int | float) else tuple(float(v) for v in values)
     if len(values) == 1:
@@ -335,88 +228,6 @@ def _as_channel_tuple(values: float | Sequence[float], num_channels: int, name: 
     if len(values) != num_channels:
         raise ValueError(f"{name} has {len(values)} values but num_channels={num_channels}: give one value per channel")
     return values
-
-
-@dataclass
-class _ImageTransform:
-    """Shared part of the transforms: channel conversion, PIL -> (C, H, W) float tensor, normalisation."""
-
-    image_size: int
-    num_channels: int
-    mean: Sequence[float]
-    std: Sequence[float]
-
-    def __post_init__(self) -> None:
-        if self.image_size < 1:
-            raise ValueError(f"image_size={self.image_size} must be positive")
-        self.mean = _as_channel_tuple(self.mean, self.num_channels, "mean")
-        self.std = _as_channel_tuple(self.std, self.num_channels, "std")
-        if min(self.std) <= 0:
-            raise ValueError(f"std={self.std} must be positive")
-
-    def to_tensor(self, image: Image.Image) -> torch.Tensor:
-        """(C, H, W) float32, normalised with mean/std after scaling to [0, 1]."""
-        pixels = torch.from_numpy(np.array(image, dtype=np.float32, copy=True)) / 255.0
-        pixels = pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return (pixels - mean) / std
-
-
-@dataclass
-class PretrainTransform(_ImageTransform):
-    """MAE pretraining augmentation: RandomResizedCrop(scale, ratio, bicubic) + horizontal flip + normalise."""
-
-    scale: tuple[float, float] = (0.2, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = to_num_channels(image, self.num_channels)
-        top, left, h, w = random_resized_crop_box(image.width, image.height, self.scale, self.ratio)
-        size = (self.image_size, self.image_size)
-        image = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
-        if torch.rand(1).item() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return self.to_tensor(image)
-
-
-@dataclass
-class EvalTransform(_ImageTransform):
-    """Deterministic evaluation view: resize the shorter side, center-crop `image_size`, normalise.
-
-    Images at least `image_size * crop_ratio` on their shorter side are resized to that length and center-cropped, as
-    MAE does (256 -> 224). Smaller images (28x28 Fashion-MNIST, 32x32 CIFAR) are resized so the shorter side is exactly
-    `image_size`: upsampling them adds no detail, and the crop margin would only cut away the object's border.
-    """
-
-    crop_ratio: float = 256 / 224
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = to_num_channels(image, self.num_channels)
-        resize_to = int(self.image_size * self.crop_ratio)
-        short = resize_to if min(image.size) >= resize_to else self.image_size
-        scale = short / min(image.size)
-        new_size = (max(short, round(image.width * scale)), max(short, round(image.height * scale)))
-        if new_size != image.size:
-            image = image.resize(new_size, Image.Resampling.BICUBIC)
-        left = (image.width - self.image_size) // 2
-        top = (image.height - self.image_size) // 2
-        image = image.crop((left, top, left + self.image_size, top + self.image_size))
-        return self.to_tensor(image)
-
-
-def pretrain_transform(
-    image_size: int, num_channels: int, mean: Sequence[float], std: Sequence[float]
-) -> Callable[[Image.Image], torch.Tensor]:
-    """MAE's pretraining transform: PIL image -> float tensor (num_channels, image_size, image_size)."""
-    return PretrainTransform(image_size, num_channels, mean, std)
-
-
-def eval_transform(
-    image_size: int, num_channels: int, mean: Sequence[float], std: Sequence[float]
-) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize + center-crop evaluation transform: PIL image -> float tensor (num_channels, image_size, image_size)."""
-    return EvalTransform(image_size, num_channels, mean, std)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -448,8 +259,9 @@ def build_image_processor(
     )
 
 
-def transforms_from_processor(processor, num_channels: int, train: bool) -> Callable[[Image.Image], torch.Tensor]:
-    """The pretraining (`train=True`) or evaluation transform with the processor's size and mean/std."""
+def transforms_from_processor(processor, num_channels: int, train: bool) -> TrainCrop | EvalCrop:
+    """The pretraining (`train=True`) or evaluation crop at the processor's size; its mean/std normalise on the device
+    (`modeling_gpa.pipeline.PixelNormalizer`)."""
     height, width = processor.size["height"], processor.size["width"]
     if height != width:
         raise ValueError(f"image processor size {height}x{width} is not square: GPA models take square images")
@@ -458,59 +270,33 @@ def transforms_from_processor(processor, num_channels: int, train: bool) -> Call
             f"image processor has {len(processor.image_mean)} mean values but num_channels={num_channels}: "
             "build it with build_image_processor(image_size, num_channels)"
         )
-    build = pretrain_transform if train else eval_transform
-    return build(height, num_channels, processor.image_mean, processor.image_std)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# On-the-fly pixel values and collators
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _PixelValuesTransform:
-    """Batch transform for `Dataset.with_transform` (a class, so DataLoader workers can pickle it)."""
-
-    transform: Callable[[Image.Image], torch.Tensor]
-    image_column: str
-    num_channels: int
-    label_column: str | None = None
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        output = {
-            "pixel_values": [
-                self.transform(to_num_channels(image, self.num_channels)) for image in batch[self.image_column]
-            ]
-        }
-        if self.label_column is not None:
-            output["labels"] = batch[self.label_column]
-        return output
+    return TrainCrop(height, num_channels) if train else EvalCrop(height, num_channels)
 
 
 def with_pixel_values(
     dataset: datasets.Dataset,
-    transform: Callable[[Image.Image], torch.Tensor],
+    crop: TrainCrop | EvalCrop,
     image_column: str,
-    num_channels: int,
     label_column: str | None = None,
-) -> datasets.Dataset:
-    """A view of `dataset` whose rows are {"pixel_values": (C, H, W)} (plus "labels" if `label_column` is given)."""
-    columns = [image_column] + ([label_column] if label_column is not None else [])
-    missing = [c for c in columns if c not in dataset.column_names]
-    if missing:
-        raise ValueError(f"column {missing[0]!r} not in dataset: available columns are {dataset.column_names}")
-    return dataset.with_transform(
-        _PixelValuesTransform(transform, image_column, num_channels, label_column), columns=columns
-    )
+    strict: bool = False,
+) -> ImageDataset:
+    """A view of `dataset` whose rows are {"pixel_values": (C, H, W) uint8} (plus "labels" if `label_column` is given).
+
+    Images are decoded when read; an unreadable one is replaced by the next readable image and counted, or with
+    `strict=True` raises `UnreadableImageError` naming the file (see `modeling_gpa.pipeline.ImageDataset`).
+    """
+    return ImageDataset(dataset, crop, image_column, label_column, strict=strict)
 
 
-def collate_pixel_values(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack examples into {"pixel_values": (B, C, H, W)}."""
-    return {"pixel_values": torch.stack([example["pixel_values"] for example in examples])}
-
-
-def collate_pixel_values_and_labels(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack examples into {"pixel_values": (B, C, H, W), "labels": (B,) int64}."""
-    batch = collate_pixel_values(examples)
-    batch["labels"] = torch.tensor([int(example["labels"]) for example in examples], dtype=torch.long)
-    return batch
+__all__ = [
+    "build_image_processor",
+    "collate_pixel_values",
+    "collate_pixel_values_and_labels",
+    "image_column",
+    "load_fashion_mnist",
+    "load_image_datasets",
+    "random_resized_crop_box",
+    "to_num_channels",
+    "transforms_from_processor",
+    "with_pixel_values",
+]

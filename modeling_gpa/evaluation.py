@@ -22,6 +22,7 @@ from transformers import ViTModel
 from transformers.utils import logging as transformers_logging
 
 from . import metric_functions
+from .pipeline import PixelNormalizer, collate_pixel_values_and_labels
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 POOLINGS = ("cls", "mean")
@@ -128,13 +129,26 @@ def encode(
 
 @torch.no_grad()
 def extract_features(
-    encoder: ViTModel, batches: Iterable[dict], pooling: str = "cls", device: str = "cpu"
+    encoder: ViTModel,
+    batches: Iterable[dict],
+    pooling: str = "cls",
+    device: str = "cpu",
+    normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batches of ``{"pixel_values": (B, C, H, W), "labels": (B,)}`` -> (N, D) float32 features, (N,) int64 labels."""
+    """Batches of ``{"pixel_values": (B, C, H, W), "labels": (B,)}`` -> (N, D) float32 features, (N,) int64 labels.
+
+    uint8 pixels (the input pipeline's) are normalised on ``device`` by ``normalizer`` (a `PixelNormalizer`); float
+    pixels are taken as already normalised.
+    """
     encoder.eval().to(device)
     features, labels = [], []
     for batch in batches:
-        hidden = encoder(batch["pixel_values"].to(device)).last_hidden_state
+        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+        if pixel_values.dtype == torch.uint8:
+            if normalizer is None:
+                raise ValueError("uint8 pixel_values need a normalizer: pass the checkpoint's PixelNormalizer")
+            pixel_values = normalizer(pixel_values)
+        hidden = encoder(pixel_values).last_hidden_state
         features.append(pool(hidden, pooling).float().cpu())
         labels.append(torch.as_tensor(batch["labels"]).long())
     if not features:
@@ -399,7 +413,8 @@ class MixupCutmixCollator:
     """Wraps a collator of ``{"pixel_values", "labels"}`` batches with timm-style mixup / CutMix and label smoothing.
 
     Per batch, with probability ``prob``: CutMix with probability ``switch_prob`` when both alphas are positive (else
-    whichever is), mixing each image with the batch reversed. Labels become (B, num_classes) soft targets.
+    whichever is), mixing each image with the batch reversed. Labels become (B, num_classes) soft targets. uint8
+    pixels stay uint8.
     """
 
     def __init__(
@@ -454,7 +469,10 @@ class MixupCutmixCollator:
             if use_cutmix:
                 pixel_values, lam = self._cutmix(pixel_values, lam)
             else:
-                pixel_values = lam * pixel_values + (1.0 - lam) * pixel_values.flip(0)
+                mixed = lam * pixel_values + (1.0 - lam) * pixel_values.flip(0)
+                # uint8 batches stay uint8 (normalised later on the device): rounding moves a pixel by < 0.5 / 255.
+                is_uint8 = pixel_values.dtype == torch.uint8
+                pixel_values = mixed.round().clamp_(0, 255).to(torch.uint8) if is_uint8 else mixed
         return {**batch, "pixel_values": pixel_values, "labels": self.soft_targets(labels, lam)}
 
 
@@ -515,14 +533,15 @@ def class_names(dataset, column: str) -> list[str] | None:
 
 
 def load_labelled_splits(args, image_size: int, num_channels: int, processor_path: str | None = None) -> dict:
-    """Train and eval splits as ``{"pixel_values", "labels"}`` datasets with the deterministic eval transform.
+    """Train and eval splits as ``{"pixel_values" (uint8), "labels"}`` datasets with the deterministic eval crop.
 
     The eval split is "validation" (Fashion-MNIST's test set). Mean/std come from the image processor saved with
     the checkpoint at ``processor_path`` when there is one, else from ``build_image_processor``'s defaults.
 
     Returns:
         dict with ``train`` and ``eval`` datasets, ``num_classes``, ``id2label`` and the raw ``splits`` (for
-        training-time transforms), ``image_column`` and ``label_column``.
+        training-time transforms), ``image_column``, ``label_column``, the ``processor`` and its ``normalizer``
+        (the `PixelNormalizer` that turns the uint8 batches into model inputs on the device).
     """
     from .data import build_image_processor, load_image_datasets, transforms_from_processor, with_pixel_values
 
@@ -549,16 +568,17 @@ def load_labelled_splits(args, image_size: int, num_channels: int, processor_pat
         names = [str(index) for index in range(max(labels) + 1)]
     processor = _saved_processor(processor_path) or build_image_processor(image_size, num_channels)
     processor.size = {"height": image_size, "width": image_size}
-    transform = transforms_from_processor(processor, num_channels, train=False)
+    crop = transforms_from_processor(processor, num_channels, train=False)
     return {
-        "train": with_pixel_values(splits["train"], transform, image_column, num_channels, label_column),
-        "eval": with_pixel_values(splits["validation"], transform, image_column, num_channels, label_column),
+        "train": with_pixel_values(splits["train"], crop, image_column, label_column),
+        "eval": with_pixel_values(splits["validation"], crop, image_column, label_column),
         "num_classes": len(names),
         "id2label": dict(enumerate(names)),
         "splits": splits,
         "image_column": image_column,
         "label_column": label_column,
         "processor": processor,
+        "normalizer": PixelNormalizer(processor.image_mean, processor.image_std),
     }
 
 
@@ -572,15 +592,23 @@ def _saved_processor(path: str | None):
 
 
 def labelled_features(
-    encoder: ViTModel, dataset, pooling: str, batch_size: int, device: str
+    encoder: ViTModel,
+    dataset,
+    pooling: str,
+    batch_size: int,
+    device: str,
+    normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen-encoder (N, D) features and (N,) labels of a ``{"pixel_values", "labels"}`` dataset."""
+    """Frozen-encoder (N, D) features and (N,) labels of a ``{"pixel_values", "labels"}`` dataset.
+
+    ``normalizer`` turns uint8 pixels into model inputs on ``device`` (``load_labelled_splits(...)["normalizer"]``).
+    """
     from torch.utils.data import DataLoader
 
-    from .data import collate_pixel_values_and_labels
-
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_pixel_values_and_labels)
-    return extract_features(encoder, loader, pooling=pooling, device=device)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate_pixel_values_and_labels, pin_memory=device != "cpu"
+    )
+    return extract_features(encoder, loader, pooling=pooling, device=device, normalizer=normalizer)
 
 
 def add_frozen_encoder_arguments(parser) -> None:
@@ -602,7 +630,9 @@ def frozen_encoder_features(args) -> dict:
     encoder = load_encoder(args.model_name_or_path)
     data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
     return {
-        split: labelled_features(encoder, data[split], args.pooling, args.batch_size, args.device)
+        split: labelled_features(
+            encoder, data[split], args.pooling, args.batch_size, args.device, normalizer=data["normalizer"]
+        )
         for split in ("train", "eval")
     } | {"num_classes": data["num_classes"]}
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .pipeline import PixelNormalizer, to_num_channels, to_uint8_tensor
+
 
 def default_mean_std(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``data.build_image_processor``'s defaults: Fashion-MNIST's statistics for 1 channel, ImageNet's for 3."""
@@ -96,26 +98,25 @@ class ImageSettings:
         std = torch.tensor(self.image_std, dtype=torch.float32).view(1, -1, 1, 1)
         return mean, std
 
-    def to_pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images of any size and mode -> (B, C, H, W) float32, resized and normalised.
+    def normalizer(self) -> PixelNormalizer:
+        """The pipeline's uint8 -> normalised float32 step with these mean and std."""
+        return PixelNormalizer(self.image_mean, self.image_std)
 
-        The whole image is resized to the model's size (bicubic, as the training transforms), never cropped: masks
-        resized the same way stay aligned, and nothing of the object is cut away.
+    def to_uint8(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images of any size and mode -> (B, C, H, W) uint8, the whole image resized (bicubic) to the model's size.
+
+        Never cropped: masks resized the same way stay aligned, and nothing of the object is cut away.
         """
-        from .data import to_num_channels  # lazily, as in default_mean_std
-
         height, width = self.image_size
-        arrays = [
-            np.asarray(
-                to_num_channels(image, self.num_channels).resize((width, height), Image.Resampling.BICUBIC),
-                dtype=np.float32,
-            )
+        resized = [
+            to_uint8_tensor(to_num_channels(image, self.num_channels).resize((width, height), Image.Resampling.BICUBIC))
             for image in images
         ]
-        pixels = torch.from_numpy(np.stack(arrays)).reshape(len(arrays), height, width, self.num_channels)
-        pixels = pixels.permute(0, 3, 1, 2) / 255.0
-        mean, std = self._mean_std()
-        return (pixels - mean) / std
+        return torch.stack(resized)
+
+    def to_pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images of any size and mode -> (B, C, H, W) float32: [`to_uint8`], then normalised."""
+        return self.normalizer()(self.to_uint8(images))
 
     def to_display(self, pixel_values: torch.Tensor) -> np.ndarray:
         """(B, C, H, W) normalised -> (B, H, W, C) float in [0, 1], de-normalised for plotting."""

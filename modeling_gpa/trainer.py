@@ -2,7 +2,8 @@
 
 [`GPATrainer`] feeds the soft-to-hard schedule its progress ``p = global_step / max_steps`` on every forward (training
 and evaluation), steps the EMA teacher once per optimizer step, divides the per-batch mean loss by the gradient
-accumulation steps, and logs ``rgb_loss``, ``gpa_loss`` and the hard / soft / random fractions in use.
+accumulation steps, and logs ``rgb_loss``, ``gpa_loss`` and the hard / soft / random fractions in use. Its batches are
+the input pipeline's uint8 images, normalised on the device by [`DeviceInputsMixin`].
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
+from .image_inputs import ImageSettings
 from .masking import progress_tensor
+from .pipeline import UNREADABLE_KEY, PixelNormalizer
 
 logger = logging.get_logger(__name__)
 
 MASK_SCHEDULES = ("step", "epoch")
 FRACTION_NAMES = ("hard_fraction", "soft_fraction", "random_fraction")
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+# DataLoader settings when --dataloader_num_workers > 0 and the flags are not given: workers live across epochs and
+# each keeps this many batches ready, so the accelerator never waits for a worker to start or to catch up.
+DEFAULT_PREFETCH_FACTOR = 4
 
 
 @dataclass
@@ -80,13 +86,38 @@ class GPATrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "Evaluate the loss only, keeping no reconstructed pixels of the evaluation set in memory."},
     )
+    dataloader_persistent_workers: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the DataLoader workers alive between epochs. Unset: true when --dataloader_num_workers > 0."
+        },
+    )
+    dataloader_prefetch_factor: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Batches each DataLoader worker keeps ready. Unset: "
+                f"{DEFAULT_PREFETCH_FACTOR} when --dataloader_num_workers > 0."
+            )
+        },
+    )
 
     def __post_init__(self):
         if not self.use_cpu and _world_size_from_launcher() > 1 and not torch.cuda.is_available():
             # A launcher started several processes on a machine without GPUs (e.g. accelerate's cpu_2proc.yaml):
             # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
             self.use_cpu = True
+        self._set_loader_defaults()
         super().__post_init__()
+        on_cuda = not self.use_cpu and torch.cuda.is_available()
+        if on_cuda and self.dataloader_num_workers == 0:
+            logger.warning(
+                "--dataloader_num_workers is 0: the training process decodes every image itself and the GPU waits "
+                "for it. Pass --dataloader_num_workers N (about the CPU cores per GPU, minus one)."
+            )
+        if on_cuda and self.dataloader_pin_memory:
+            # Pinned batches can be copied to the GPU asynchronously, overlapping the copy with the running step.
+            self.accelerator_config.non_blocking = True
         if self.mask_schedule not in MASK_SCHEDULES:
             raise ValueError(
                 f"--mask_schedule {self.mask_schedule!r} is invalid; allowed values: {', '.join(MASK_SCHEDULES)}."
@@ -105,6 +136,17 @@ class GPATrainingArguments(TrainingArguments):
                 f"learning_rate = base_learning_rate {self.base_learning_rate} * total batch size "
                 f"{self.total_train_batch_size} / 256 = {self.learning_rate:g}"
             )
+
+    def _set_loader_defaults(self) -> None:
+        """Persistent workers and a prefetch factor when there are workers, unless the flags were given; pinned
+        memory only where there is a GPU to copy to."""
+        if self.use_cpu or not torch.cuda.is_available():
+            self.dataloader_pin_memory = False
+        workers = self.dataloader_num_workers > 0
+        if self.dataloader_persistent_workers is None:
+            self.dataloader_persistent_workers = workers
+        if self.dataloader_prefetch_factor is None and workers:
+            self.dataloader_prefetch_factor = DEFAULT_PREFETCH_FACTOR
 
     @property
     def total_train_batch_size(self) -> int:
@@ -184,7 +226,52 @@ def restore_weights(model: PreTrainedModel, checkpoint: str) -> None:
     model.load_state_dict(saved.state_dict())
 
 
-class GPATrainer(Trainer):
+class DeviceInputsMixin:
+    """[`Trainer`] mixin: uint8 ``pixel_values`` from the input pipeline are normalised on the device.
+
+    ``_prepare_inputs`` (called by ``training_step`` and ``prediction_step`` once the batch is on the device) turns
+    uint8 pixels into float32 with [`PixelNormalizer`]: the mean and std of the trainer's image processor
+    (``processing_class``), else the defaults for the model's channels. It also takes the pipeline's
+    ``unreadable_images`` count out of the batch and adds it to ``unreadable_images["train"]`` or ``["eval"]``.
+    """
+
+    def _prepare_inputs(self, inputs: dict) -> dict:
+        unreadable = inputs.pop(UNREADABLE_KEY, 0)
+        inputs = super()._prepare_inputs(inputs)
+        if unreadable:
+            self.unreadable_images["train" if self.model.training else "eval"] += int(unreadable)
+        pixel_values = inputs.get("pixel_values")
+        if pixel_values is not None and pixel_values.dtype == torch.uint8:
+            inputs["pixel_values"] = self.pixel_normalizer(pixel_values)
+        return inputs
+
+    @property
+    def unreadable_images(self) -> dict[str, int]:
+        """Images of this process's batches that could not be decoded and were replaced, per split."""
+        if "_unreadable_images" not in self.__dict__:
+            self._unreadable_images = {"train": 0, "eval": 0}
+        return self._unreadable_images
+
+    @property
+    def pixel_normalizer(self) -> PixelNormalizer:
+        """uint8 -> float32 with the processor's (else the default) mean and std, built on first use."""
+        if "_pixel_normalizer" not in self.__dict__:
+            processor = self.processing_class
+            settings = ImageSettings.for_config(
+                extract_model_from_parallel(self.model).config,
+                getattr(processor, "image_mean", None),
+                getattr(processor, "image_std", None),
+            )
+            self._pixel_normalizer = settings.normalizer()
+        return self._pixel_normalizer
+
+    def total_unreadable_images(self, split: str) -> int:
+        """``unreadable_images[split]`` summed over all processes. Collective call."""
+        count = torch.tensor(self.unreadable_images[split], device=self.accelerator.device)
+        return int(self.accelerator.reduce(count, reduction="sum").item())
+
+
+class GPATrainer(DeviceInputsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
@@ -194,6 +281,8 @@ class GPATrainer(Trainer):
       model's ``**kwargs`` as "the model normalises over the whole accumulated batch itself").
     - Training logs add ``rgb_loss``, ``gpa_loss`` and the ``hard/soft/random_fraction`` in use, averaged over the
       logging interval; evaluation adds ``eval_rgb_loss`` and ``eval_gpa_loss``.
+    - uint8 batches are normalised on the device ([`DeviceInputsMixin`]); images that could not be decoded are
+      counted, logged at the end of training and reported as ``train_unreadable_images`` / ``eval_unreadable_images``.
     """
 
     loss_is_scaled_for_ga = False
@@ -220,7 +309,15 @@ class GPATrainer(Trainer):
                     f"no complete checkpoint in {self.args.output_dir} to resume from: train without "
                     "--resume_from_checkpoint or point it at a checkpoint directory."
                 )
-        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        unreadable = self.total_unreadable_images("train")
+        if unreadable:
+            logger.warning(
+                f"Skipped {unreadable} unreadable training images (the next image took each one's place); the "
+                "warnings above name them. --strict_images stops at the first one instead."
+            )
+            output.metrics["train_unreadable_images"] = unreadable
+        return output
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         """Restores the weights of a checkpoint, renaming its keys as ``from_pretrained`` does.
@@ -298,10 +395,15 @@ class GPATrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         for name, value in self._eval_means.pop(self.accelerator).items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
+        unreadable = self.total_unreadable_images("eval")
+        self.unreadable_images["eval"] = 0
+        if unreadable:
+            output.metrics[f"{metric_key_prefix}_unreadable_images"] = unreadable
         return output
 
 
 __all__ = [
+    "DeviceInputsMixin",
     "GPATrainer",
     "GPATrainingArguments",
     "EMATeacherCallback",

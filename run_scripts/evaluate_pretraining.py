@@ -74,8 +74,9 @@ def knn_of(encoder_path: str, data: dict, args: argparse.Namespace) -> dict[str,
     encoder = load_encoder(encoder_path)
     accuracies = {}
     for pooling in POOLINGS:
-        train = labelled_features(encoder, data["train"], pooling, args.batch_size, args.device)
-        query = labelled_features(encoder, data["eval"], pooling, args.batch_size, args.device)
+        normalizer = data["normalizer"]
+        train = labelled_features(encoder, data["train"], pooling, args.batch_size, args.device, normalizer)
+        query = labelled_features(encoder, data["eval"], pooling, args.batch_size, args.device, normalizer)
         metrics = knn_accuracy(*train, *query, data["num_classes"], args.k, args.temperature)
         accuracies[pooling] = metrics["top1_accuracy"]
     return accuracies

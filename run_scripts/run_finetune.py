@@ -31,6 +31,7 @@ from modeling_gpa.evaluation import (
     soft_target_cross_entropy,
     write_results,
 )
+from modeling_gpa.trainer import DeviceInputsMixin
 
 
 @dataclass
@@ -69,8 +70,9 @@ class FinetuneTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `pixel_values` and `labels`."})
 
 
-class FinetuneTrainer(Trainer):
-    """Trainer with layer-wise lr decay, soft-target loss (mixup / CutMix) and a plain collator for evaluation."""
+class FinetuneTrainer(DeviceInputsMixin, Trainer):
+    """Trainer with layer-wise lr decay, soft-target loss (mixup / CutMix) and a plain collator for evaluation; uint8
+    batches are normalised on the device with the image processor's mean/std (``processing_class``)."""
 
     def __init__(self, *args, layer_decay: float, label_smoothing: float, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -143,10 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
         ) from error
     data = load_labelled_splits(args, config.image_size, config.num_channels, args.model_name_or_path)
     model = load_classifier(args.model_name_or_path, data["id2label"])
-    train_transform = transforms_from_processor(data["processor"], config.num_channels, train=True)
-    train_dataset = with_pixel_values(
-        data["splits"]["train"], train_transform, data["image_column"], config.num_channels, data["label_column"]
-    )
+    train_crop = transforms_from_processor(data["processor"], config.num_channels, train=True)
+    train_dataset = with_pixel_values(data["splits"]["train"], train_crop, data["image_column"], data["label_column"])
     if args.base_learning_rate is not None:
         total_batch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
         training_args.learning_rate = args.base_learning_rate * total_batch * training_args.world_size / 256
@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = FinetuneTrainer(
         model=model,
         args=training_args,
+        processing_class=data["processor"],
         train_dataset=train_dataset,
         eval_dataset=data["eval"],
         data_collator=train_collator,

@@ -29,7 +29,6 @@ from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data import (
     build_image_processor,
     collate_pixel_values,
-    drop_unreadable_images,
     load_image_datasets,
     transforms_from_processor,
     with_pixel_values,
@@ -39,6 +38,7 @@ from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.image_inputs import ImageSettings
+from modeling_gpa.pipeline import UnreadableImageError, decode_image
 from modeling_gpa.presets import GPA_PRESETS, preset_fields
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
@@ -445,11 +445,23 @@ def as_gpa_config(config: transformers.PretrainedConfig) -> GPAConfig:
 
 
 def image_geometry(dataset: datasets.Dataset, image_column: str, probe: int = 16) -> tuple[int | None, int]:
-    """(side, channels) of the first ``probe`` images: side when all are equal squares, else None; 1 if all gray."""
-    images = dataset.select(range(min(probe, len(dataset))))[image_column]
+    """(side, channels) of the readable images among the first ``probe``: side when all are equal squares, else None;
+    1 if all are gray."""
+    head = dataset.select(range(min(probe, len(dataset))))
+    feature = head.features[image_column]
+    if getattr(feature, "decode", False):
+        head = head.cast_column(image_column, type(feature)(decode=False))
+    images = []
+    for index, value in enumerate(head[image_column]):
+        try:
+            images.append(decode_image(value, index))
+        except UnreadableImageError:
+            continue  # reported when the loader reaches it
     sizes = {image.size for image in images}
     side = next(iter(sizes))[0] if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 else None
-    gray = all(image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;16") for image in images)
+    gray = bool(images) and all(
+        image.mode in ("1", "L", "LA", "I", "F") or image.mode.startswith("I;16") for image in images
+    )
     return side, 1 if gray else 3
 
 
@@ -582,22 +594,13 @@ class RandomMaskingCollator:
 
 
 def prepare_split(
-    dataset: datasets.Dataset,
-    name: str,
-    limit: int | None,
-    data_args: DataTrainingArguments,
-    training_args: GPATrainingArguments,
-    image_column: str,
+    dataset: datasets.Dataset, name: str, limit: int | None, training_args: GPATrainingArguments
 ) -> datasets.Dataset:
-    """Seeded truncation to ``limit`` images (as run_mae.py), then unreadable images dropped (or an error)."""
+    """Seeded truncation to ``limit`` images, as run_mae.py does. Images are only decoded when the loader reads them."""
     if limit is not None:
         dataset = dataset.shuffle(seed=training_args.seed).select(range(min(limit, len(dataset))))
-    with training_args.main_process_first(desc=f"checking {name} images"):
-        dataset, skipped = drop_unreadable_images(dataset, image_column, strict=data_args.strict_images)
-    if skipped:
-        logger.warning(f"Skipped {skipped} unreadable {name} images ({len(dataset)} left); --strict_images stops.")
     if len(dataset) == 0:
-        raise ValueError(f"the {name} split has no readable images: check --train_dir / --dataset_name.")
+        raise ValueError(f"the {name} split has no images: check --train_dir / --dataset_name.")
     return dataset
 
 
@@ -653,13 +656,9 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         )
     train = eval_ = None
     if training_args.do_train:
-        train = prepare_split(
-            dataset["train"], "train", data_args.max_train_samples, data_args, training_args, image_column
-        )
+        train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)
     if training_args.do_eval:
-        eval_ = prepare_split(
-            dataset["validation"], "validation", data_args.max_eval_samples, data_args, training_args, image_column
-        )
+        eval_ = prepare_split(dataset["validation"], "validation", data_args.max_eval_samples, training_args)
 
     config = build_config(model_args, train if train is not None else eval_, image_column)
     # Seeded before the weights are drawn, so a run's initialisation depends on --seed alone.
@@ -678,20 +677,14 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
             model, processor, data_args, training_args, train if train is not None else eval_, image_column
         )
 
+    # Workers decode and crop to uint8; GPATrainer normalises each batch on the device with the processor's mean/std.
+    strict = data_args.strict_images
     if train is not None:
-        train = with_pixel_values(
-            train,
-            transforms_from_processor(processor, config.num_channels, train=True),
-            image_column,
-            config.num_channels,
-        )
+        crop = transforms_from_processor(processor, config.num_channels, train=True)
+        train = with_pixel_values(train, crop, image_column, strict=strict)
     if eval_ is not None:
-        eval_ = with_pixel_values(
-            eval_,
-            transforms_from_processor(processor, config.num_channels, train=False),
-            image_column,
-            config.num_channels,
-        )
+        crop = transforms_from_processor(processor, config.num_channels, train=False)
+        eval_ = with_pixel_values(eval_, crop, image_column, strict=strict)
     num_patches = (config.image_size // config.patch_size) ** 2
     collator = RandomMaskingCollator(num_patches) if model_args.mask_method == "random" else collate_pixel_values
     trainer = GPATrainer(
@@ -809,6 +802,30 @@ def main(argv: list[str] | None = None) -> dict:
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_pretrain.py: error: {error}")
 
+    try:
+        metrics = train_and_evaluate(trainer, training_args, checkpoint)
+    except UnreadableImageError as error:
+        sys.exit(f"run_pretrain.py: error: {one_line(error)}")
+    if training_args.do_train and trainer.is_world_process_zero():
+        try:
+            command = ["python", "run_scripts/run_pretrain.py", *(sys.argv[1:] if argv is None else argv)]
+            publish(training_args, push, command, data_args.dataset_name or data_args.train_dir, metrics)
+        except RuntimeError as error:
+            sys.exit(f"run_pretrain.py: error: {error}")
+    if training_args.do_train and trainer.is_world_process_zero():
+        print_next_steps(training_args.output_dir)
+    return metrics
+
+
+def one_line(error: Exception) -> str:
+    """The message of an error raised in a DataLoader worker, without the worker traceback torch wraps around it."""
+    last = str(error).strip().splitlines()[-1]
+    prefix = f"{type(error).__name__}: "
+    return last[len(prefix) :] if last.startswith(prefix) else last
+
+
+def train_and_evaluate(trainer: GPATrainer, training_args: GPATrainingArguments, checkpoint: str | None) -> dict:
+    """--do_train (then save model, metrics and state) and --do_eval; the metrics of both."""
     metrics = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -824,14 +841,6 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-    if training_args.do_train and trainer.is_world_process_zero():
-        try:
-            command = ["python", "run_scripts/run_pretrain.py", *(sys.argv[1:] if argv is None else argv)]
-            publish(training_args, push, command, data_args.dataset_name or data_args.train_dir, metrics)
-        except RuntimeError as error:
-            sys.exit(f"run_pretrain.py: error: {error}")
-    if training_args.do_train and trainer.is_world_process_zero():
-        print_next_steps(training_args.output_dir)
     return metrics
 
 

@@ -2,9 +2,17 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from modeling_gpa.cluttered import load_cluttered_fashion_mnist, make_cluttered, object_share
-from modeling_gpa.data import FASHION_MNIST_CLASSES, drop_unreadable_images, fashion_mnist_arrays, load_image_datasets
+from modeling_gpa.data import (
+    FASHION_MNIST_CLASSES,
+    collate_pixel_values,
+    fashion_mnist_arrays,
+    load_image_datasets,
+    with_pixel_values,
+)
+from modeling_gpa.pipeline import TrainCrop
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +106,9 @@ def test_cache_round_trip(tmp_path, garments):
     masks = np.stack([np.asarray(m) > 0 for m in loaded["test"]["object_mask"]])
     images = np.stack([np.asarray(m) for m in loaded["test"]["image"]])
     assert (images[masks].mean() - images[~masks].mean()) > 40  # garments stand out from the dimmed background
-    assert drop_unreadable_images(loaded["train"], "image") == (loaded["train"], 0)
+    batch = collate_pixel_values(list(with_pixel_values(loaded["train"], TrainCrop(56, 1), "image")))
+    assert batch["pixel_values"].shape == (24, 1, 56, 56) and batch["pixel_values"].dtype == torch.uint8
+    assert "unreadable_images" not in batch  # the same uint8 pipeline as every other source
     other = load_cluttered_fashion_mnist(cache_dir=str(tmp_path), seed=1, max_train_samples=24, max_test_samples=16)
     assert len(list((tmp_path / "cluttered_fashion_mnist").iterdir())) == 2
     assert not np.array_equal(np.asarray(other["test"][0]["image"]), np.asarray(loaded["test"][0]["image"]))

@@ -208,6 +208,14 @@ def test_cutmix_weight_is_the_pasted_area():
     torch.testing.assert_close(batch["labels"][0], torch.tensor([1.0 - pasted, 0.0, pasted]))
 
 
+def test_mixup_of_uint8_pipeline_batches_stays_uint8():
+    examples = [{"pixel_values": torch.full((1, 4, 4), 100 * i, dtype=torch.uint8), "labels": i} for i in range(3)]
+    batch = MixupCutmixCollator(_collate, num_classes=3, mixup_alpha=0.8, seed=3)(examples)
+    lam = batch["labels"][0, 0].item()
+    assert batch["pixel_values"].dtype == torch.uint8
+    assert batch["pixel_values"][0, 0, 0, 0].item() == round(200 * (1 - lam))
+
+
 def test_soft_target_cross_entropy_matches_cross_entropy_on_one_hot():
     logits = torch.randn(4, 3)
     labels = torch.tensor([0, 2, 1, 1])
@@ -256,4 +264,6 @@ def test_labelled_splits_use_the_processor_saved_with_the_checkpoint(image_folde
     assert len(data["train"]) == 5 and len(data["eval"]) == 3
     example = data["eval"][0]
     assert example["pixel_values"].shape == (1, 16, 16) and example["labels"] in (0, 1)
-    assert example["pixel_values"].min() >= -2.0 and example["pixel_values"].max() <= 2.0  # (x - 0.5) / 0.25
+    assert example["pixel_values"].dtype == torch.uint8
+    pixels = data["normalizer"](example["pixel_values"][None])
+    torch.testing.assert_close(pixels, (example["pixel_values"][None].float() / 255 - 0.5) / 0.25)

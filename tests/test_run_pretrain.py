@@ -88,11 +88,13 @@ def test_help_documents_every_flag(capsys):
 
 def test_pretrains_from_scratch_with_geometry_from_the_data(images, tmp_path, capsys, caplog):
     output_dir = tmp_path / "run"
-    argv = pretrain_args(images, output_dir, "--do_eval", "--max_steps", "2", "--base_learning_rate", "1.5e-4")
-    with caplog.at_level("WARNING", logger="run_pretrain"):
+    # 17 files in batches of 4: five steps read each once, the unreadable one included (the next image replaces it).
+    argv = pretrain_args(images, output_dir, "--do_eval", "--max_steps", "5", "--base_learning_rate", "1.5e-4")
+    with caplog.at_level("WARNING"):
         metrics = run_pretrain.main(argv)
 
-    assert "Skipped 1 unreadable train images (16 left)" in caplog.text
+    assert "broken.png" in caplog.text and "Skipped 1 unreadable training images" in caplog.text
+    assert metrics["train_unreadable_images"] == 1 and "eval_unreadable_images" not in metrics
     assert f"GPA checkpoint: {output_dir}" in capsys.readouterr().out
     for name in ("model.safetensors", "preprocessor_config.json", "trainer_state.json", "config.json"):
         assert (output_dir / name).is_file(), name
@@ -102,8 +104,8 @@ def test_pretrains_from_scratch_with_geometry_from_the_data(images, tmp_path, ca
     assert metrics["eval_loss"] == pytest.approx(metrics["eval_rgb_loss"] + metrics["eval_gpa_loss"], rel=1e-5)
     state = json.loads((output_dir / "trainer_state.json").read_text())
     logs = [entry for entry in state["log_history"] if "loss" in entry]
-    assert [entry["hard_fraction"] for entry in logs] == [0.0, pytest.approx(0.25)]
-    # base_learning_rate 1.5e-4 * 4 images / 256; the linear schedule halves it after the first of two steps.
+    assert [entry["hard_fraction"] for entry in logs] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    # base_learning_rate 1.5e-4 * 4 images / 256 at the first step, then the linear schedule decays it.
     assert logs[0]["learning_rate"] == pytest.approx(1.5e-4 * 4 / 256)
 
 
@@ -143,7 +145,7 @@ def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, 
         (["--mask_method", "random", "--gpa_prediction", "true"], "drop it with --mask_method random"),
         (["--image_size", "30"], "image_size 30 is not a multiple of patch_size 7"),
         (["--gpa_layer", "5"], "GPAConfig.gpa_layer=5 is out of range"),
-        (["--strict_images"], "unreadable image"),
+        (["--strict_images", "--max_steps", "5"], "broken.png"),
         (["--model_name_or_path", "x"], "--config_overrides only applies to a model trained from scratch"),
     ],
 )
@@ -199,16 +201,16 @@ def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):
     """SIGKILL after the first checkpoint, then rerun the same command: it ends where the uninterrupted run does.
 
-    16 images in batches of 4 make 4 steps per epoch; checkpoints every 4 steps sit at epoch boundaries, where the
-    resumed run continues bit for bit (see GPATrainer.train).
+    17 files (one unreadable, replaced by the next image) in batches of 4 make 5 steps per epoch; checkpoints every 5
+    steps sit at epoch boundaries, where the resumed run continues bit for bit (see GPATrainer.train).
     """
-    settings = ["--max_steps", "40", "--save_steps", "4", "--gpa_teacher", "ema", "--gpa_ema_momentum", "0.5"]
+    settings = ["--max_steps", "40", "--save_steps", "5", "--gpa_teacher", "ema", "--gpa_ema_momentum", "0.5"]
     settings += ["--learning_rate", "1e-2"]
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     command = [sys.executable, "run_scripts/run_pretrain.py", *pretrain_args(images, killed_dir, *settings)]
     process = run_subprocess(command)
     deadline = time.monotonic() + 240
-    while not (killed_dir / "checkpoint-4" / "trainer_state.json").is_file():
+    while not (killed_dir / "checkpoint-5" / "trainer_state.json").is_file():
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)

@@ -234,3 +234,50 @@ def test_resume_restores_every_weight_and_skips_incomplete_checkpoints(tmp_path)
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
     assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
     assert last_complete_checkpoint(str(tmp_path / "missing")) is None
+
+
+class Uint8Images(torch.utils.data.Dataset):
+    """``size`` random 1x28x28 uint8 images, as the input pipeline yields them; the first carries a replaced image."""
+
+    def __init__(self, size: int):
+        self.pixels = torch.randint(
+            0, 256, (size, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+        )
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.pixels[index], **({"unreadable_images": 1} if index == 0 else {})}
+
+
+def test_uint8_batches_are_normalised_with_the_processors_statistics_and_replaced_images_counted(tmp_path):
+    from modeling_gpa.data import build_image_processor
+    from modeling_gpa.pipeline import collate_pixel_values
+
+    # Hard masking only: the evaluation loss is deterministic at any progress.
+    model = tiny_model(hard_ratio_start=1.0, hard_ratio_end=1.0, soft_ratio_start=0.0, soft_ratio_end=0.0)
+    dataset = Uint8Images(4)
+    processor = build_image_processor(28, 1, mean=[0.5], std=[0.25])
+    args = arguments(tmp_path, per_device_eval_batch_size=4)
+    trainer = GPATrainer(
+        model=model, args=args, eval_dataset=dataset, processing_class=processor, data_collator=collate_pixel_values
+    )
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        expected = model.eval()((dataset.pixels.float() / 255 - 0.5) / 0.25, mask_progress=0.0)
+    assert metrics["eval_loss"] == pytest.approx(expected.loss.item(), rel=1e-5)
+    assert metrics["eval_unreadable_images"] == 1
+    assert "eval_unreadable_images" not in trainer.evaluate(eval_dataset=torch.utils.data.Subset(dataset, [1, 2]))
+
+
+def test_loader_defaults_keep_workers_fed_unless_the_flags_say_otherwise(tmp_path):
+    with_workers = arguments(tmp_path, dataloader_num_workers=2)
+    assert with_workers.dataloader_persistent_workers and with_workers.dataloader_prefetch_factor == 4
+    assert not with_workers.dataloader_pin_memory  # no GPU to copy to
+    explicit = arguments(
+        tmp_path, dataloader_num_workers=2, dataloader_persistent_workers=False, dataloader_prefetch_factor=2
+    )
+    assert not explicit.dataloader_persistent_workers and explicit.dataloader_prefetch_factor == 2
+    in_process = arguments(tmp_path)
+    assert in_process.dataloader_persistent_workers is False and in_process.dataloader_prefetch_factor is None
