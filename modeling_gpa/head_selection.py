@@ -11,8 +11,8 @@ capped: when k exceeds an object's patch count, a candidate that ranks every obj
 are broken by a finer measure that needs no k: the **average precision** of the object patches in the candidate's GPA
 ranking (mean over object patches of the share of object patches ranked at or above it; 1 when every object patch
 outranks every background patch, about the object's area share for a random ranking). Only when recall and average
-precision both tie does row-major order decide. ``modeling_gpa/metrics/object_recall`` reports the same recall as
-``object_recall``.
+precision both tie does row-major order decide. ``modeling_gpa/evaluation/metrics/object_recall`` reports the same
+recall as ``object_recall``.
 
 The whole table costs one teacher pass: the blocks run once, and at each block the LayerNorm + Q/K projections are
 read before the block runs, instead of one truncated forward per (block, head).
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTModel
 
+from .data.ground_truth import AnnotatedImages, masks_from_dataset
+from .data.image_inputs import ImageSettings
 from .gpa import global_patch_attention
-from .ground_truth import AnnotatedImages, masks_from_dataset
-from .image_inputs import ImageSettings
 from .masking import num_masked_patches
 from .teacher import full_image_tokens, teacher_scores
 

@@ -22,9 +22,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
-from .image_inputs import ImageSettings
+from .data.image_inputs import ImageSettings
+from .data.pipeline import UNREADABLE_KEY, PixelNormalizer
 from .masking import progress_tensor
-from .pipeline import UNREADABLE_KEY, PixelNormalizer
 
 logger = logging.get_logger(__name__)
 

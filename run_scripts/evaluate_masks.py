@@ -19,9 +19,9 @@ import os
 import sys
 
 from modeling_gpa.data import load_image_datasets
+from modeling_gpa.data.image_inputs import ImageSettings
+from modeling_gpa.evaluation.mask_recall import format_mask_recall, measure_mask_recall
 from modeling_gpa.head_selection import annotated_inputs, load_scoring_model
-from modeling_gpa.image_inputs import ImageSettings
-from modeling_gpa.mask_recall import format_mask_recall, measure_mask_recall
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

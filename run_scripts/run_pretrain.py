@@ -33,12 +33,12 @@ from modeling_gpa.data import (
     transforms_from_processor,
     with_pixel_values,
 )
-from modeling_gpa.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.data.image_inputs import ImageSettings
+from modeling_gpa.data.pipeline import UnreadableImageError, decode_image
 from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
-from modeling_gpa.image_inputs import ImageSettings
-from modeling_gpa.pipeline import UnreadableImageError, decode_image
 from modeling_gpa.presets import GPA_PRESETS, preset_fields
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 

@@ -26,14 +26,14 @@ import sys
 
 from modeling_gpa import GPAConfig
 from modeling_gpa.data import load_image_datasets
-from modeling_gpa.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import (
     HeadSelection,
     format_selection,
     load_scoring_model,
     select_head_for_pretraining,
 )
-from modeling_gpa.image_inputs import ImageSettings
 from modeling_gpa.visualization import recall_heatmap_figure
 
 # Config keys that describe a checkpoint rather than an architecture: not carried into a new GPA config.

@@ -21,9 +21,9 @@ import skimage.data
 import torch
 from PIL import Image
 
-from modeling_gpa.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist_arrays
+from modeling_gpa.data.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist_arrays
+from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
-from modeling_gpa.image_inputs import ImageSettings
 from modeling_gpa.masking import KEPT, gpa_mask_groups, noise_from_mask
 from modeling_gpa.visualization import (
     configured_layer_head,

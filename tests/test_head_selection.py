@@ -15,7 +15,7 @@ from transformers import AutoConfig, ViTConfig, ViTMAEConfig, ViTMAEForPreTraini
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from modeling_gpa.ground_truth import object_patches
+from modeling_gpa.data.ground_truth import object_patches
 from modeling_gpa.head_selection import (
     HeadSelection,
     attention_head_ranking,
@@ -408,7 +408,7 @@ def test_selection_on_tensors_needs_neither_datasets_nor_matplotlib(tmp_path):
         sys.meta_path.insert(0, Missing())
         import torch
         from transformers import ViTConfig, ViTModel
-        from modeling_gpa.ground_truth import object_patches
+        from modeling_gpa.data.ground_truth import object_patches
         from modeling_gpa.head_selection import select_attention_head
 
         encoder = ViTModel(ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=8, num_hidden_layers=1,

@@ -253,7 +253,7 @@ class Uint8Images(torch.utils.data.Dataset):
 
 def test_uint8_batches_are_normalised_with_the_processors_statistics_and_replaced_images_counted(tmp_path):
     from modeling_gpa.data import build_image_processor
-    from modeling_gpa.pipeline import collate_pixel_values
+    from modeling_gpa.data.pipeline import collate_pixel_values
 
     # Hard masking only: the evaluation loss is deterministic at any progress.
     model = tiny_model(hard_ratio_start=1.0, hard_ratio_end=1.0, soft_ratio_start=0.0, soft_ratio_end=0.0)

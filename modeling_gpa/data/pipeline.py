@@ -1,0 +1,361 @@
+"""The input pipeline: images in, uint8 (B, C, H, W) batches out, normalised on the device in one place.
+
+DataLoader workers decode each image with PIL and crop it (MAE's RandomResizedCrop + horizontal flip for
+pretraining, resize + center crop for evaluation) straight into a uint8 (C, H, W) tensor: no float work in the
+workers and 4x fewer bytes through shared memory and over PCIe than float32. The main process hands the uint8 batch
+to the device, where [`PixelNormalizer`] turns it into float32 ``(x / 255 - mean) / std`` with the image processor's
+mean and std; [`GPATrainer`], the fine-tuning trainer and the evaluation scripts all call it. Float ``pixel_values``
+pass through unchanged, so a model called directly on normalised floats behaves as before.
+
+Unreadable images are found where they are decoded, never in a pass over the dataset: [`ImageDataset`] logs a
+warning naming the file, takes the next readable image in its place (batches keep their size, so shapes stay fixed
+for ``torch.compile``) and reports the count in the batch (``unreadable_images``), or with ``strict=True`` raises
+[`UnreadableImageError`] naming the file.
+
+No torchvision and no `datasets` import: the randomness comes from torch's global RNG, which torch seeds per
+DataLoader worker, so runs are reproducible and a resumed run draws what the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+logger = logging.getLogger(__name__)
+
+# ImageNet's per-channel mean and std, in [0, 1]: the default normalisation of a 3-channel model.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+UNREADABLE_KEY = "unreadable_images"
+# An image that fails to decode is replaced by the next one; this many failures in a row mean the data is broken.
+MAX_UNREADABLE_IN_A_ROW = 100
+
+
+class UnreadableImageError(ValueError):
+    """An image that PIL cannot decode; the message names the file and fits on one line."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Decoding and channels
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def image_name(value: Any, index: int | None = None) -> str:
+    """A human-readable name of an image value: its path, else "example {index}"."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("path"):
+        return str(value["path"])
+    return f"example {index}" if index is not None else "an in-memory image"
+
+
+def decode_image(value: Any, index: int | None = None) -> Image.Image:
+    """A loaded PIL image from a file path, a PIL image, or a `datasets.Image` value ``{"bytes", "path"}``.
+
+    Raises [`UnreadableImageError`] (one line, naming the file) when the image is missing or cannot be decoded.
+    """
+    if isinstance(value, Image.Image):
+        return value
+    try:
+        if isinstance(value, dict) and value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict | str) and (value if isinstance(value, str) else value.get("path")):
+            image = Image.open(value if isinstance(value, str) else value["path"])
+        else:
+            raise ValueError("missing image")
+        image.load()
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
+        reason = str(error).splitlines()[0] if str(error) else ""
+        raise UnreadableImageError(
+            f"unreadable image {image_name(value, index)} ({type(error).__name__}: {reason})"
+        ) from None
+    return image
+
+
+def to_num_channels(image: Image.Image, num_channels: int) -> Image.Image:
+    """Convert an image of any PIL mode to "L" (`num_channels=1`) or "RGB" (`num_channels=3`).
+
+    Transparency is dropped (the colour under it is kept); 16-bit and float grayscale are rescaled to 8 bits.
+    """
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels={num_channels} is not supported: images convert to 1 (L) or 3 (RGB) channels")
+    target = "L" if num_channels == 1 else "RGB"
+    if image.mode == target:
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _high_depth_to_l(image)
+    return image.convert(target)
+
+
+def _high_depth_to_l(image: Image.Image) -> Image.Image:
+    """16-bit integer or float grayscale to "L": 16-bit divides by 257, float in [0, 1] scales by 255."""
+    pixels = np.asarray(image, dtype=np.float64)
+    if image.mode == "F" and pixels.size and pixels.max() <= 1.0:
+        pixels = pixels * 255.0
+    elif image.mode != "F" and pixels.size and pixels.max() > 255:
+        pixels = pixels / 257.0
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def to_uint8_tensor(image: Image.Image, flip: bool = False) -> torch.Tensor:
+    """An "L" or "RGB" PIL image -> (C, H, W) uint8 tensor (a view of one copy of the pixels), mirrored if `flip`."""
+    pixels = torch.from_numpy(np.array(image))
+    pixels = pixels.unsqueeze(-1) if pixels.ndim == 2 else pixels
+    if flip:
+        pixels = pixels.flip(1)
+    return pixels.permute(2, 0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Crops
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def random_resized_crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop box (top, left, height, width): 10 tries, then the central crop."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1]).item())
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _check_crop(image_size: int, num_channels: int) -> None:
+    if image_size < 1:
+        raise ValueError(f"image_size={image_size} must be positive")
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels={num_channels} is not supported: use 1 (grayscale) or 3 (RGB)")
+
+
+@dataclass
+class TrainCrop:
+    """MAE's pretraining augmentation: RandomResizedCrop(scale, ratio, bicubic) + horizontal flip (p = 0.5).
+
+    PIL image of any mode and size -> (num_channels, image_size, image_size) uint8. The crop and the resize are one
+    `Image.resize(box=...)` call; the flip mirrors the uint8 tensor.
+    """
+
+    image_size: int
+    num_channels: int
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def __post_init__(self) -> None:
+        _check_crop(self.image_size, self.num_channels)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = to_num_channels(image, self.num_channels)
+        top, left, h, w = random_resized_crop_box(image.width, image.height, self.scale, self.ratio)
+        size = (self.image_size, self.image_size)
+        image = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
+        return to_uint8_tensor(image, flip=torch.rand(1).item() < 0.5)
+
+
+@dataclass
+class EvalCrop:
+    """Deterministic evaluation view: resize the shorter side, center-crop `image_size`; uint8 out.
+
+    Images at least `image_size * crop_ratio` on their shorter side are resized to that length and center-cropped, as
+    MAE does (256 -> 224). Smaller images (28x28 Fashion-MNIST, 32x32 CIFAR) are resized so the shorter side is exactly
+    `image_size`: upsampling them adds no detail, and the crop margin would only cut away the object's border.
+    """
+
+    image_size: int
+    num_channels: int
+    crop_ratio: float = 256 / 224
+
+    def __post_init__(self) -> None:
+        _check_crop(self.image_size, self.num_channels)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = to_num_channels(image, self.num_channels)
+        resize_to = int(self.image_size * self.crop_ratio)
+        short = resize_to if min(image.size) >= resize_to else self.image_size
+        scale = short / min(image.size)
+        new_size = (max(short, round(image.width * scale)), max(short, round(image.height * scale)))
+        if new_size != image.size:
+            image = image.resize(new_size, Image.Resampling.BICUBIC)
+        left = (image.width - self.image_size) // 2
+        top = (image.height - self.image_size) // 2
+        return to_uint8_tensor(image.crop((left, top, left + self.image_size, top + self.image_size)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Dataset and collators
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class ImageDataset(Dataset):
+    """Rows ``{"pixel_values": (C, H, W) uint8}`` (plus ``"labels"``) of an image source, decoded where they are read.
+
+    Args:
+        source: a `datasets.Dataset` with an image column, or a sequence of image file paths.
+        crop: PIL image -> (C, H, W) uint8 tensor ([`TrainCrop`] or [`EvalCrop`]).
+        image_column: the image column of a `datasets.Dataset` source.
+        label_column: a column copied to ``"labels"``.
+        strict: raise [`UnreadableImageError`] at the first unreadable image instead of replacing it.
+
+    A `datasets.Dataset` is read with its image column undecoded (the file's bytes or path), so PIL decodes each image
+    once, in the worker, and a bad file is caught there. An unreadable image is replaced by the next readable one in
+    the source; the row then carries ``"unreadable_images"``: how many it replaced.
+    """
+
+    def __init__(
+        self,
+        source,
+        crop: Callable[[Image.Image], torch.Tensor],
+        image_column: str | None = None,
+        label_column: str | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.crop, self.image_column, self.label_column, self.strict = crop, image_column, label_column, strict
+        if isinstance(source, Sequence) and not hasattr(source, "column_names"):
+            if label_column is not None:
+                raise ValueError("a list of image files has no label column: pass a datasets.Dataset with labels")
+            self.source = list(source)
+            return
+        columns = [image_column] + ([label_column] if label_column is not None else [])
+        missing = [c for c in columns if c not in source.column_names]
+        if missing:
+            raise ValueError(f"column {missing[0]!r} not in dataset: available columns are {source.column_names}")
+        source = source.select_columns(columns)
+        feature = source.features[image_column]
+        if getattr(feature, "decode", False):
+            source = source.cast_column(image_column, type(feature)(decode=False))
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _read(self, index: int) -> tuple[Image.Image, Any]:
+        row = self.source[index]
+        if self.image_column is None:
+            return decode_image(row, index), None
+        label = row[self.label_column] if self.label_column is not None else None
+        return decode_image(row[self.image_column], index), label
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index %= len(self)
+        unreadable = 0
+        for offset in range(min(len(self), MAX_UNREADABLE_IN_A_ROW)):
+            try:
+                image, label = self._read((index + offset) % len(self))
+            except UnreadableImageError as error:
+                if self.strict:
+                    raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
+                logger.warning(f"Skipping {error}; the next image takes its place.")
+                unreadable += 1
+                continue
+            example = {"pixel_values": self.crop(image)}
+            if self.label_column is not None:
+                example["labels"] = label
+            if unreadable:
+                example[UNREADABLE_KEY] = unreadable
+            return example
+        raise UnreadableImageError(
+            f"{unreadable} unreadable images in a row from index {index}: check the image files or the dataset"
+        )
+
+
+def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
+    """Stack examples into ``{"pixel_values": (B, C, H, W)}`` (the examples' dtype, uint8 from [`ImageDataset`]).
+
+    In a DataLoader worker the batch is stacked straight into shared memory (as torch's `default_collate` does).
+    When some images were unreadable, ``"unreadable_images"`` holds how many (an int; pop it before calling a model).
+    """
+    batch = {"pixel_values": default_collate([example["pixel_values"] for example in examples])}
+    unreadable = sum(example.get(UNREADABLE_KEY, 0) for example in examples)
+    if unreadable:
+        batch[UNREADABLE_KEY] = unreadable
+    return batch
+
+
+def collate_pixel_values_and_labels(examples: list[dict]) -> dict[str, Any]:
+    """[`collate_pixel_values`] plus ``"labels"``: (B,) int64."""
+    batch = collate_pixel_values(examples)
+    batch["labels"] = torch.tensor([int(example["labels"]) for example in examples], dtype=torch.long)
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Normalisation on the device
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class PixelNormalizer:
+    """uint8 (B, C, H, W) pixels -> float32 ``(x / 255 - mean) / std``, on the pixels' device; floats pass through.
+
+    The one place where the pipeline's uint8 batches become model inputs. The per-channel constants are kept on each
+    device they are used on, so normalising makes no host-to-device copy and no synchronisation.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        mean64 = torch.tensor([float(m) for m in mean], dtype=torch.float64)
+        std64 = torch.tensor([float(s) for s in std], dtype=torch.float64)
+        if mean64.numel() != std64.numel() or mean64.numel() == 0 or bool((std64 <= 0).any()):
+            raise ValueError(f"mean {list(mean)} and std {list(std)} need one value per channel and std > 0")
+        self.mean, self.std = tuple(mean64.tolist()), tuple(std64.tolist())
+        self._scale = (1.0 / (255.0 * std64)).float().view(-1, 1, 1)
+        self._shift = (mean64 / std64).float().view(-1, 1, 1)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dtype != torch.uint8:
+            return pixel_values
+        if pixel_values.shape[-3] != self._scale.shape[0]:
+            raise ValueError(
+                f"pixel_values have {pixel_values.shape[-3]} channels but mean/std {len(self.mean)}: build the "
+                "normaliser from the model's image processor"
+            )
+        device = pixel_values.device
+        if device not in self._on_device:
+            self._on_device[device] = (self._scale.to(device), self._shift.to(device))
+        scale, shift = self._on_device[device]
+        return (pixel_values.float() * scale).sub_(shift)
+
+    def __repr__(self) -> str:
+        return f"PixelNormalizer(mean={self.mean}, std={self.std})"
+
+
+__all__ = [
+    "EvalCrop",
+    "ImageDataset",
+    "PixelNormalizer",
+    "TrainCrop",
+    "UnreadableImageError",
+    "collate_pixel_values",
+    "collate_pixel_values_and_labels",
+    "decode_image",
+    "random_resized_crop_box",
+    "to_num_channels",
+    "to_uint8_tensor",
+]

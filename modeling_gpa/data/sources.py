@@ -1,0 +1,270 @@
+"""Image datasets (Fashion-MNIST, cluttered Fashion-MNIST, image folders, the Hub) and the image processor.
+
+Turning their images into uint8 batches is `modeling_gpa.data.pipeline`'s job; `with_pixel_values` and
+`transforms_from_processor` connect the two.
+
+Channels: a model has a fixed `num_channels`. Images of any PIL mode are converted to it by `to_num_channels`
+(RGB photos become luminance for a 1-channel model, grayscale images are replicated to RGB for a 3-channel one), so a
+channel mismatch between a dataset and a model is never an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import datasets
+from PIL import Image
+from transformers import ViTImageProcessorPil
+
+from .arrays import arrays_to_dataset, encode_gray_images
+from .fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_FILES,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    fashion_mnist_arrays,
+    fashion_mnist_paths,
+)
+from .pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EvalCrop,
+    ImageDataset,
+    TrainCrop,
+    collate_pixel_values,
+    collate_pixel_values_and_labels,
+    random_resized_crop_box,
+    to_num_channels,
+)
+
+FASHION_MNIST_NAMES = ("fashion_mnist", "zalando-datasets/fashion_mnist", "fashion-mnist")
+CLUTTERED_FASHION_MNIST_NAME = "cluttered_fashion_mnist"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fashion-MNIST from the Debian package
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_fashion_mnist(data_dir: str | None = None) -> datasets.DatasetDict:
+    """Fashion-MNIST as a DatasetDict: "train" (60k) and "test" (10k); columns `image` (PIL "L", 28x28), `label`."""
+    for split in FASHION_MNIST_FILES:
+        fashion_mnist_paths(split, data_dir)
+    splits = {}
+    for split in FASHION_MNIST_FILES:
+        images, labels = fashion_mnist_arrays(split, data_dir)
+        splits[split] = arrays_to_dataset({"image": images, "label": labels}, FASHION_MNIST_CLASSES)
+    return datasets.DatasetDict(splits)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Any image dataset, run_mae.py style
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_image_datasets(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    train_val_split: float | None = 0.15,
+    cache_dir: str | None = None,
+    seed: int = 42,
+    image_column_name: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+) -> tuple[datasets.DatasetDict, str]:
+    """Load "train" and "validation" (and "test" when the source has one); return them and the image column's name.
+
+    `dataset_name` goes to `datasets.load_dataset`, except "fashion_mnist" (and aliases) and "cluttered_fashion_mnist",
+    which are built offline; their test split serves as "validation" and stays as "test". For the cluttered set,
+    `dataset_config_name` may override its generator, e.g. "canvas_size=112,seed=1" (see
+    `modeling_gpa.data.cluttered.load_cluttered_fashion_mnist`). Otherwise `train_dir` (and optionally `validation_dir`)
+    are read with the "imagefolder" builder. Without a validation split, a seeded `train_val_split` fraction of "train"
+    becomes "validation". As in Hugging Face's run_mae.py, `max_train_samples` / `max_eval_samples` keep a seeded
+    random subset of "train" / "validation"; the cluttered set then only generates that many images.
+    """
+    if dataset_name in FASHION_MNIST_NAMES or dataset_name == CLUTTERED_FASHION_MNIST_NAME:
+        if dataset_name == CLUTTERED_FASHION_MNIST_NAME:
+            from .cluttered import load_cluttered_fashion_mnist
+
+            raw = load_cluttered_fashion_mnist(
+                cache_dir=cache_dir,
+                max_train_samples=max_train_samples,
+                max_test_samples=max_eval_samples,
+                **_cluttered_options(dataset_config_name),
+            )
+        else:
+            raw = load_fashion_mnist()
+        dataset = datasets.DatasetDict({"train": raw["train"], "validation": raw["test"], "test": raw["test"]})
+    elif dataset_name is not None:
+        dataset = _load_from_hub(dataset_name, dataset_config_name, cache_dir)
+    elif train_dir is not None:
+        data_files = {"train": os.path.join(train_dir, "**")}
+        if validation_dir is not None:
+            data_files["validation"] = os.path.join(validation_dir, "**")
+        for directory in (train_dir, validation_dir):
+            if directory is not None and not os.path.isdir(directory):
+                raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing --train_dir")
+        dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+    else:
+        raise ValueError(
+            "no dataset given: pass --dataset_name (e.g. fashion_mnist) or --train_dir with an image folder"
+        )
+
+    if "train" not in dataset:
+        raise ValueError(f"dataset {dataset_name} has no 'train' split (splits: {sorted(dataset)})")
+    if "validation" not in dataset:
+        if not train_val_split or not 0.0 < train_val_split < 1.0:
+            raise ValueError(
+                f"dataset has no validation split and train_val_split={train_val_split}: "
+                "pass --train_val_split in (0, 1) or --validation_dir"
+            )
+        split = dataset["train"].train_test_split(test_size=train_val_split, seed=seed)
+        dataset["train"], dataset["validation"] = split["train"], split["test"]
+    limits = (("train", "max_train_samples", max_train_samples), ("validation", "max_eval_samples", max_eval_samples))
+    for split, name, limit in limits:
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"{name}={limit} must be a positive number of examples")
+            dataset[split] = dataset[split].shuffle(seed=seed).select(range(min(limit, len(dataset[split]))))
+    return dataset, image_column(dataset["train"], image_column_name)
+
+
+def _cluttered_options(config_name: str | None) -> dict[str, float | int]:
+    """Parse "canvas_size=112,seed=1,background_strength=0.5,background_blur=0" into keyword arguments."""
+    types = {"canvas_size": int, "seed": int, "background_strength": float, "background_blur": float}
+    options = {}
+    for item in filter(None, (config_name or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in types or not value:
+            raise ValueError(
+                f"bad --dataset_config_name item {item!r} for cluttered_fashion_mnist: "
+                f"use key=value with keys {list(types)}"
+            )
+        try:
+            options[key] = types[key](value)
+        except ValueError:
+            raise ValueError(f"--dataset_config_name {key}={value!r} is not a valid {types[key].__name__}") from None
+    return options
+
+
+def _load_from_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
+    """`datasets.load_dataset` with a one-line error when the Hub cannot be reached."""
+    try:
+        dataset = datasets.load_dataset(name, config_name, cache_dir=cache_dir)
+    except (ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise ValueError(
+            f"could not load dataset {name} from the Hub (no network?): pass --train_dir with a local image folder "
+            "or --dataset_name fashion_mnist"
+        ) from error
+    if not isinstance(dataset, datasets.DatasetDict):
+        dataset = datasets.DatasetDict({"train": dataset})
+    return dataset
+
+
+def image_column(dataset: datasets.Dataset, image_column_name: str | None = None) -> str:
+    """The image column: `image_column_name` if given, else "image" or "img", else the first Image feature."""
+    columns = dataset.column_names
+    if image_column_name is not None:
+        if image_column_name not in columns:
+            raise ValueError(
+                f"image column {image_column_name!r} not found: --image_column_name must be one of {columns}"
+            )
+        return image_column_name
+    for name in ("image", "img"):
+        if name in columns:
+            return name
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    raise ValueError(f"no image column among {columns}: pass --image_column_name")
+
+
+def _as_channel_tuple(values: float | Sequence[float], num_channels: int, name: str) -> tuple[float, ...]:
+    values = (float(values),) if isinstance(values, int | float) else tuple(float(v) for v in values)
+    if len(values) == 1:
+        values = values * num_channels
+    if len(values) != num_channels:
+        raise ValueError(f"{name} has {len(values)} values but num_channels={num_channels}: give one value per channel")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Image processor (saved beside checkpoints)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def build_image_processor(
+    image_size: int,
+    num_channels: int,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ViTImageProcessorPil:
+    """A ViT image processor holding size and normalisation; saved as "ViTImageProcessor", so AutoImageProcessor loads
+    it with or without torchvision. Defaults: ImageNet mean/std for 3 channels, Fashion-MNIST's (0.2860/0.3530) for 1.
+    """
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels={num_channels} is not supported: use 1 (grayscale) or 3 (RGB)")
+    default_mean, default_std = (
+        (FASHION_MNIST_MEAN, FASHION_MNIST_STD) if num_channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
+    )
+    mean = _as_channel_tuple(default_mean if mean is None else mean, num_channels, "mean")
+    std = _as_channel_tuple(default_std if std is None else std, num_channels, "std")
+    return ViTImageProcessorPil(
+        size={"height": image_size, "width": image_size},
+        resample=Image.Resampling.BICUBIC,
+        image_mean=list(mean),
+        image_std=list(std),
+    )
+
+
+def transforms_from_processor(processor, num_channels: int, train: bool) -> TrainCrop | EvalCrop:
+    """The pretraining (`train=True`) or evaluation crop at the processor's size; its mean/std normalise on the device
+    (`modeling_gpa.data.pipeline.PixelNormalizer`)."""
+    height, width = processor.size["height"], processor.size["width"]
+    if height != width:
+        raise ValueError(f"image processor size {height}x{width} is not square: GPA models take square images")
+    if len(processor.image_mean) != num_channels:
+        raise ValueError(
+            f"image processor has {len(processor.image_mean)} mean values but num_channels={num_channels}: "
+            "build it with build_image_processor(image_size, num_channels)"
+        )
+    return TrainCrop(height, num_channels) if train else EvalCrop(height, num_channels)
+
+
+def with_pixel_values(
+    dataset: datasets.Dataset,
+    crop: TrainCrop | EvalCrop,
+    image_column: str,
+    label_column: str | None = None,
+    strict: bool = False,
+) -> ImageDataset:
+    """A view of `dataset` whose rows are {"pixel_values": (C, H, W) uint8} (plus "labels" if `label_column` is given).
+
+    Images are decoded when read; an unreadable one is replaced by the next readable image and counted, or with
+    `strict=True` raises `UnreadableImageError` naming the file (see `modeling_gpa.data.pipeline.ImageDataset`).
+    """
+    return ImageDataset(dataset, crop, image_column, label_column, strict=strict)
+
+
+__all__ = [
+    "arrays_to_dataset",
+    "encode_gray_images",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "build_image_processor",
+    "collate_pixel_values",
+    "collate_pixel_values_and_labels",
+    "image_column",
+    "load_fashion_mnist",
+    "load_image_datasets",
+    "random_resized_crop_box",
+    "to_num_channels",
+    "transforms_from_processor",
+    "with_pixel_values",
+]

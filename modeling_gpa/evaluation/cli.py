@@ -1,0 +1,168 @@
+"""What the evaluation scripts share: dataset and encoder arguments, labelled splits, features, results files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import ViTModel
+
+from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
+from .features import POOLINGS, extract_features, load_encoder
+
+
+def write_results(results: dict, output_dir: str | os.PathLike) -> Path:
+    """Writes ``results`` as ``<output_dir>/results.json`` and returns the path."""
+    path = Path(output_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def add_dataset_arguments(parser) -> None:
+    """The dataset flags of run_pretrain.py / run_mae.py, plus ``--label_column_name``."""
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--dataset_name", default=None, help="fashion_mnist, cluttered_fashion_mnist or a Hub dataset.")
+    group.add_argument("--dataset_config_name", default=None)
+    group.add_argument("--train_dir", default=None, help="Image folder (class subfolders give the labels).")
+    group.add_argument("--validation_dir", default=None)
+    group.add_argument("--train_val_split", type=float, default=0.15)
+    group.add_argument("--image_column_name", default=None)
+    group.add_argument("--label_column_name", default=None, help="Defaults to 'label' or 'labels'.")
+    group.add_argument("--max_train_samples", type=int, default=None)
+    group.add_argument("--max_eval_samples", type=int, default=None)
+    group.add_argument("--cache_dir", default=None)
+
+
+def find_label_column(dataset, label_column_name: str | None = None) -> str:
+    """The label column: ``label_column_name`` if given, else ``label`` or ``labels``; a one-line error otherwise."""
+    columns = dataset.column_names
+    if label_column_name is not None:
+        if label_column_name not in columns:
+            raise ValueError(
+                f"Label column {label_column_name!r} not found; --label_column_name must be one of {columns}."
+            )
+        return label_column_name
+    for name in ("label", "labels"):
+        if name in columns:
+            return name
+    raise ValueError(
+        f"The dataset has no labels (columns: {columns}); evaluation needs class labels: pass --label_column_name, "
+        "or a --train_dir with one subfolder per class."
+    )
+
+
+def class_names(dataset, column: str) -> list[str] | None:
+    """Names of a ``ClassLabel`` column, else ``None``."""
+    names = getattr(dataset.features[column], "names", None)
+    return list(names) if names else None
+
+
+def load_labelled_splits(args, image_size: int, num_channels: int, processor_path: str | None = None) -> dict:
+    """Train and eval splits as ``{"pixel_values" (uint8), "labels"}`` datasets with the deterministic eval crop.
+
+    The eval split is "validation" (Fashion-MNIST's test set). Mean/std come from the image processor saved with
+    the checkpoint at ``processor_path`` when there is one, else from ``build_image_processor``'s defaults.
+
+    Returns:
+        dict with ``train`` and ``eval`` datasets, ``num_classes``, ``id2label`` and the raw ``splits`` (for
+        training-time transforms), ``image_column``, ``label_column``, the ``processor`` and its ``normalizer``
+        (the `PixelNormalizer` that turns the uint8 batches into model inputs on the device).
+    """
+    # `data.sources` imports `datasets`, which the GPU benchmark machines lack: the rest of evaluation imports there.
+    from ..data.sources import build_image_processor, load_image_datasets, transforms_from_processor, with_pixel_values
+
+    splits, image_column = load_image_datasets(
+        dataset_name=args.dataset_name,
+        dataset_config_name=args.dataset_config_name,
+        train_dir=args.train_dir,
+        validation_dir=args.validation_dir,
+        train_val_split=args.train_val_split,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        image_column_name=args.image_column_name,
+    )
+    label_column = find_label_column(splits["train"], args.label_column_name)
+    find_label_column(splits["validation"], label_column)
+    for split, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
+        if limit is not None:
+            splits[split] = splits[split].shuffle(seed=args.seed).select(range(min(limit, len(splits[split]))))
+    names = class_names(splits["train"], label_column)
+    if names is None:
+        labels = [*splits["train"][label_column], *splits["validation"][label_column]]
+        if not all(isinstance(label, int | np.integer) for label in labels):
+            raise ValueError(f"Label column {label_column!r} must hold integer class ids; pass --label_column_name.")
+        names = [str(index) for index in range(max(labels) + 1)]
+    processor = _saved_processor(processor_path) or build_image_processor(image_size, num_channels)
+    processor.size = {"height": image_size, "width": image_size}
+    crop = transforms_from_processor(processor, num_channels, train=False)
+    return {
+        "train": with_pixel_values(splits["train"], crop, image_column, label_column),
+        "eval": with_pixel_values(splits["validation"], crop, image_column, label_column),
+        "num_classes": len(names),
+        "id2label": dict(enumerate(names)),
+        "splits": splits,
+        "image_column": image_column,
+        "label_column": label_column,
+        "processor": processor,
+        "normalizer": PixelNormalizer(processor.image_mean, processor.image_std),
+    }
+
+
+def _saved_processor(path: str | None):
+    """The image processor saved beside a checkpoint, or ``None`` when it has none."""
+    if path is None or not os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        return None
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(path)
+
+
+def labelled_features(
+    encoder: ViTModel,
+    dataset,
+    pooling: str,
+    batch_size: int,
+    device: str,
+    normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-encoder (N, D) features and (N,) labels of a ``{"pixel_values", "labels"}`` dataset.
+
+    ``normalizer`` turns uint8 pixels into model inputs on ``device`` (``load_labelled_splits(...)["normalizer"]``).
+    """
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate_pixel_values_and_labels, pin_memory=device != "cpu"
+    )
+    return extract_features(encoder, loader, pooling=pooling, device=device, normalizer=normalizer)
+
+
+def add_frozen_encoder_arguments(parser) -> None:
+    """The flags run_knn.py and run_linear_probe.py share: checkpoint, output, pooling, device, seed and dataset."""
+    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--pooling", choices=POOLINGS, default="cls")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=42)
+    add_dataset_arguments(parser)
+
+
+def frozen_encoder_features(args) -> dict:
+    """Features of the frozen encoder of ``args.model_name_or_path`` on the train and eval splits of ``args``.
+
+    Returns:
+        dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs and ``num_classes``.
+    """
+    encoder = load_encoder(args.model_name_or_path)
+    data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
+    return {
+        split: labelled_features(
+            encoder, data[split], args.pooling, args.batch_size, args.device, normalizer=data["normalizer"]
+        )
+        for split in ("train", "eval")
+    } | {"num_classes": data["num_classes"]}

@@ -1,0 +1,127 @@
+"""Features of a frozen encoder: any GPA, ViTMAE or ViT checkpoint loaded as a ``ViTModel`` and pooled."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import torch
+from transformers import ViTModel
+from transformers.utils import logging as transformers_logging
+
+POOLINGS = ("cls", "mean")
+
+logger = logging.getLogger(__name__)
+
+
+def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **kwargs):
+    """``model_class.from_pretrained`` of a GPA, ViTMAE or ViT checkpoint, refusing one without ViT encoder weights.
+
+    ``encoder_prefix`` is where the encoder sits in ``model_class`` (``""`` for ``ViTModel``, ``"vit."`` for
+    ``ViTForImageClassification``). Raises a one-line ``ValueError`` when loading fails or when any encoder weight
+    is missing (it would silently stay random).
+    """
+    # Transformers' load report tabulates every decoder weight a pretraining checkpoint carries; the checks below say
+    # what matters in one line instead.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"Cannot load a ViT encoder from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "pass --model_name_or_path a directory saved by run_pretrain.py, ViTMAEForPreTraining or ViTModel."
+        ) from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    encoder_keys = (f"{encoder_prefix}embeddings.", f"{encoder_prefix}layers.")
+    missing = sorted(info["missing_keys"])
+    missing_encoder = [key for key in missing if key.startswith(encoder_keys)]
+    if missing_encoder:
+        raise ValueError(
+            f"{name_or_path!r} has no ViT encoder weights ({len(missing_encoder)} missing, e.g. "
+            f"{missing_encoder[0]!r}); pass --model_name_or_path a GPA, ViTMAE or ViT checkpoint."
+        )
+    if missing:
+        logger.warning("Newly initialised (train them before use): %s.", ", ".join(missing))
+    logger.info(
+        "Loaded %s from %s; %d checkpoint weights it has no use for were left out.",
+        type(model).__name__,
+        name_or_path,
+        len(info["unexpected_keys"]),
+    )
+    return model
+
+
+def load_encoder(name_or_path: str) -> ViTModel:
+    """The ViT encoder of a GPA, ViTMAE or ViT checkpoint directory (or Hub id), in eval mode."""
+    return load_vit(ViTModel, name_or_path, add_pooling_layer=False).eval()
+
+
+def pool(last_hidden_state: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, 1+n, D) encoder output -> (B, D): the CLS token or the mean of the patch tokens."""
+    if pooling == "cls":
+        return last_hidden_state[:, 0]
+    if pooling == "mean":
+        return last_hidden_state[:, 1:].mean(dim=1)
+    raise ValueError(f"pooling={pooling!r} is invalid; allowed values: {', '.join(map(repr, POOLINGS))}.")
+
+
+@torch.no_grad()
+def encode(
+    encoder: ViTModel, pixel_values: torch.Tensor, pooling: str = "cls", batch_size: int = 256, device: str = "cpu"
+) -> torch.Tensor:
+    """(N, C, H, W) images -> (N, D) float32 CPU features of the frozen ``encoder``."""
+    encoder.eval().to(device)
+    chunks = [
+        pool(encoder(chunk.to(device)).last_hidden_state, pooling).float().cpu()
+        for chunk in pixel_values.split(batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: ViTModel,
+    batches: Iterable[dict],
+    pooling: str = "cls",
+    device: str = "cpu",
+    normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batches of ``{"pixel_values": (B, C, H, W), "labels": (B,)}`` -> (N, D) float32 features, (N,) int64 labels.
+
+    uint8 pixels (the input pipeline's) are normalised on ``device`` by ``normalizer`` (a `PixelNormalizer`); float
+    pixels are taken as already normalised.
+    """
+    encoder.eval().to(device)
+    features, labels = [], []
+    for batch in batches:
+        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+        if pixel_values.dtype == torch.uint8:
+            if normalizer is None:
+                raise ValueError("uint8 pixel_values need a normalizer: pass the checkpoint's PixelNormalizer")
+            pixel_values = normalizer(pixel_values)
+        hidden = encoder(pixel_values).last_hidden_state
+        features.append(pool(hidden, pooling).float().cpu())
+        labels.append(torch.as_tensor(batch["labels"]).long())
+    if not features:
+        raise ValueError("No images to extract features from: the evaluation split is empty.")
+    return torch.cat(features), torch.cat(labels)
+
+
+def check_features(train_features: torch.Tensor, query_features: torch.Tensor) -> None:
+    """Raises ``ValueError`` unless both are (N, D) with the same D."""
+    if train_features.dim() != 2 or query_features.dim() != 2 or train_features.shape[1] != query_features.shape[1]:
+        raise ValueError(
+            f"Feature dimension mismatch: train features {tuple(train_features.shape)} vs query features "
+            f"{tuple(query_features.shape)}; extract both with the same encoder and pooling."
+        )
+
+
+def check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    """Raises ``ValueError`` unless every label is a class id in ``[0, num_classes)``."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"Labels must be class ids in [0, {num_classes}); got values in [{int(labels.min())}, "
+            f"{int(labels.max())}]. Pass --label_column_name a column of integer class ids."
+        )

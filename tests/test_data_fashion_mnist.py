@@ -1,0 +1,34 @@
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modeling_gpa.data.fashion_mnist import FASHION_MNIST_DIR, fashion_mnist_arrays, read_idx
+
+
+def test_arrays_match_the_idx_files():
+    images, labels = fashion_mnist_arrays("test")
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and np.bincount(labels).tolist() == [1000] * 10
+    raw = gzip.decompress((Path(FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz").read_bytes())
+    np.testing.assert_array_equal(images[-1].ravel(), np.frombuffer(raw[-784:], dtype=np.uint8))
+
+
+def test_missing_split_says_what_to_do(tmp_path):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        shutil.copy(Path(FASHION_MNIST_DIR) / name, tmp_path / name)
+    assert len(fashion_mnist_arrays("train", str(tmp_path))[0]) == 60000
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz.*apt-get install dataset-fashion-mnist"):
+        fashion_mnist_arrays("test", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown Fashion-MNIST split 'validation'"):
+        fashion_mnist_arrays("validation")
+
+
+def test_read_idx_rejects_other_files(tmp_path):
+    path = tmp_path / "bad.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"not an idx file")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(path)
