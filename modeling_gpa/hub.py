@@ -14,6 +14,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from pathlib import Path
 from string import Template
 
 from huggingface_hub import HfApi, ModelCardData
@@ -150,7 +151,7 @@ def render_model_card(
     ).to_yaml()
     values = _config_dict(config)
     teacher_saved = values.get("gpa_teacher") in ("ema", "pretrained")
-    template = Template(resources.files("modeling_gpa").joinpath("model_cards", TEMPLATE_NAME).read_text("utf-8"))
+    template = Template(card_template())
     return template.substitute(
         metadata=metadata,
         title=f"GPA masked image modeling: {model_id.rstrip('/').split('/')[-1]}",
@@ -166,6 +167,18 @@ def render_model_card(
         model_id=model_id,
         teacher_note=" and the saved teacher" if teacher_saved else "",
     )
+
+
+def card_template() -> str:
+    """The model-card template: ``model_cards/`` at the top of a checkout, ``modeling_gpa/model_cards/`` in a wheel.
+
+    setup.cfg packages the top-level folder's template into the wheel under that name, so the cards of the reference
+    checkpoints stay beside the template in the repository while an installed package can still write a card.
+    """
+    checkout = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE_NAME
+    if checkout.is_file():
+        return checkout.read_text("utf-8")
+    return resources.files("modeling_gpa").joinpath("model_cards", TEMPLATE_NAME).read_text("utf-8")
 
 
 def write_model_card(
