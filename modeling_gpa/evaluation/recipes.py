@@ -1,8 +1,10 @@
 """The pieces of MAE's training recipes that timm provides: LARS, the cosine schedule, Mixup/CutMix, label smoothing.
 
-They are written out here, following timm's formulas (``timm/data/mixup.py``, ``timm/loss/cross_entropy.py``) and
-MAE's ``util/lars.py``, because the registry's torchvision, and with it timm, cannot be imported beside the CPU build
-of torch this project's set-up installs; ``tests/evaluation/test_recipes.py`` checks them against those formulas.
+They are written out here because the registry's torchvision, and with it timm, cannot be imported beside the CPU
+build of torch this project's set-up installs. Mixup/CutMix and label smoothing follow timm's formulas
+(``timm/data/mixup.py``, ``timm/loss/cross_entropy.py``); LARS is MAE's ``util/lars.py``, whose trust ratio divides by
+``||grad + wd * w||`` where timm's divides by ``||grad|| + wd * ||w||`` (the two agree without weight decay).
+``tests/test_evaluation_recipes.py`` checks each against those formulas for fixed draws and hand-made steps.
 """
 
 from __future__ import annotations
