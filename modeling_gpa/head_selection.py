@@ -253,27 +253,14 @@ def _to_encoder(encoder: torch.nn.Module, pixel_values: torch.Tensor) -> torch.T
     return pixel_values.to(device=weight.device, dtype=weight.dtype)
 
 
-@torch.no_grad()
 def object_recall_table(
-    encoder: ViTMAEModel | ViTModel,
-    pixel_values: torch.Tensor,
-    object_patches: torch.Tensor,
-    *,
-    num_masked: int,
-    score: str = "logits",
-    queries: str = "all",
-    batch_size: int = 64,
+    encoder: ViTMAEModel | ViTModel, pixel_values: torch.Tensor, object_patches: torch.Tensor, **options
 ) -> torch.Tensor:
-    """(B, C, H, W) images and (B, n) bool object patches -> (num_layers, num_heads + 1) mean object recall."""
-    return object_ranking_tables(
-        encoder,
-        pixel_values,
-        object_patches,
-        num_masked=num_masked,
-        score=score,
-        queries=queries,
-        batch_size=batch_size,
-    )[0]
+    """(B, C, H, W) images and (B, n) bool object patches -> (num_layers, num_heads + 1) mean object recall.
+
+    ``options`` are :func:`object_ranking_tables`' keyword arguments (``num_masked`` required).
+    """
+    return object_ranking_tables(encoder, pixel_values, object_patches, **options)[0]
 
 
 @torch.no_grad()
@@ -381,29 +368,13 @@ def select_attention_head(
 
 
 def attention_head_recall(
-    model: torch.nn.Module,
-    pixel_values: torch.Tensor,
-    object_patches: torch.Tensor,
-    *,
-    layer: int,
-    head: int | None,
-    mask_ratio: float | None = None,
-    score: str | None = None,
-    queries: str | None = None,
-    batch_size: int = 64,
+    model: torch.nn.Module, pixel_values: torch.Tensor, object_patches: torch.Tensor, **options
 ) -> float:
-    """Mean object recall of one (block, head) (``head=None``: all heads), e.g. the chosen one on held-out images."""
-    return attention_head_ranking(
-        model,
-        pixel_values,
-        object_patches,
-        layer=layer,
-        head=head,
-        mask_ratio=mask_ratio,
-        score=score,
-        queries=queries,
-        batch_size=batch_size,
-    )[0]
+    """Mean object recall of one (block, head) (``head=None``: all heads), e.g. the chosen one on held-out images.
+
+    ``options`` are :func:`attention_head_ranking`'s keyword arguments (``layer`` and ``head`` required).
+    """
+    return attention_head_ranking(model, pixel_values, object_patches, **options)[0]
 
 
 @torch.no_grad()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
+from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import load_image_datasets
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.evaluation.mask_recall import format_mask_recall, measure_mask_recall
@@ -62,11 +62,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (OSError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(run, parse_args(argv))
 
 
 if __name__ == "__main__":

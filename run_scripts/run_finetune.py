@@ -14,13 +14,13 @@ eval split. Every Trainer flag works (``--per_device_train_batch_size``, ``--lea
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import AutoConfig, HfArgumentParser, Trainer, TrainingArguments, ViTForImageClassification
 
+from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import collate_pixel_values_and_labels, transforms_from_processor, with_pixel_values
 from modeling_gpa.evaluation import (
     MixupCutmixCollator,
@@ -28,8 +28,8 @@ from modeling_gpa.evaluation import (
     load_metric,
     load_vit,
     param_groups_layer_decay,
+    report_results,
     soft_target_cross_entropy,
-    write_results,
 )
 from modeling_gpa.trainer import DeviceInputsMixin
 
@@ -194,16 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
         "num_eval": len(data["eval"]),
         "num_classes": data["num_classes"],
     }
-    path = write_results(results, training_args.output_dir)
-    print(
-        f"fine-tune ({training_args.num_train_epochs:g} epochs, layer decay {args.layer_decay}): accuracy "
-        f"{results['accuracy']:.4f} ({len(data['eval'])} eval / {len(train_dataset)} train images) -> {path}"
-    )
-    return results
+    summary = f"fine-tune ({training_args.num_train_epochs:g} epochs, layer decay {args.layer_decay}): accuracy "
+    return report_results(results, training_args.output_dir, summary + f"{results['accuracy']:.4f}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(main)

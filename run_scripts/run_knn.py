@@ -10,9 +10,9 @@ Writes ``<output_dir>/results.json`` (top-1, top-5) and prints a one-line summar
 from __future__ import annotations
 
 import argparse
-import sys
 
-from modeling_gpa.evaluation import add_frozen_encoder_arguments, frozen_encoder_features, knn_accuracy, write_results
+from modeling_gpa.command_line import exit_on_bad_input
+from modeling_gpa.evaluation import add_frozen_encoder_arguments, frozen_encoder_features, knn_accuracy, report_results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,17 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
         "num_eval": len(eval_labels),
         "num_classes": data["num_classes"],
     }
-    path = write_results(results, args.output_dir)
     top5 = next((f", top-5 {value:.4f}" for key, value in metrics.items() if key != "top1_accuracy"), "")
-    print(
-        f"knn k={args.k} T={args.temperature} pooling={args.pooling}: top-1 {metrics['top1_accuracy']:.4f}{top5} "
-        f"({len(eval_labels)} eval / {len(train_labels)} train images) -> {path}"
-    )
-    return results
+    summary = f"knn k={args.k} T={args.temperature} pooling={args.pooling}: top-1 {metrics['top1_accuracy']:.4f}{top5}"
+    return report_results(results, args.output_dir, summary)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(main)

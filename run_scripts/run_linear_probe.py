@@ -14,15 +14,15 @@ Writes ``<output_dir>/results.json`` and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.evaluation import (
     MAE_LARS_LR,
     OPTIMIZERS,
     add_frozen_encoder_arguments,
     frozen_encoder_features,
     linear_probe_accuracy,
-    write_results,
+    report_results,
 )
 
 
@@ -80,16 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
         "num_eval": len(eval_labels),
         "num_classes": data["num_classes"],
     }
-    path = write_results(results, args.output_dir)
-    print(
-        f"linear probe ({args.optimizer}, {args.epochs} epochs, pooling={args.pooling}): accuracy "
-        f"{metrics['accuracy']:.4f} ({len(eval_labels)} eval / {len(train_labels)} train images) -> {path}"
-    )
-    return results
+    summary = f"linear probe ({args.optimizer}, {args.epochs} epochs, pooling={args.pooling}): accuracy "
+    return report_results(results, args.output_dir, summary + f"{metrics['accuracy']:.4f}")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(main)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 
 from modeling_gpa import GPAConfig
+from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import load_image_datasets
 from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
 from modeling_gpa.data.image_inputs import ImageSettings
@@ -162,11 +162,7 @@ def run(args: argparse.Namespace) -> HeadSelection:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (OSError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(run, parse_args(argv))
 
 
 if __name__ == "__main__":

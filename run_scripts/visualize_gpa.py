@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 
 import numpy as np
 import skimage.data
 import torch
 from PIL import Image
 
+from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist_arrays
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
@@ -162,11 +162,7 @@ def run(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (OSError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_bad_input(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file, save_file
-from tiny import tiny_kwargs
+from tiny import WITHOUT_THE_PACKAGE, tiny_kwargs
 from transformers import AutoModelForPreTraining, ViTForImageClassification
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
@@ -51,22 +51,8 @@ def test_trust_remote_code_loads_without_the_package_and_matches(checkpoint, tmp
     save_file(inputs, tmp_path / "inputs.safetensors")
     with torch.no_grad():
         expected = model(**inputs)
-    script = textwrap.dedent(
+    script = WITHOUT_THE_PACKAGE + textwrap.dedent(
         f"""
-        import sys
-
-        class BlockPackage:
-            def find_spec(self, name, path=None, target=None):
-                if name == "modeling_gpa" or name.startswith("modeling_gpa."):
-                    raise ImportError("modeling_gpa is not installed here")
-
-        sys.meta_path.insert(0, BlockPackage())
-        try:
-            import modeling_gpa
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("the package is still importable")
 
         import torch
         from safetensors.torch import load_file, save_file

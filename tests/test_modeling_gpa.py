@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tiny import tiny_kwargs
+from tiny import WITHOUT_THE_PACKAGE, tiny_kwargs
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -385,22 +385,8 @@ def test_auto_classes_and_pipeline_through_trust_remote_code_without_the_package
     model, directory = rgb_checkpoint
     pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(5))
     save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
-    script = textwrap.dedent(
+    script = WITHOUT_THE_PACKAGE + textwrap.dedent(
         f"""
-        import importlib.util, sys
-
-        class BlockPackage:
-            def find_spec(self, name, path=None, target=None):
-                if name == "modeling_gpa" or name.startswith("modeling_gpa."):
-                    raise ImportError("modeling_gpa is not installed here")
-
-        sys.meta_path.insert(0, BlockPackage())
-        try:
-            importlib.util.find_spec("modeling_gpa")
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("the package is still importable")
 
         import numpy as np
         import torch

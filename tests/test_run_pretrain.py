@@ -235,32 +235,18 @@ def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):
             assert {k: resumed_logs[entry["step"]][k] for k in keys} == pytest.approx({k: entry[k] for k in keys})
 
 
+def fashion_mnist_pretrain(output_dir: Path, max_steps: int, *extra: str) -> None:
+    """A few steps of batch 8 on 64 Fashion-MNIST images, in this process."""
+    run_pretrain.main(
+        ["--dataset_name", "fashion_mnist", "--max_train_samples", "64", "--output_dir", str(output_dir), "--do_train"]
+        + ["--config_overrides", OVERRIDES, "--per_device_train_batch_size", "8", "--max_steps", str(max_steps)]
+        + ["--disable_tqdm", "true", "--report_to", "none", *extra]
+    )
+
+
 def test_few_shot_selection_sets_the_teachers_block_and_head(tmp_path):
     output_dir = tmp_path / "selected"
-    argv = [
-        "--dataset_name",
-        "fashion_mnist",
-        "--max_train_samples",
-        "64",
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        "--config_overrides",
-        OVERRIDES,
-        "--per_device_train_batch_size",
-        "8",
-        "--max_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
-        "--gpa_selection_images",
-        "10",
-        "--gpa_selection_heldout",
-        "20",
-    ]
-    run_pretrain.main(argv)
+    fashion_mnist_pretrain(output_dir, 1, "--gpa_selection_images", "10", "--gpa_selection_heldout", "20")
     table = json.loads((output_dir / "head_selection.json").read_text())
     config = GPAForPreTraining.from_pretrained(output_dir).config
     assert table["num_images"] == 10 and table["heldout"]["num_images"] == 20
@@ -269,30 +255,7 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(tmp_path):
 
 def test_selection_repeated_during_training_follows_the_changing_self_teacher(tmp_path):
     output_dir = tmp_path / "reselected"
-    argv = [
-        "--dataset_name",
-        "fashion_mnist",
-        "--max_train_samples",
-        "64",
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        "--config_overrides",
-        OVERRIDES,
-        "--per_device_train_batch_size",
-        "8",
-        "--max_steps",
-        "4",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
-        "--gpa_selection_images",
-        "10",
-        "--gpa_selection_steps",
-        "2",
-    ]
-    run_pretrain.main(argv)
+    fashion_mnist_pretrain(output_dir, 4, "--gpa_selection_images", "10", "--gpa_selection_steps", "2")
     history = json.loads((output_dir / "head_reselection.json").read_text())
     assert history["every_steps"] == 2 and [entry["step"] for entry in history["selections"]] == [0, 2, 4]
     model = GPAForPreTraining.from_pretrained(output_dir)

@@ -29,3 +29,23 @@ def config_overrides(**overrides) -> str:
     """
     fields = tiny_kwargs(**overrides)
     return ",".join(f"{key}={value}" for key, value in fields.items() if key not in ("image_size", "num_channels"))
+
+
+# The start of a subprocess script that must run as on a machine without this package: importing it fails there.
+WITHOUT_THE_PACKAGE = """
+import importlib.util
+import sys
+
+class BlockPackage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "modeling_gpa" or name.startswith("modeling_gpa."):
+            raise ImportError("modeling_gpa is not installed here")
+
+sys.meta_path.insert(0, BlockPackage())
+try:
+    importlib.util.find_spec("modeling_gpa")
+except ImportError:
+    pass
+else:
+    raise SystemExit("the package is still importable")
+"""

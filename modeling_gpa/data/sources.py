@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import ViTImageProcessorPil
 
 from .arrays import arrays_to_dataset, encode_gray_images
+from .columns import named_column
 from .fashion_mnist import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_FILES,
@@ -168,15 +169,8 @@ def _load_from_hub(name: str, config_name: str | None, cache_dir: str | None) ->
 def image_column(dataset: datasets.Dataset, image_column_name: str | None = None) -> str:
     """The image column: `image_column_name` if given, else "image" or "img", else the first Image feature."""
     columns = dataset.column_names
-    if image_column_name is not None:
-        if image_column_name not in columns:
-            raise ValueError(
-                f"image column {image_column_name!r} not found: --image_column_name must be one of {columns}"
-            )
-        return image_column_name
-    for name in ("image", "img"):
-        if name in columns:
-            return name
+    if (column := named_column(columns, image_column_name, ("image", "img"), "image")) is not None:
+        return column
     for name, feature in dataset.features.items():
         if isinstance(feature, datasets.Image):
             return name

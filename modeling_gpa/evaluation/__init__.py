@@ -15,6 +15,7 @@ from .cli import (
     frozen_encoder_features,
     labelled_features,
     load_labelled_splits,
+    report_results,
     write_results,
 )
 from .features import POOLINGS, check_features, check_labels, encode, extract_features, load_encoder, load_vit, pool
@@ -61,6 +62,7 @@ __all__ = [
     "param_groups_layer_decay",
     "pool",
     "probe_logits",
+    "report_results",
     "soft_target_cross_entropy",
     "train_linear_probe",
     "vit_layer_id",

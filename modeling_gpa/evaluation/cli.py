@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import ViTModel
 
+from ..data.columns import named_column
 from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
 from .features import POOLINGS, extract_features, load_encoder
 
@@ -21,6 +22,13 @@ def write_results(results: dict, output_dir: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def report_results(results: dict, output_dir: str | os.PathLike, summary: str) -> dict:
+    """Writes ``results.json``, prints ``summary (N eval / M train images) -> path`` and returns ``results``."""
+    path = write_results(results, output_dir)
+    print(f"{summary} ({results['num_eval']} eval / {results['num_train']} train images) -> {path}")
+    return results
 
 
 def add_dataset_arguments(parser) -> None:
@@ -41,15 +49,8 @@ def add_dataset_arguments(parser) -> None:
 def find_label_column(dataset, label_column_name: str | None = None) -> str:
     """The label column: ``label_column_name`` if given, else ``label`` or ``labels``; a one-line error otherwise."""
     columns = dataset.column_names
-    if label_column_name is not None:
-        if label_column_name not in columns:
-            raise ValueError(
-                f"Label column {label_column_name!r} not found; --label_column_name must be one of {columns}."
-            )
-        return label_column_name
-    for name in ("label", "labels"):
-        if name in columns:
-            return name
+    if (column := named_column(columns, label_column_name, ("label", "labels"), "label")) is not None:
+        return column
     raise ValueError(
         f"The dataset has no labels (columns: {columns}); evaluation needs class labels: pass --label_column_name, "
         "or a --train_dir with one subfolder per class."
