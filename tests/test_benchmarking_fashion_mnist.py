@@ -228,3 +228,11 @@ def test_checkpoints_carry_an_image_processor_that_normalises_as_the_benchmark(f
             config = benchmark.GPAConfig.from_pretrained(checkpoint)
             pixel_values = ImageSettings.from_pretrained(str(checkpoint), config).to_pixel_values(images)
             torch.testing.assert_close(pixel_values, arrays["train_x"][:4], atol=1e-5, rtol=0)
+
+
+def test_without_output_the_summary_goes_under_outputs_not_over_the_committed_one(tmp_path):
+    root = Path(benchmark.__file__).resolve().parents[2]
+    args = benchmark.parse_args(["--work_dir", str(tmp_path), "--quick"])
+    assert Path(args.results_prefix) == root / "outputs" / "benchmarks" / "fashion_mnist"
+    chosen = benchmark.parse_args(["--work_dir", str(tmp_path), "--output", "benchmarks/fashion_mnist"])
+    assert chosen.results_prefix == "benchmarks/fashion_mnist"

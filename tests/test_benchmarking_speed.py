@@ -99,3 +99,8 @@ def test_agreement_of_the_cheaper_teacher_on_fashion_mnist():
         assert 0 <= row["overlap_p10"] <= row["overlap_median"] <= 1 and 0 <= row["overlap_mean"] <= 1
         assert 0 <= row["hard_on_garment"] <= 1
     assert 0.2 < agreement["garment_share"] < 0.9
+
+
+def test_without_output_the_results_go_under_outputs_not_over_the_committed_ones():
+    assert speed.parse_args(["--quick"]).output == "outputs/benchmarks/speed_cpu"
+    assert speed.parse_args(["--quick", "--output", "benchmarks/speed_cpu"]).output == "benchmarks/speed_cpu"
