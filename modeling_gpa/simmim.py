@@ -108,8 +108,6 @@ class SimMIMMasker(nn.Module):
             self.teacher = load_pretrained_teacher(settings.teacher_name_or_path)
         elif settings.teacher == "ema":
             self.teacher = freeze(copy.deepcopy(student_encoder(student)))
-        else:
-            student_encoder(student)
         encoder = self.teacher if self.teacher is not None else student_encoder(student)
         if encoder.config.num_channels != num_channels:
             raise ValueError(
