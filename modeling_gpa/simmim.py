@@ -187,7 +187,8 @@ class SimMIMTrainer(DeviceInputsMixin, Trainer):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
     The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with
-    ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them. The model's
+    ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them; masks are
+    drawn from [`mask_generator`], different on every process. The model's
     loss is a per-batch mean, so it is divided by the gradient accumulation steps. With the ``ema`` teacher the copy
     restarts from the student's weights when training resumes from a checkpoint.
     """
@@ -201,6 +202,17 @@ class SimMIMTrainer(DeviceInputsMixin, Trainer):
         self.masker = masker
         self.add_callback(EMAMaskTeacherCallback(masker))
 
+    def mask_generator(self, pixel_values: torch.Tensor) -> torch.Generator:
+        """The masks' random generator on the batch's device, seeded by ``--seed`` and the process index.
+
+        Every process draws different masks for its own images (one shared seed would give each rank the same random
+        mask pattern), and a run's masks depend on ``--seed`` alone.
+        """
+        if "_mask_generator" not in self.__dict__:
+            seed = self.args.seed + 1_000_003 * (self.args.process_index + 1)
+            self._mask_generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
+        return self._mask_generator
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -212,7 +224,9 @@ class SimMIMTrainer(DeviceInputsMixin, Trainer):
         inputs = {k: v for k, v in inputs.items() if k in ("pixel_values", "bool_masked_pos")}
         if "bool_masked_pos" not in inputs:
             student = extract_model_from_parallel(model)
-            inputs["bool_masked_pos"] = self.masker(inputs["pixel_values"], self.mask_progress(), student)
+            pixel_values = inputs["pixel_values"]
+            progress = self.mask_progress()
+            inputs["bool_masked_pos"] = self.masker(pixel_values, progress, student, self.mask_generator(pixel_values))
         outputs = model(**inputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
