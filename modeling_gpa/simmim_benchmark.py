@@ -41,6 +41,8 @@ from .simmim_masking import gpa_mask_patch_groups, random_mask_patches
 DATASETS = ("plain", "cluttered")
 STUDENTS = ("vit", "swin")
 ARMS = ("simmim_random", "simmim_gpa")
+# References per (dataset, seed): the student's initial weights, and raw pixels (student "pixels").
+REFERENCES = ("random_init", "raw_pixels")
 FEWSHOT_IMAGES = 10
 # (image size after padding, model patch size, mask patch size) per dataset.
 GEOMETRY = {"plain": (32, 4, 8), "cluttered": (64, 8, 16)}
@@ -221,7 +223,13 @@ def features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def evaluate(model: torch.nn.Module, arrays: dict, settings: Settings, seed: int) -> dict:
     """k-NN top-1 and linear-probe accuracy of mean-pooled frozen features on the test set."""
-    train, test = features(model, arrays["train_x"]), features(model, arrays["test_x"])
+    return evaluate_features(
+        features(model, arrays["train_x"]), features(model, arrays["test_x"]), arrays, settings, seed
+    )
+
+
+def evaluate_features(train: torch.Tensor, test: torch.Tensor, arrays: dict, settings: Settings, seed: int) -> dict:
+    """k-NN top-1 and linear-probe accuracy from (N, D) train and (M, D) test features."""
     train_y, test_y = arrays["train_y"], arrays["test_y"]
     scores = knn_scores(train, train_y, test, 10, k=settings.knn_k, temperature=settings.knn_temperature)
     probe = train_linear_probe(
@@ -367,18 +375,33 @@ def run_arm(dataset: str, student_name: str, arm: str, seed: int, arrays: dict, 
     return save_result(path, result)
 
 
+def run_reference(dataset: str, student_name: str, seed: int, arrays: dict, settings: Settings, root: Path) -> dict:
+    """``random_init``: the seed's initial student, unpretrained; ``raw_pixels`` (student "pixels"): pixel features."""
+    name = "raw_pixels" if student_name == "pixels" else "random_init"
+    path = root / dataset / student_name / name / f"seed{seed}"
+    if (result := cached(path)) is not None:
+        return result
+    if name == "raw_pixels":
+        metrics = evaluate_features(arrays["train_x"].flatten(1), arrays["test_x"].flatten(1), arrays, settings, seed)
+    else:
+        metrics = evaluate(student(student_name, dataset, settings, seed), arrays, settings, seed)
+    return save_result(path, {"dataset": dataset, "student": student_name, "arm": name, "seed": seed, **metrics})
+
+
 def summarize(results: list[dict]) -> dict:
     """Mean, std and n over seeds of knn, linear and mask recall per (dataset, student, arm)."""
     summary = {}
     for dataset in DATASETS:
-        for student_name in STUDENTS:
-            for arm in ARMS:
+        for student_name in (*STUDENTS, "pixels"):
+            for arm in (*ARMS, *REFERENCES):
                 rows = [r for r in results if (r["dataset"], r["student"], r["arm"]) == (dataset, student_name, arm)]
                 if not rows:
                     continue
                 cell = {"n": len(rows), "seeds": sorted(r["seed"] for r in rows)}
                 for metric in ("knn", "linear", "mask_object_recall"):
-                    values = [r[metric] for r in rows]
+                    values = [r[metric] for r in rows if metric in r]
+                    if not values:
+                        continue
                     cell[metric] = {
                         "mean": statistics.fmean(values),
                         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -404,11 +427,12 @@ def markdown(summary: dict, meta: dict) -> str:
     ]
     for key, cell in summary.items():
         dataset, student_name, arm = key.split("/")
-        knn, linear, recall = cell["knn"], cell["linear"], cell["mask_object_recall"]
+        knn, linear, recall = cell["knn"], cell["linear"], cell.get("mask_object_recall")
+        recall_cell = f"{recall['mean']:.3f} ± {recall['std']:.3f}" if recall else "–"
         lines.append(
             f"| {dataset} | {student_name} | {arm} | {','.join(map(str, cell['seeds']))} | "
             f"{100 * knn['mean']:.1f} ± {100 * knn['std']:.1f} | {100 * linear['mean']:.1f} ± "
-            f"{100 * linear['std']:.1f} | {recall['mean']:.3f} ± {recall['std']:.3f} |"
+            f"{100 * linear['std']:.1f} | {recall_cell} |"
         )
     lines += ["", meta.get("notes", ""), ""]
     return "\n".join(lines)
@@ -431,6 +455,8 @@ def run(
             for student_name in students:
                 for arm in ARMS:
                     results.append(run_arm(dataset, student_name, arm, seed, arrays[dataset], settings, root))
+                results.append(run_reference(dataset, student_name, seed, arrays[dataset], settings, root))
+            results.append(run_reference(dataset, "pixels", seed, arrays[dataset], settings, root))
     return results
 
 
