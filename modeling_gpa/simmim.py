@@ -123,6 +123,11 @@ class SimMIMMasker(nn.Module):
             raise ValueError(f"gpa_head={settings.head} is out of range for a teacher with {num_heads} heads.")
         self.layer = settings.layer % num_layers
 
+    def use_block_and_head(self, layer: int, head: int | None) -> None:
+        """Scores with the teacher's block ``layer`` and ``head`` from now on (e.g. after few-shot selection)."""
+        self.settings = dataclasses.replace(self.settings, layer=layer, head=head)
+        self.layer = layer
+
     def teacher_encoder(self, student: nn.Module) -> nn.Module:
         return self.teacher if self.teacher is not None else student_encoder(student)
 

@@ -37,6 +37,8 @@ from modeling_gpa.data import (
     transforms_from_processor,
     with_pixel_values,
 )
+from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
+from modeling_gpa.image_inputs import ImageSettings
 from modeling_gpa.pipeline import UnreadableImageError
 from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
 from modeling_gpa.trainer import GPATrainingArguments
@@ -161,6 +163,17 @@ class DataTrainingArguments:
         default=False,
         metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
     )
+    gpa_selection_images: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "With --mask_method gpa: before training, choose the teacher's --gpa_layer/--gpa_head by few-shot "
+                "selection (paper section 3.4) on this many training images, their object_mask column "
+                "(cluttered_fashion_mnist) or non-zero pixels as ground truth; the teacher must take the student's "
+                "image size."
+            )
+        },
+    )
 
 
 def parse_arguments(argv: list[str] | None = None):
@@ -236,6 +249,24 @@ def mask_settings(model_args: ModelArguments, data_args: DataTrainingArguments, 
     )
 
 
+def select_block_and_head(masker: SimMIMMasker, model, processor, data_args, images, image_column: str) -> None:
+    """Few-shot attention selection: the teacher's (block, head) whose top-k GPA best covers the objects."""
+    encoder = masker.teacher_encoder(model)
+    teacher_size = encoder.config.image_size
+    if (teacher_size if isinstance(teacher_size, int) else teacher_size[0]) != model.config.image_size:
+        raise ValueError(
+            f"--gpa_selection_images needs a teacher at the student's image size {model.config.image_size}; the "
+            f"teacher takes {teacher_size}: pass --gpa_layer/--gpa_head instead."
+        )
+    settings = ImageSettings.for_config(model.config, processor.image_mean, processor.image_std)
+    pixel_values, objects = annotated_inputs(
+        encoder, images, data_args.gpa_selection_images, image_settings=settings, image_column=image_column
+    )
+    selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio)
+    masker.use_block_and_head(selection.best_layer, selection.best_head)
+    logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
+
+
 def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, str | None]:
     """Everything before training: checkpoint to resume, data, config, model, masks, image processor, trainer."""
     if not (training_args.do_train or training_args.do_eval):
@@ -270,6 +301,8 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         model = AutoModelForMaskedImageModeling.from_config(config, trust_remote_code=model_args.trust_remote_code)
     masker = SimMIMMasker(settings, model, config.num_channels)
     processor = build_image_processor_for(model_args, config)
+    if data_args.gpa_selection_images and settings.method == "gpa":
+        select_block_and_head(masker, model, processor, data_args, train if train is not None else eval_, image_column)
     logger.info(
         f"SimMIM {config.model_type}: {config.image_size}x{config.image_size}x{config.num_channels} images, patch "
         f"{config.patch_size}, mask patch {data_args.mask_patch_size}, mask ratio {data_args.mask_ratio}, "

@@ -28,16 +28,16 @@ SWIN_OVERRIDES = "embed_dim=12,window_size=2"
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    """train/ (16 gray 28x28 PNGs with a bright square) and val/ (4), two classes each."""
+    """train/ (16 gray 28x28 PNGs: a bright textured square on black) and val/ (4), two classes each."""
     root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     for split, count in (("train", 16), ("val", 4)):
         for index in range(count):
             folder = root / split / f"class{index % 2}"
             folder.mkdir(parents=True, exist_ok=True)
-            pixels = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+            pixels = np.zeros((28, 28), dtype=np.uint8)
             top, left = rng.integers(0, 14, 2)
-            pixels[top : top + 14, left : left + 14] = 255
+            pixels[top : top + 14, left : left + 14] = rng.integers(128, 256, (14, 14))
             Image.fromarray(pixels, "L").save(folder / f"{index:02d}.png")
     return root
 
@@ -210,3 +210,24 @@ def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     torch.testing.assert_close(
         model.state_dict(), ViTForMaskedImageModeling.from_pretrained(output_dir / "checkpoint-2").state_dict()
     )
+
+
+def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, teacher_dir):
+    argv = mim_args(images, tmp_path / "select", SWIN, SWIN_OVERRIDES, "--gpa_teacher_name_or_path", teacher_dir)
+    argv += ["--gpa_selection_images", "6", "--max_steps", "1"]
+    trainer, _ = run_mim.build_trainer(*run_mim.parse_arguments(argv))
+    masker = trainer.masker
+    from modeling_gpa.head_selection import annotated_inputs, select_attention_head
+    from modeling_gpa.image_inputs import ImageSettings
+
+    encoder = masker.teacher
+    processor = trainer.processing_class
+    settings = ImageSettings.for_config(trainer.model.config, processor.image_mean, processor.image_std)
+    train, _ = run_mim.load_image_datasets(
+        train_dir=str(images / "train"), validation_dir=str(images / "val"), cache_dir=str(tmp_path / "cache")
+    )
+    train = train["train"]
+    assert settings.image_size == (64, 64) and len(train) == 16
+    pixel_values, objects = annotated_inputs(encoder, train, 6, image_settings=settings)
+    expected = select_attention_head(encoder, pixel_values, objects, mask_ratio=0.6)
+    assert (masker.layer, masker.settings.head) == (expected.best_layer, expected.best_head)
