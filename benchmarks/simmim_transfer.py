@@ -5,7 +5,8 @@
     python benchmarks/simmim_transfer.py --work_dir outputs/simmim_quick --quick        # about a minute
 
 Results per (dataset, student, arm, seed) are cached under --work_dir, so the same command resumes. The summary goes
-to ``--output`` (``.md`` and ``.json``; default ``outputs/simmim_transfer``). See ``modeling_gpa.simmim_benchmark``.
+to ``--output`` (``.md``, ``.json`` and a ``.png`` figure; default ``outputs/simmim_transfer``). See
+``modeling_gpa.simmim_benchmark``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from modeling_gpa.simmim_benchmark import (  # noqa: E402
     QUICK,
     STUDENTS,
     Settings,
+    figure,
     markdown,
     run,
     summarize,
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2, sort_keys=True) + "\n"
     )
     args.output.with_suffix(".md").write_text(markdown(summary, meta))
+    figure(summary).savefig(args.output.with_suffix(".png"), dpi=120)
     print(args.output.with_suffix(".md").read_text())
     return summary
 

@@ -438,6 +438,31 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def figure(summary: dict):
+    """Bars of k-NN and linear-probe accuracy (mean ± std over seeds) per dataset, student and arm; a ``Figure``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(DATASETS), squeeze=False)[0]
+    arms = (*ARMS, "random_init")
+    for ax, dataset in zip(axes, DATASETS, strict=True):
+        groups = [(s, m) for s in STUDENTS for m in ("knn", "linear")]
+        for offset, arm in enumerate(arms):
+            cells = [summary.get(f"{dataset}/{s}/{arm}") for s, _ in groups]
+            means = [100 * c[m]["mean"] if c else 0.0 for c, (_, m) in zip(cells, groups, strict=True)]
+            stds = [100 * c[m]["std"] if c else 0.0 for c, (_, m) in zip(cells, groups, strict=True)]
+            positions = [i + (offset - 1) * 0.27 for i in range(len(groups))]
+            ax.bar(positions, means, width=0.27, yerr=stds, label=arm, capsize=2)
+        pixels = summary.get(f"{dataset}/pixels/raw_pixels")
+        if pixels:
+            ax.axhline(100 * pixels["knn"]["mean"], color="gray", linestyle="--", label="raw pixels k-NN")
+        ax.set_xticks(range(len(groups)), [f"{s}\n{m}" for s, m in groups])
+        ax.set_title(f"{dataset} Fashion-MNIST")
+        ax.set_ylabel("top-1 accuracy (%)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
 def run(
     work_dir: Path,
     settings: Settings,
@@ -460,4 +485,4 @@ def run(
     return results
 
 
-__all__ = ["ARMS", "DATASETS", "QUICK", "STUDENTS", "Settings", "markdown", "run", "summarize"]
+__all__ = ["ARMS", "DATASETS", "QUICK", "REFERENCES", "STUDENTS", "Settings", "figure", "markdown", "run", "summarize"]

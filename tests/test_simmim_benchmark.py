@@ -31,6 +31,7 @@ def test_quick_benchmark_writes_the_table_and_resumes_from_its_cache(tmp_path):
     runs = {(r["student"], r["arm"]): r for r in report["runs"]}
     assert runs[("vit", "simmim_gpa")]["fewshot"]["layer"] in range(2)
     assert "| cluttered | swin | simmim_gpa | 0 |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
     # A second run finds every result cached and writes the same table.
     result_files = sorted((tmp_path / "work").rglob("result.json"))
     stamps = [path.stat().st_mtime_ns for path in result_files]
