@@ -111,9 +111,8 @@ class SimMIMMasker(nn.Module):
         encoder = self.teacher if self.teacher is not None else student_encoder(student)
         if encoder.config.num_channels != num_channels:
             raise ValueError(
-                f"gpa_teacher_name_or_path={settings.teacher_name_or_path!r} takes "
-                f"{encoder.config.num_channels}-channel"
-                f" images but the student takes {num_channels}; pass a teacher with the student's num_channels."
+                f"gpa_teacher_name_or_path={settings.teacher_name_or_path!r} takes {encoder.config.num_channels}-"
+                f"channel images but the student takes {num_channels}; pass a teacher with the student's channels."
             )
         # Resolved once, so a bad block or head fails here rather than at the first step.
         num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
