@@ -197,3 +197,11 @@ def test_loss_falls_on_a_fixed_batch_swin_pretrained_teacher(mae_teacher_dir):
     masker = SimMIMMasker(settings, student, 1)
     losses = fit_fixed_batch(student, masker, smooth_images(64))
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_teacher_channels_must_match_the_students(mae_teacher_dir):
+    settings = SimMIMMaskSettings(
+        image_size=64, mask_patch_size=16, model_patch_size=4, teacher_name_or_path=mae_teacher_dir
+    )
+    with pytest.raises(ValueError, match="channel images but the student takes 3"):
+        SimMIMMasker(settings, swin_student(), num_channels=3)
