@@ -48,6 +48,18 @@ FEWSHOT_IMAGES = 10
 GEOMETRY = {"plain": (32, 4, 8), "cluttered": (64, 8, 16)}
 
 
+PROTOCOL = """Protocol. Images zero-padded to 32 px (plain: model patch 4, mask patch 8) or 64 px (cluttered canvas:
+model patch 8, mask patch 16): an 8x8 model grid and a 4x4 mask grid, ceil(16 * 0.6) = 10 masked mask patches per
+image in both arms. Students: ViTForMaskedImageModeling (hidden 64, 4 blocks, 4 heads) and SwinForMaskedImageModeling
+(embed 32, depths [2, 2], heads [2, 4], window 2), trained from the same initial weights, data order and flips per
+seed with AdamW (lr = blr * batch / 256, cosine, 1 warm-up epoch). simmim_random: run_mim.py's uniform mask.
+simmim_gpa: the seed's MAE teacher (GPAForPreTraining without MAM, uniform noise at mask ratio 0.75, the student ViT's
+size and patch grid, trained with the same schedule), frozen; block and head by few-shot selection on 10 training
+images; its scores area-pooled from the 8x8 teacher grid to the 4x4 mask grid; soft 0.5 -> 0, hard 0 -> 0.5 of the
+masked mask patches over training (Eq. 6). random_init: the seed's initial student, not pretrained; raw_pixels: the
+normalised pixels as features. Features: mean of the last hidden states (ViT: patch tokens)."""
+
+
 @dataclasses.dataclass
 class Settings:
     """Everything that defines a run; results are cached under a hash of these fields."""
@@ -434,7 +446,7 @@ def markdown(summary: dict, meta: dict) -> str:
             f"{100 * knn['mean']:.1f} ± {100 * knn['std']:.1f} | {100 * linear['mean']:.1f} ± "
             f"{100 * linear['std']:.1f} | {recall_cell} |"
         )
-    lines += ["", meta.get("notes", ""), ""]
+    lines += ["", PROTOCOL, ""]
     return "\n".join(lines)
 
 
