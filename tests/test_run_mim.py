@@ -137,6 +137,15 @@ def test_vit_student_with_self_teacher_feeds_progress_and_loads_for_classificati
     assert sorted(info["missing_keys"]) == ["classifier.bias", "classifier.weight"]
     saved = ViTForMaskedImageModeling.from_pretrained(output_dir)
     torch.testing.assert_close(model.vit.layers[0].attention.q_proj.weight, saved.vit.layers[0].attention.q_proj.weight)
+    # The evaluation scripts take a ViT SimMIM checkpoint as they take a GPA one.
+    import run_knn
+
+    knn = run_knn.main(
+        ["--model_name_or_path", str(output_dir), "--output_dir", str(tmp_path / "knn"), "--pooling", "mean"]
+        + ["--train_dir", str(images / "train"), "--validation_dir", str(images / "val"), "--k", "3"]
+        + ["--cache_dir", str(tmp_path / "knn_cache")]
+    )
+    assert knn["num_train"] == 16 and knn["num_eval"] == 4 and 0.0 <= knn["top1_accuracy"] <= 1.0
 
 
 def test_ema_teacher_follows_the_vit_student(images, tmp_path):
