@@ -1,0 +1,246 @@
+"""SimMIM pretraining (``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling``) with GPA or random masks.
+
+[`SimMIMMasker`] turns a batch of normalised images into ``bool_masked_pos``: ``run_mim.py``'s random mask, or the
+soft-to-hard GPA mask of ``simmim_masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
+
+- ``pretrained``: a frozen ViT / ViTMAE / GPA checkpoint, for any student (the paper's setting);
+- ``ema``: a momentum copy of a ViT student's encoder, stepped after every optimizer step;
+- ``self``: a ViT student's own encoder on the full image, without gradients.
+
+A Swin student takes only the ``pretrained`` teacher: its windowed attention has no global patch-to-patch score.
+[`SimMIMTrainer`] computes the mask on the device at every forward with the schedule progress of ``GPATrainer``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from torch import nn
+from transformers import Trainer, TrainerCallback, ViTModel
+
+from .simmim_masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
+from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
+from .trainer import DeviceInputsMixin, GPATrainer
+
+MASK_METHODS = ("gpa", "random")
+SIMMIM_TEACHERS = ("pretrained", "ema", "self")
+GPA_SCORES = ("logits", "softmax")
+GPA_QUERIES = ("all", "others")
+
+
+def _fraction_pair(name: str, pair: tuple[float, float]) -> tuple[float, float]:
+    if len(pair) != 2 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in pair):
+        raise ValueError(f"{name}={pair!r} is invalid; pass (start, end) fractions in [0, 1].")
+    return float(pair[0]), float(pair[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class SimMIMMaskSettings:
+    """How ``bool_masked_pos`` is drawn. Geometry as ``run_mim.py``; GPA fields as ``GPAConfig``'s.
+
+    ``layer`` / ``head`` index the teacher's blocks and heads (negative from the end; ``head=None``: all heads).
+    ``hard`` / ``soft``: the Eq. 6 fractions of the masked mask patches at progress 0 and 1.
+    """
+
+    image_size: int
+    mask_patch_size: int = 32
+    model_patch_size: int = 4
+    mask_ratio: float = 0.6
+    method: str = "gpa"
+    teacher: str = "pretrained"
+    teacher_name_or_path: str | None = None
+    layer: int = -1
+    head: int | None = -1
+    score: str = "logits"
+    queries: str = "all"
+    hard: tuple[float, float] = (0.0, 0.5)
+    soft: tuple[float, float] = (0.5, 0.0)
+    ema_momentum: float = 0.996
+
+    def __post_init__(self) -> None:
+        check_mask_geometry(self.image_size, self.mask_patch_size, self.model_patch_size)
+        if isinstance(self.mask_ratio, bool) or not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio={self.mask_ratio!r} is invalid; pass a number in (0, 1).")
+        for name, value, allowed in (
+            ("mask_method", self.method, MASK_METHODS),
+            ("gpa_teacher", self.teacher, SIMMIM_TEACHERS),
+            ("gpa_score", self.score, GPA_SCORES),
+            ("gpa_queries", self.queries, GPA_QUERIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is invalid; allowed values: {', '.join(allowed)}.")
+        hard, soft = _fraction_pair("hard", self.hard), _fraction_pair("soft", self.soft)
+        if hard[0] + soft[0] > 1.0 + 1e-9 or hard[1] + soft[1] > 1.0 + 1e-9:
+            raise ValueError(f"hard={hard} and soft={soft} are invalid; pass fractions summing to at most 1.")
+        if not 0.0 <= self.ema_momentum <= 1.0:
+            raise ValueError(f"gpa_ema_momentum={self.ema_momentum!r} is invalid; pass a number in [0, 1].")
+        if self.method == "gpa" and self.teacher == "pretrained" and not self.teacher_name_or_path:
+            raise ValueError(
+                "gpa_teacher_name_or_path is required with gpa_teacher='pretrained'; pass a ViT, ViTMAE or GPA "
+                "checkpoint directory or Hub id."
+            )
+
+
+def student_encoder(student: nn.Module) -> ViTModel:
+    """The ``ViTModel`` of a ViT SimMIM student (``student.vit``), for the ``ema`` and ``self`` teachers."""
+    encoder = getattr(student, "vit", None)
+    if not isinstance(encoder, ViTModel):
+        raise ValueError(
+            f"gpa_teacher 'ema' and 'self' need a ViT student (ViTForMaskedImageModeling); got {type(student).__name__}"
+            ": pass --gpa_teacher pretrained with --gpa_teacher_name_or_path."
+        )
+    return encoder
+
+
+class SimMIMMasker(nn.Module):
+    """``bool_masked_pos`` for a batch of a SimMIM student; holds the teacher (if any) as a submodule."""
+
+    def __init__(self, settings: SimMIMMaskSettings, student: nn.Module, num_channels: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.teacher: nn.Module | None = None
+        if settings.method != "gpa":
+            return
+        if settings.teacher == "pretrained":
+            self.teacher = load_pretrained_teacher(settings.teacher_name_or_path)
+        elif settings.teacher == "ema":
+            self.teacher = freeze(copy.deepcopy(student_encoder(student)))
+        encoder = self.teacher if self.teacher is not None else student_encoder(student)
+        if encoder.config.num_channels != num_channels:
+            raise ValueError(
+                f"gpa_teacher_name_or_path={settings.teacher_name_or_path!r} takes {encoder.config.num_channels}-"
+                f"channel images but the student takes {num_channels}; pass a teacher with the student's channels."
+            )
+        # Resolved once, so a bad block or head fails here rather than at the first step.
+        num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
+        if not -num_layers <= settings.layer < num_layers:
+            raise ValueError(f"gpa_layer={settings.layer} is out of range for a teacher with {num_layers} blocks.")
+        if settings.head is not None and not -num_heads <= settings.head < num_heads:
+            raise ValueError(f"gpa_head={settings.head} is out of range for a teacher with {num_heads} heads.")
+        self.layer = settings.layer % num_layers
+
+    def use_block_and_head(self, layer: int, head: int | None) -> None:
+        """Scores with the teacher's block ``layer`` and ``head`` from now on (e.g. after few-shot selection)."""
+        self.settings = dataclasses.replace(self.settings, layer=layer, head=head)
+        self.layer = layer
+
+    def teacher_encoder(self, student: nn.Module) -> nn.Module:
+        return self.teacher if self.teacher is not None else student_encoder(student)
+
+    @torch.no_grad()
+    def scores(self, pixel_values: torch.Tensor, student: nn.Module) -> torch.Tensor:
+        """(B, C, H, W) normalised images -> (B, n_teacher) raw GPA of the teacher's block ``layer`` and ``head``."""
+        encoder = self.teacher_encoder(student)
+        if self.teacher is not None:
+            self.teacher.to(pixel_values.device)
+        teacher_size = encoder.config.image_size
+        teacher_size = teacher_size if isinstance(teacher_size, int) else teacher_size[0]
+        return teacher_scores(
+            encoder,
+            pixel_values,
+            layer=self.layer,
+            head=self.settings.head,
+            score=self.settings.score,
+            queries=self.settings.queries,
+            interpolate_pos_encoding=pixel_values.shape[-1] != teacher_size,
+        )
+
+    @torch.no_grad()
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        progress: float | torch.Tensor,
+        student: nn.Module,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(B, C, H, W) -> (B, (image_size / model_patch_size)**2) bool ``bool_masked_pos`` at ``progress``."""
+        s = self.settings
+        geometry = dict(
+            image_size=s.image_size,
+            mask_patch_size=s.mask_patch_size,
+            model_patch_size=s.model_patch_size,
+            mask_ratio=s.mask_ratio,
+            generator=generator,
+        )
+        if s.method == "random":
+            return random_bool_masked_pos(len(pixel_values), device=pixel_values.device, **geometry)
+        scores = self.scores(pixel_values, student)
+        return gpa_bool_masked_pos(scores, progress=progress, hard=s.hard, soft=s.soft, **geometry)
+
+    @torch.no_grad()
+    def update_teacher(self, student: nn.Module) -> None:
+        """One EMA step of the ``ema`` teacher towards the student's encoder; nothing for other teachers."""
+        if self.settings.method == "gpa" and self.settings.teacher == "ema":
+            ema_update(self.teacher, student_encoder(student), self.settings.ema_momentum)
+
+
+class EMAMaskTeacherCallback(TrainerCallback):
+    """Steps the masker's EMA teacher once per optimizer step (``on_step_end`` follows ``optimizer.step()``)."""
+
+    def __init__(self, masker: SimMIMMasker) -> None:
+        self.masker = masker
+
+    def on_step_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        self.masker.update_teacher(extract_model_from_parallel(model))
+
+
+class SimMIMTrainer(DeviceInputsMixin, Trainer):
+    """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
+
+    The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with
+    ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them; masks are
+    drawn from [`mask_generator`], different on every process. The model's
+    loss is a per-batch mean, so it is divided by the gradient accumulation steps. With the ``ema`` teacher the copy
+    restarts from the student's weights when training resumes from a checkpoint.
+    """
+
+    loss_is_scaled_for_ga = False
+    mask_progress = GPATrainer.mask_progress
+
+    def __init__(self, *args, masker: SimMIMMasker, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self.masker = masker
+        self.add_callback(EMAMaskTeacherCallback(masker))
+
+    def mask_generator(self, pixel_values: torch.Tensor) -> torch.Generator:
+        """The masks' random generator on the batch's device, seeded by ``--seed`` and the process index.
+
+        Every process draws different masks for its own images (one shared seed would give each rank the same random
+        mask pattern), and a run's masks depend on ``--seed`` alone.
+        """
+        if "_mask_generator" not in self.__dict__:
+            seed = self.args.seed + 1_000_003 * (self.args.process_index + 1)
+            self._mask_generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
+        return self._mask_generator
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Forward with the mask of the current progress."""
+        inputs = {k: v for k, v in inputs.items() if k in ("pixel_values", "bool_masked_pos")}
+        if "bool_masked_pos" not in inputs:
+            student = extract_model_from_parallel(model)
+            pixel_values = inputs["pixel_values"]
+            progress = self.mask_progress()
+            inputs["bool_masked_pos"] = self.masker(pixel_values, progress, student, self.mask_generator(pixel_values))
+        outputs = model(**inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+__all__ = [
+    "EMAMaskTeacherCallback",
+    "MASK_METHODS",
+    "SIMMIM_TEACHERS",
+    "SimMIMMaskSettings",
+    "SimMIMMasker",
+    "SimMIMTrainer",
+    "student_encoder",
+]

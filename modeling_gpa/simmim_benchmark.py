@@ -1,0 +1,500 @@
+"""SimMIM with random vs GPA masks on plain and cluttered Fashion-MNIST, for a ViT and a Swin student.
+
+Per (dataset, seed): an MAE teacher (``GPAForPreTraining`` with uniform noise, no MAM) is pretrained first; its block
+and head are picked by few-shot selection on 10 training images (paper section 3.4). Then for each student
+(``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling``) two arms train from the same initial weights, data
+order and flips: ``simmim_random`` (``run_mim.py``'s random mask) and ``simmim_gpa`` (the frozen MAE teacher's
+soft-to-hard GPA mask, same mask count). Each is evaluated by k-NN and a linear probe on mean-pooled frozen features;
+the object recall of its training masks (share of the garment's mask patches it hid) is recorded.
+
+Images are zero-padded to a size the SimMIM mask grid divides: 28 -> 32 px (plain, model patch 4, mask patch 8) and
+56 -> 64 px (cluttered, model patch 8, mask patch 16): an 8x8 model grid and a 4x4 mask grid on both. Every
+(dataset, student, arm, seed) is cached as ``result.json`` under ``<work_dir>/runs-<settings hash>/`` and skipped when
+present, so an interrupted run resumes with the same command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import SwinConfig, SwinForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling
+
+from .configuration_gpa import GPAConfig
+from .evaluation import cosine_lr, knn_scores, probe_logits, train_linear_probe
+from .ground_truth import object_patches
+from .head_selection import select_attention_head
+from .masking import KEPT
+from .modeling_gpa import GPAForPreTraining
+from .simmim import SimMIMMasker, SimMIMMaskSettings
+from .simmim_masking import gpa_mask_patch_groups, random_mask_patches
+
+DATASETS = ("plain", "cluttered")
+STUDENTS = ("vit", "swin")
+ARMS = ("simmim_random", "simmim_gpa")
+# References per (dataset, seed): the student's initial weights, and raw pixels (student "pixels").
+REFERENCES = ("random_init", "raw_pixels")
+FEWSHOT_IMAGES = 10
+# (image size after padding, model patch size, mask patch size) per dataset.
+GEOMETRY = {"plain": (32, 4, 8), "cluttered": (64, 8, 16)}
+
+
+PROTOCOL = """Protocol. Images zero-padded to 32 px (plain: model patch 4, mask patch 8) or 64 px (cluttered canvas:
+model patch 8, mask patch 16): an 8x8 model grid and a 4x4 mask grid, ceil(16 * 0.6) = 10 masked mask patches per
+image in both arms. Students: ViTForMaskedImageModeling (hidden 64, 4 blocks, 4 heads) and SwinForMaskedImageModeling
+(embed 32, depths [2, 2], heads [2, 4], window 2), trained from the same initial weights, data order and flips per
+seed with AdamW (lr = blr * batch / 256, cosine, 1 warm-up epoch). simmim_random: run_mim.py's uniform mask.
+simmim_gpa: the seed's MAE teacher (GPAForPreTraining without MAM, uniform noise at mask ratio 0.75, the student ViT's
+size and patch grid, trained with the same schedule), frozen; block and head by few-shot selection on 10 training
+images; its scores area-pooled from the 8x8 teacher grid to the 4x4 mask grid; soft 0.5 -> 0, hard 0 -> 0.5 of the
+masked mask patches over training (Eq. 6). random_init: the seed's initial student, not pretrained; raw_pixels: the
+normalised pixels as features. Features: mean of the last hidden states (ViT: patch tokens)."""
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything that defines a run; results are cached under a hash of these fields."""
+
+    train_samples: int = 4000
+    test_samples: int = 1000
+    epochs: int = 4
+    batch_size: int = 128
+    blr: float = 5e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    mae_mask_ratio: float = 0.75
+    mask_ratio: float = 0.6
+    hidden_size: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    swin_embed_dim: int = 32
+    probe_epochs: int = 30
+    probe_lr: float = 6.4
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+QUICK = dict(
+    train_samples=256,
+    test_samples=128,
+    epochs=1,
+    batch_size=64,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    swin_embed_dim=16,
+    probe_epochs=5,
+)
+
+
+def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, torch.Tensor]:
+    """Normalised padded images ``{split}_x`` (N, 1, S, S), labels ``{split}_y`` and garment masks ``{split}_mask``."""
+    from .cluttered import make_cluttered
+    from .fashion_mnist import fashion_mnist_arrays
+
+    key = hashlib.sha256(f"{dataset}-{settings.train_samples}-{settings.test_samples}".encode()).hexdigest()[:10]
+    path = work_dir / "data" / f"{dataset}-{key}.pt"
+    if path.is_file():
+        return torch.load(path)
+    size = GEOMETRY[dataset][0]
+    arrays = {}
+    for split, limit, seed in (("train", settings.train_samples, 1), ("test", settings.test_samples, 2)):
+        images, labels = fashion_mnist_arrays(split)
+        images, labels = images[:limit], labels[:limit]
+        if dataset == "cluttered":
+            images, masks = make_cluttered(images, seed, canvas_size=56, background_strength=0.2, background_blur=2.0)
+        else:
+            masks = images > 0
+        pad = (size - images.shape[-1]) // 2
+        x = F.pad(torch.from_numpy(images.astype(np.float32) / 255.0), (pad, pad, pad, pad)).unsqueeze(1)
+        arrays[f"{split}_x"] = x
+        arrays[f"{split}_y"] = torch.from_numpy(labels.astype(np.int64))
+        arrays[f"{split}_mask"] = F.pad(torch.from_numpy(np.ascontiguousarray(masks)), (pad, pad, pad, pad))
+    mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
+    for split in ("train", "test"):
+        arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(arrays, path)
+    return arrays
+
+
+def mae_teacher(dataset: str, settings: Settings, seed: int) -> GPAForPreTraining:
+    image_size, patch_size, _ = GEOMETRY[dataset]
+    torch.manual_seed(seed)
+    config = GPAConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=1,
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_layers,
+        num_attention_heads=settings.num_heads,
+        intermediate_size=4 * settings.hidden_size,
+        decoder_hidden_size=64,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=settings.num_heads,
+        decoder_intermediate_size=256,
+        mask_ratio=settings.mae_mask_ratio,
+        norm_pix_loss=dataset == "plain",
+        gpa_prediction=False,
+    )
+    return GPAForPreTraining(config)
+
+
+def student(name: str, dataset: str, settings: Settings, seed: int) -> torch.nn.Module:
+    """The seed's initial SimMIM student: the same weights in both arms."""
+    image_size, patch_size, _ = GEOMETRY[dataset]
+    torch.manual_seed(seed)
+    if name == "vit":
+        config = ViTConfig(
+            image_size=image_size,
+            patch_size=patch_size,
+            encoder_stride=patch_size,
+            num_channels=1,
+            hidden_size=settings.hidden_size,
+            num_hidden_layers=settings.num_layers,
+            num_attention_heads=settings.num_heads,
+            intermediate_size=4 * settings.hidden_size,
+        )
+        return ViTForMaskedImageModeling(config)
+    config = SwinConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=1,
+        embed_dim=settings.swin_embed_dim,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=2,
+        encoder_stride=patch_size * 2,
+    )
+    return SwinForMaskedImageModeling(config)
+
+
+def train_loop(model, arrays, settings: Settings, seed: int, step_fn) -> dict:
+    """AdamW + cosine lr with warm-up; ``step_fn(model, batch, batch_masks, progress)`` returns the loss."""
+    images, pixel_masks = arrays["train_x"], arrays["train_mask"]
+    model.train()
+    lr = settings.blr * settings.batch_size / 256
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay)
+    data_rng = torch.Generator().manual_seed(seed)
+    batch_size = min(settings.batch_size, len(images))
+    steps_per_epoch = len(images) // batch_size
+    total_steps = settings.epochs * steps_per_epoch
+    warmup = int(settings.warmup_epochs * steps_per_epoch)
+    losses, step, start = [], 0, time.perf_counter()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(images), generator=data_rng)
+        flips = torch.rand(len(images), generator=data_rng) < 0.5
+        for index in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
+            flip = flips[index].view(-1, 1, 1)
+            batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
+            batch = torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index])
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, total_steps, warmup, lr)
+            loss = step_fn(model, batch, batch_masks, step / max(1, total_steps - 1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+    if not all(math.isfinite(v) for v in losses):
+        raise RuntimeError("pretraining diverged (non-finite loss); lower blr.")
+    tail = max(1, steps_per_epoch)
+    return {
+        "pretrain_seconds": time.perf_counter() - start,
+        "steps": step,
+        "loss_first": statistics.fmean(losses[:tail]),
+        "loss_last": statistics.fmean(losses[-tail:]),
+    }
+
+
+@torch.no_grad()
+def features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, S, S) -> (N, D) mean-pooled last hidden states of the student's (or teacher's) encoder."""
+    model.eval()
+    encoder = model.vit if hasattr(model, "vit") else model.swin
+    chunks = []
+    for chunk in images.split(512):
+        hidden = encoder(chunk).last_hidden_state
+        # ViT: patch tokens after the CLS token; Swin: every token of the last stage.
+        chunks.append((hidden[:, 1:] if hasattr(model, "vit") else hidden).mean(dim=1))
+    return torch.cat(chunks)
+
+
+def evaluate(model: torch.nn.Module, arrays: dict, settings: Settings, seed: int) -> dict:
+    """k-NN top-1 and linear-probe accuracy of mean-pooled frozen features on the test set."""
+    return evaluate_features(
+        features(model, arrays["train_x"]), features(model, arrays["test_x"]), arrays, settings, seed
+    )
+
+
+def evaluate_features(train: torch.Tensor, test: torch.Tensor, arrays: dict, settings: Settings, seed: int) -> dict:
+    """k-NN top-1 and linear-probe accuracy from (N, D) train and (M, D) test features."""
+    train_y, test_y = arrays["train_y"], arrays["test_y"]
+    scores = knn_scores(train, train_y, test, 10, k=settings.knn_k, temperature=settings.knn_temperature)
+    probe = train_linear_probe(
+        train,
+        train_y,
+        10,
+        epochs=settings.probe_epochs,
+        batch_size=256,
+        optimizer="lars",
+        lr=settings.probe_lr,
+        warmup_epochs=max(1, settings.probe_epochs // 10),
+        seed=seed,
+    )
+    linear = probe_logits(probe, test).argmax(1)
+    return {
+        "knn": (scores.argmax(1) == test_y).float().mean().item(),
+        "linear": (linear == test_y).float().mean().item(),
+    }
+
+
+def cached(path: Path) -> dict | None:
+    result = path / "result.json"
+    return json.loads(result.read_text()) if result.is_file() else None
+
+
+def save_result(path: Path, result: dict) -> dict:
+    path.mkdir(parents=True, exist_ok=True)
+    staging = path / f"result.json.{os.getpid()}.tmp"
+    staging.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    os.replace(staging, path / "result.json")
+    return result
+
+
+def run_teacher(dataset: str, seed: int, arrays: dict, settings: Settings, root: Path) -> dict:
+    """Pretrains (or loads) the seed's MAE teacher and its few-shot block/head."""
+    path = root / dataset / "mae_teacher" / f"seed{seed}"
+    if (result := cached(path)) is not None:
+        return result
+    model = mae_teacher(dataset, settings, seed)
+    noise_rng = torch.Generator().manual_seed(seed + 10_000)
+    num_patches = model.vit.embeddings.patch_embeddings.num_patches
+
+    def step(model, batch, _masks, progress):
+        return model(batch, noise=torch.rand(len(batch), num_patches, generator=noise_rng)).loss
+
+    stats = train_loop(model, arrays, settings, seed, step)
+    model.save_pretrained(path / "checkpoint")
+    index = torch.randperm(len(arrays["train_x"]), generator=torch.Generator().manual_seed(seed + 30_000))
+    index = index[:FEWSHOT_IMAGES]
+    patch_size = GEOMETRY[dataset][1]
+    selection = select_attention_head(
+        model.vit,
+        arrays["train_x"][index],
+        object_patches(arrays["train_mask"][index], patch_size),
+        mask_ratio=settings.mask_ratio,
+    )
+    result = {
+        "dataset": dataset,
+        "arm": "mae_teacher",
+        "seed": seed,
+        **stats,
+        "fewshot": {"layer": selection.best_layer, "head": selection.best_head, "recall": selection.best_recall},
+    }
+    return save_result(path, result)
+
+
+def run_arm(dataset: str, student_name: str, arm: str, seed: int, arrays: dict, settings: Settings, root: Path) -> dict:
+    """Pretrains one SimMIM arm (or loads its cached result) and evaluates it."""
+    path = root / dataset / student_name / arm / f"seed{seed}"
+    if (result := cached(path)) is not None:
+        return result
+    image_size, model_patch, mask_patch = GEOMETRY[dataset]
+    fewshot = None
+    mask_settings = SimMIMMaskSettings(
+        image_size=image_size,
+        mask_patch_size=mask_patch,
+        model_patch_size=model_patch,
+        mask_ratio=settings.mask_ratio,
+        method="random",
+    )
+    if arm == "simmim_gpa":
+        teacher = run_teacher(dataset, seed, arrays, settings, root)
+        fewshot = teacher["fewshot"]
+        mask_settings = dataclasses.replace(
+            mask_settings,
+            method="gpa",
+            teacher="pretrained",
+            teacher_name_or_path=str(root / dataset / "mae_teacher" / f"seed{seed}" / "checkpoint"),
+            layer=fewshot["layer"],
+            head=fewshot["head"],
+        )
+    model = student(student_name, dataset, settings, seed)
+    masker = SimMIMMasker(mask_settings, model, num_channels=1)
+    mask_rng = torch.Generator().manual_seed(seed + 10_000)
+    hits, objects = torch.zeros(()), torch.zeros(())
+
+    def step(model, batch, batch_masks, progress):
+        nonlocal hits, objects
+        if arm == "simmim_gpa":
+            groups = gpa_mask_patch_groups(
+                masker.scores(batch, model),
+                image_size=image_size,
+                mask_patch_size=mask_patch,
+                model_patch_size=model_patch,
+                mask_ratio=settings.mask_ratio,
+                progress=progress,
+                generator=mask_rng,
+            )
+            masked = groups != KEPT
+        else:
+            masked = random_mask_patches(
+                len(batch),
+                image_size=image_size,
+                mask_patch_size=mask_patch,
+                model_patch_size=model_patch,
+                mask_ratio=settings.mask_ratio,
+                generator=mask_rng,
+            )
+        garment = object_patches(batch_masks, mask_patch)
+        hits, objects = hits + (masked & garment).sum(), objects + garment.sum()
+        scale = mask_patch // model_patch
+        grid = masked.view(len(batch), image_size // mask_patch, -1)
+        bool_masked_pos = grid.repeat_interleave(scale, 1).repeat_interleave(scale, 2).flatten(1)
+        return model(batch, bool_masked_pos=bool_masked_pos).loss
+
+    stats = train_loop(model, arrays, settings, seed, step)
+    metrics = evaluate(model, arrays, settings, seed)
+    result = {
+        "dataset": dataset,
+        "student": student_name,
+        "arm": arm,
+        "seed": seed,
+        **metrics,
+        **stats,
+        "mask_object_recall": (hits / objects.clamp_min(1)).item(),
+        "fewshot": fewshot,
+    }
+    print(
+        f"[{dataset} {student_name} {arm} seed {seed}] knn {metrics['knn']:.4f} linear {metrics['linear']:.4f} "
+        f"recall {result['mask_object_recall']:.3f} | {stats['pretrain_seconds']:.0f} s",
+        flush=True,
+    )
+    return save_result(path, result)
+
+
+def run_reference(dataset: str, student_name: str, seed: int, arrays: dict, settings: Settings, root: Path) -> dict:
+    """``random_init``: the seed's initial student, unpretrained; ``raw_pixels`` (student "pixels"): pixel features."""
+    name = "raw_pixels" if student_name == "pixels" else "random_init"
+    path = root / dataset / student_name / name / f"seed{seed}"
+    if (result := cached(path)) is not None:
+        return result
+    if name == "raw_pixels":
+        metrics = evaluate_features(arrays["train_x"].flatten(1), arrays["test_x"].flatten(1), arrays, settings, seed)
+    else:
+        metrics = evaluate(student(student_name, dataset, settings, seed), arrays, settings, seed)
+    return save_result(path, {"dataset": dataset, "student": student_name, "arm": name, "seed": seed, **metrics})
+
+
+def summarize(results: list[dict]) -> dict:
+    """Mean, std and n over seeds of knn, linear and mask recall per (dataset, student, arm)."""
+    summary = {}
+    for dataset in DATASETS:
+        for student_name in (*STUDENTS, "pixels"):
+            for arm in (*ARMS, *REFERENCES):
+                rows = [r for r in results if (r["dataset"], r["student"], r["arm"]) == (dataset, student_name, arm)]
+                if not rows:
+                    continue
+                cell = {"n": len(rows), "seeds": sorted(r["seed"] for r in rows)}
+                for metric in ("knn", "linear", "mask_object_recall"):
+                    values = [r[metric] for r in rows if metric in r]
+                    if not values:
+                        continue
+                    cell[metric] = {
+                        "mean": statistics.fmean(values),
+                        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    }
+                summary[f"{dataset}/{student_name}/{arm}"] = cell
+    return summary
+
+
+def markdown(summary: dict, meta: dict) -> str:
+    lines = [
+        "# SimMIM with random vs GPA masks: Fashion-MNIST, CPU scale",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Settings: {json.dumps(meta['settings'])}",
+        "",
+        "k-NN (k=20) and linear-probe (LARS) top-1 accuracy (%) of mean-pooled frozen features on the test set; "
+        "mask recall = share of the garment's mask patches (at least half garment) that the training masks hid "
+        f"(a random mask hides {meta['random_share']:.1%} in expectation). Mean ± std over the seeds listed.",
+        "",
+        "| dataset | student | arm | seeds | k-NN | linear | mask recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, cell in summary.items():
+        dataset, student_name, arm = key.split("/")
+        knn, linear, recall = cell["knn"], cell["linear"], cell.get("mask_object_recall")
+        recall_cell = f"{recall['mean']:.3f} ± {recall['std']:.3f}" if recall else "–"
+        lines.append(
+            f"| {dataset} | {student_name} | {arm} | {','.join(map(str, cell['seeds']))} | "
+            f"{100 * knn['mean']:.1f} ± {100 * knn['std']:.1f} | {100 * linear['mean']:.1f} ± "
+            f"{100 * linear['std']:.1f} | {recall_cell} |"
+        )
+    lines += ["", PROTOCOL, ""]
+    return "\n".join(lines)
+
+
+def figure(summary: dict):
+    """Bars of k-NN and linear-probe accuracy (mean ± std over seeds) per dataset, student and arm; a ``Figure``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(DATASETS), squeeze=False)[0]
+    arms = (*ARMS, "random_init")
+    for ax, dataset in zip(axes, DATASETS, strict=True):
+        groups = [(s, m) for s in STUDENTS for m in ("knn", "linear")]
+        for offset, arm in enumerate(arms):
+            cells = [summary.get(f"{dataset}/{s}/{arm}") for s, _ in groups]
+            means = [100 * c[m]["mean"] if c else 0.0 for c, (_, m) in zip(cells, groups, strict=True)]
+            stds = [100 * c[m]["std"] if c else 0.0 for c, (_, m) in zip(cells, groups, strict=True)]
+            positions = [i + (offset - 1) * 0.27 for i in range(len(groups))]
+            ax.bar(positions, means, width=0.27, yerr=stds, label=arm, capsize=2)
+        pixels = summary.get(f"{dataset}/pixels/raw_pixels")
+        if pixels:
+            ax.axhline(100 * pixels["knn"]["mean"], color="gray", linestyle="--", label="raw pixels k-NN")
+        ax.set_xticks(range(len(groups)), [f"{s}\n{m}" for s, m in groups])
+        ax.set_title(f"{dataset} Fashion-MNIST")
+        ax.set_ylabel("top-1 accuracy (%)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def run(
+    work_dir: Path,
+    settings: Settings,
+    datasets: tuple[str, ...],
+    students: tuple[str, ...],
+    seeds: tuple[int, ...],
+) -> list[dict]:
+    """Every (dataset, seed, student, arm), cached; returns all results found for these settings."""
+    root = work_dir / f"runs-{settings.key()}"
+    results = []
+    arrays = {dataset: load_arrays(dataset, settings, work_dir) for dataset in datasets}
+    # Seeds outermost: an interrupted run has whole seeds of every dataset rather than all seeds of one.
+    for seed in seeds:
+        for dataset in datasets:
+            for student_name in students:
+                for arm in ARMS:
+                    results.append(run_arm(dataset, student_name, arm, seed, arrays[dataset], settings, root))
+                results.append(run_reference(dataset, student_name, seed, arrays[dataset], settings, root))
+            results.append(run_reference(dataset, "pixels", seed, arrays[dataset], settings, root))
+    return results
+
+
+__all__ = ["ARMS", "DATASETS", "QUICK", "REFERENCES", "STUDENTS", "Settings", "figure", "markdown", "run", "summarize"]

@@ -1,0 +1,353 @@
+#!/usr/bin/env python
+"""SimMIM pretraining of a ViT or Swin with GPA (or random) masks: Hugging Face's run_mim.py, plus GPA's flags.
+
+    python run_scripts/run_mim.py --model_type swin --dataset_name fashion_mnist --output_dir outputs/simmim \\
+        --do_train --image_size 64 --patch_size 4 --mask_patch_size 16 \\
+        --config_overrides "embed_dim=48,window_size=2" \\
+        --mask_method gpa --gpa_teacher pretrained --gpa_teacher_name_or_path outputs/mae --max_steps 500
+
+Same arguments, with the same meaning, as run_mim.py (--model_type vit|swin, --mask_patch_size, --mask_ratio,
+--patch_size = the model's patch size, --config_overrides, every TrainingArguments flag); datasets as in
+run_pretrain.py. --mask_method random is run_mim.py's mask (ceil(mask_ratio * n) random mask patches per image);
+--mask_method gpa draws the same number with GPA's soft-to-hard schedule from a teacher's scores pooled to the
+mask-patch grid (modeling_gpa.simmim_masking). Checkpoints load with ViTForImageClassification /
+SwinForImageClassification.from_pretrained. Run with `accelerate launch --config_file ...` for several processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import transformers
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForMaskedImageModeling,
+    HfArgumentParser,
+    set_seed,
+)
+
+from modeling_gpa.data import (
+    build_image_processor,
+    collate_pixel_values,
+    load_image_datasets,
+    transforms_from_processor,
+    with_pixel_values,
+)
+from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
+from modeling_gpa.image_inputs import ImageSettings
+from modeling_gpa.pipeline import UnreadableImageError
+from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
+from modeling_gpa.trainer import GPATrainingArguments
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_pretrain import (  # noqa: E402
+    HelpFormatter,
+    checkpoint_to_resume,
+    hub_kwargs,
+    image_geometry,
+    logger,
+    one_line,
+    parse_head,
+    prepare_split,
+    setup_logging,
+    train_and_evaluate,
+)
+
+MODEL_TYPES = ("vit", "swin")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to pretrain (run_mim.py's arguments) and how its masks are drawn (GPA's)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A ViT or Swin checkpoint for weights initialization. Don't set to train from scratch."},
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": "If training from scratch, the model type.", "choices": list(MODEL_TYPES)},
+    )
+    config_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pretrained config name or path if not the same as model_name_or_path."}
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Override some existing default config settings when a model is trained from scratch. Example: "
+                "embed_dim=48,window_size=2 (no lists: the string is split at commas; use --config_name_or_path)"
+            )
+        },
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to store models and datasets from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "The model version (branch, tag or commit id)."})
+    image_processor_name: str | None = field(default=None, metadata={"help": "Name or path of preprocessor config."})
+    token: str | None = field(default=None, metadata={"help": "HTTP bearer token for remote files."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
+    image_size: int | None = field(
+        default=None, metadata={"help": "Image size (resolution). Unset: the configuration's image_size."}
+    )
+    patch_size: int | None = field(
+        default=None,
+        metadata={"help": "The model's patch size (run_mim.py's model_patch_size). Unset: the configuration's."},
+    )
+    encoder_stride: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Stride of the SimMIM decoder. Unset: the configuration's; from scratch, patch_size for a ViT and "
+                "patch_size * 2**(stages - 1) for a Swin."
+            )
+        },
+    )
+    mask_method: str = field(
+        default="gpa",
+        metadata={"help": "Mask patches chosen by GPA's schedule or uniformly (run_mim.py).", "choices": MASK_METHODS},
+    )
+    gpa_teacher: str = field(
+        default="pretrained",
+        metadata={
+            "help": (
+                "Teacher that scores patches: 'pretrained' (frozen --gpa_teacher_name_or_path, any student), 'ema' "
+                "or 'self' (ViT students only)."
+            ),
+            "choices": SIMMIM_TEACHERS,
+        },
+    )
+    gpa_teacher_name_or_path: str | None = field(
+        default=None, metadata={"help": "ViT, ViTMAE or GPA checkpoint of the 'pretrained' teacher."}
+    )
+    gpa_layer: int = field(default=-1, metadata={"help": "Teacher block that scores (negative: from the end)."})
+    gpa_head: str = field(default="-1", metadata={"help": "Teacher head that scores; 'none': all heads summed."})
+    gpa_score: str = field(
+        default="logits", metadata={"help": "'logits' or 'softmax'.", "choices": ["logits", "softmax"]}
+    )
+    gpa_queries: str = field(default="all", metadata={"help": "'all' or 'others'.", "choices": ["all", "others"]})
+    hard_ratio_start: float = field(default=0.0, metadata={"help": "Top-GPA share of the masked patches at the start."})
+    hard_ratio_end: float = field(default=0.5, metadata={"help": "Top-GPA share of the masked patches at the end."})
+    soft_ratio_start: float = field(default=0.5, metadata={"help": "GPA-sampled share of the masked patches at start."})
+    soft_ratio_end: float = field(default=0.0, metadata={"help": "GPA-sampled share of the masked patches at the end."})
+    gpa_ema_momentum: float = field(default=0.996, metadata={"help": "Momentum of the 'ema' teacher."})
+
+
+@dataclass
+class DataTrainingArguments:
+    """Which images to pretrain and evaluate on, and the mask geometry (run_mim.py's)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Dataset name: 'fashion_mnist' or 'cluttered_fashion_mnist' (built offline from Debian's "
+                "dataset-fashion-mnist), or a Hub dataset. Or give --train_dir."
+            )
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: 'image' or 'img')."})
+    train_dir: str | None = field(default=None, metadata={"help": "A folder containing the training images."})
+    validation_dir: str | None = field(default=None, metadata={"help": "A folder containing the validation images."})
+    train_val_split: float | None = field(
+        default=0.15, metadata={"help": "Fraction of train split off for validation when there is no validation set."}
+    )
+    mask_patch_size: int = field(default=32, metadata={"help": "The size of the square patches to use for masking."})
+    mask_ratio: float = field(default=0.6, metadata={"help": "Percentage of patches to mask."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation examples."})
+    strict_images: bool = field(
+        default=False,
+        metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
+    )
+    gpa_selection_images: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "With --mask_method gpa: before training, choose the teacher's --gpa_layer/--gpa_head by few-shot "
+                "selection (paper section 3.4) on this many training images, their object_mask column "
+                "(cluttered_fashion_mnist) or non-zero pixels as ground truth; the teacher must take the student's "
+                "image size."
+            )
+        },
+    )
+
+
+def parse_arguments(argv: list[str] | None = None):
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, GPATrainingArguments),
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_config(model_args: ModelArguments, num_channels: int) -> transformers.PretrainedConfig:
+    """run_mim.py's config: --config_name_or_path / --model_name_or_path / --model_type (+ --config_overrides)."""
+    source = model_args.config_name_or_path or model_args.model_name_or_path
+    if source:
+        config = AutoConfig.from_pretrained(source, **hub_kwargs(model_args))
+    elif model_args.model_type is None:
+        raise ValueError("no model given: pass --model_type vit|swin (from scratch) or --model_name_or_path.")
+    else:
+        config = CONFIG_MAPPING[model_args.model_type]()
+        if "num_channels" not in (model_args.config_overrides or ""):
+            config.num_channels = num_channels
+        if model_args.config_overrides:
+            config.update_from_string(model_args.config_overrides)
+    if config.model_type not in MODEL_TYPES:
+        raise ValueError(f"config of type {config.model_type!r} is invalid; allowed values: {', '.join(MODEL_TYPES)}.")
+    config.image_size = model_args.image_size or config.image_size
+    config.patch_size = model_args.patch_size or config.patch_size
+    if model_args.encoder_stride:
+        config.encoder_stride = model_args.encoder_stride
+    elif not source:
+        # The SimMIM decoder upsamples the last feature map back to the image: by the patch size for a ViT, by the
+        # patch size times each patch merging's factor 2 for a Swin.
+        stages = len(config.depths) if config.model_type == "swin" else 1
+        config.encoder_stride = config.patch_size * 2 ** (stages - 1)
+    return config
+
+
+def build_image_processor_for(model_args: ModelArguments, config):
+    source = model_args.image_processor_name or model_args.model_name_or_path
+    processor = None
+    if source:
+        try:
+            processor = AutoImageProcessor.from_pretrained(source, **hub_kwargs(model_args))
+        except OSError:
+            if model_args.image_processor_name:
+                raise
+    if processor is None:
+        return build_image_processor(config.image_size, config.num_channels)
+    processor.size = {"height": config.image_size, "width": config.image_size}
+    return processor
+
+
+def mask_settings(model_args: ModelArguments, data_args: DataTrainingArguments, config) -> SimMIMMaskSettings:
+    return SimMIMMaskSettings(
+        image_size=config.image_size,
+        mask_patch_size=data_args.mask_patch_size,
+        model_patch_size=config.patch_size,
+        mask_ratio=data_args.mask_ratio,
+        method=model_args.mask_method,
+        teacher=model_args.gpa_teacher,
+        teacher_name_or_path=model_args.gpa_teacher_name_or_path,
+        layer=model_args.gpa_layer,
+        head=parse_head(model_args.gpa_head),
+        score=model_args.gpa_score,
+        queries=model_args.gpa_queries,
+        hard=(model_args.hard_ratio_start, model_args.hard_ratio_end),
+        soft=(model_args.soft_ratio_start, model_args.soft_ratio_end),
+        ema_momentum=model_args.gpa_ema_momentum,
+    )
+
+
+def select_block_and_head(masker: SimMIMMasker, model, processor, data_args, images, image_column: str) -> None:
+    """Few-shot attention selection: the teacher's (block, head) whose top-k GPA best covers the objects."""
+    encoder = masker.teacher_encoder(model)
+    teacher_size = encoder.config.image_size
+    if (teacher_size if isinstance(teacher_size, int) else teacher_size[0]) != model.config.image_size:
+        raise ValueError(
+            f"--gpa_selection_images needs a teacher at the student's image size {model.config.image_size}; the "
+            f"teacher takes {teacher_size}: pass --gpa_layer/--gpa_head instead."
+        )
+    settings = ImageSettings.for_config(model.config, processor.image_mean, processor.image_std)
+    pixel_values, objects = annotated_inputs(
+        encoder, images, data_args.gpa_selection_images, image_settings=settings, image_column=image_column
+    )
+    selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio)
+    masker.use_block_and_head(selection.best_layer, selection.best_head)
+    logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
+
+
+def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, str | None]:
+    """Everything before training: checkpoint to resume, data, config, model, masks, image processor, trainer."""
+    if not (training_args.do_train or training_args.do_eval):
+        raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
+    checkpoint = checkpoint_to_resume(training_args)
+    with training_args.main_process_first(desc="loading the dataset"):
+        dataset, image_column = load_image_datasets(
+            dataset_name=data_args.dataset_name,
+            dataset_config_name=data_args.dataset_config_name,
+            train_dir=data_args.train_dir,
+            validation_dir=data_args.validation_dir,
+            train_val_split=data_args.train_val_split,
+            cache_dir=model_args.cache_dir,
+            seed=training_args.seed,
+            image_column_name=data_args.image_column_name,
+        )
+    train = eval_ = None
+    if training_args.do_train:
+        train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)
+    if training_args.do_eval:
+        eval_ = prepare_split(dataset["validation"], "validation", data_args.max_eval_samples, training_args)
+
+    _, num_channels = image_geometry(train if train is not None else eval_, image_column)
+    config = build_config(model_args, num_channels)
+    settings = mask_settings(model_args, data_args, config)
+    set_seed(training_args.seed)
+    if model_args.model_name_or_path:
+        model = AutoModelForMaskedImageModeling.from_pretrained(
+            model_args.model_name_or_path, config=config, **hub_kwargs(model_args)
+        )
+    else:
+        model = AutoModelForMaskedImageModeling.from_config(config, trust_remote_code=model_args.trust_remote_code)
+    masker = SimMIMMasker(settings, model, config.num_channels)
+    processor = build_image_processor_for(model_args, config)
+    if data_args.gpa_selection_images and settings.method == "gpa":
+        select_block_and_head(masker, model, processor, data_args, train if train is not None else eval_, image_column)
+    logger.info(
+        f"SimMIM {config.model_type}: {config.image_size}x{config.image_size}x{config.num_channels} images, patch "
+        f"{config.patch_size}, mask patch {data_args.mask_patch_size}, mask ratio {data_args.mask_ratio}, "
+        f"{model.num_parameters() / 1e6:.2f}M parameters; masking: {settings.method}"
+        + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
+    )
+    strict = data_args.strict_images
+    if train is not None:
+        train = with_pixel_values(
+            train, transforms_from_processor(processor, config.num_channels, True), image_column, strict=strict
+        )
+    if eval_ is not None:
+        eval_ = with_pixel_values(
+            eval_, transforms_from_processor(processor, config.num_channels, False), image_column, strict=strict
+        )
+    trainer = SimMIMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=eval_,
+        processing_class=processor,
+        data_collator=collate_pixel_values,
+        masker=masker,
+    )
+    return trainer, checkpoint
+
+
+def main(argv: list[str] | None = None) -> dict:
+    try:
+        model_args, data_args, training_args = parse_arguments(argv)
+        setup_logging(training_args)
+        logger.warning(
+            f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: "
+            f"{training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
+            f"mixed precision: {training_args.mixed_precision}"
+        )
+        trainer, checkpoint = build_trainer(model_args, data_args, training_args)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        sys.exit(f"run_mim.py: error: {one_line(error)}")
+    try:
+        metrics = train_and_evaluate(trainer, training_args, checkpoint)
+    except UnreadableImageError as error:
+        sys.exit(f"run_mim.py: error: {one_line(error)}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
