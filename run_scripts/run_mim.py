@@ -37,9 +37,9 @@ from modeling_gpa.data import (
     transforms_from_processor,
     with_pixel_values,
 )
+from modeling_gpa.data.image_inputs import ImageSettings
+from modeling_gpa.data.pipeline import UnreadableImageError
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
-from modeling_gpa.image_inputs import ImageSettings
-from modeling_gpa.pipeline import UnreadableImageError
 from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
 from modeling_gpa.trainer import GPATrainingArguments
 

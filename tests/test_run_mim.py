@@ -226,8 +226,8 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, t
     argv += ["--gpa_selection_images", "6", "--max_steps", "1"]
     trainer, _ = run_mim.build_trainer(*run_mim.parse_arguments(argv))
     masker = trainer.masker
+    from modeling_gpa.data.image_inputs import ImageSettings
     from modeling_gpa.head_selection import annotated_inputs, select_attention_head
-    from modeling_gpa.image_inputs import ImageSettings
 
     encoder = masker.teacher
     processor = trainer.processing_class

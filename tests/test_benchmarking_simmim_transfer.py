@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import simmim_transfer  # noqa: E402
+import benchmark_simmim_transfer as simmim_transfer  # noqa: E402
 
 
 def test_quick_benchmark_writes_the_table_and_resumes_from_its_cache(tmp_path):

@@ -11,16 +11,24 @@ Images are zero-padded to a size the SimMIM mask grid divides: 28 -> 32 px (plai
 56 -> 64 px (cluttered, model patch 8, mask patch 16): an 8x8 model grid and a 4x4 mask grid on both. Every
 (dataset, student, arm, seed) is cached as ``result.json`` under ``<work_dir>/runs-<settings hash>/`` and skipped when
 present, so an interrupted run resumes with the same command.
+
+    python benchmarks/benchmark_simmim_transfer.py --work_dir outputs/simmim_transfer            # default size
+    python benchmarks/benchmark_simmim_transfer.py --work_dir outputs/simmim_quick --quick        # about a minute
+
+The summary goes to ``--output`` (``.md``, ``.json``, ``.png``; default ``outputs/benchmarks/simmim_transfer``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -29,14 +37,14 @@ import torch
 import torch.nn.functional as F
 from transformers import SwinConfig, SwinForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling
 
-from .configuration_gpa import GPAConfig
-from .evaluation import cosine_lr, knn_scores, probe_logits, train_linear_probe
-from .ground_truth import object_patches
-from .head_selection import select_attention_head
-from .masking import KEPT
-from .modeling_gpa import GPAForPreTraining
-from .simmim import SimMIMMasker, SimMIMMaskSettings
-from .simmim_masking import gpa_mask_patch_groups, random_mask_patches
+from ..configuration_gpa import GPAConfig
+from ..data.ground_truth import object_patches
+from ..evaluation import cosine_lr, knn_scores, probe_logits, train_linear_probe
+from ..head_selection import select_attention_head
+from ..masking import KEPT
+from ..modeling_gpa import GPAForPreTraining
+from ..simmim import SimMIMMasker, SimMIMMaskSettings
+from ..simmim_masking import gpa_mask_patch_groups, random_mask_patches
 
 DATASETS = ("plain", "cluttered")
 STUDENTS = ("vit", "swin")
@@ -101,8 +109,8 @@ QUICK = dict(
 
 def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, torch.Tensor]:
     """Normalised padded images ``{split}_x`` (N, 1, S, S), labels ``{split}_y`` and garment masks ``{split}_mask``."""
-    from .cluttered import make_cluttered
-    from .fashion_mnist import fashion_mnist_arrays
+    from ..data.cluttered import make_cluttered
+    from ..data.fashion_mnist import fashion_mnist_arrays
 
     key = hashlib.sha256(f"{dataset}-{settings.train_samples}-{settings.test_samples}".encode()).hexdigest()[:10]
     path = work_dir / "data" / f"{dataset}-{key}.pt"
@@ -498,3 +506,40 @@ def run(
 
 
 __all__ = ["ARMS", "DATASETS", "QUICK", "REFERENCES", "STUDENTS", "Settings", "figure", "markdown", "run", "summarize"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work_dir", type=Path, default=Path("outputs/simmim_transfer_work"))
+    parser.add_argument("--output", type=Path, default=Path("outputs/benchmarks/simmim_transfer"), help="Prefix.")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="Tiny models and data: a smoke test.")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads.")
+    for field in dataclasses.fields(Settings):
+        parser.add_argument(f"--{field.name}", type=type(field.default), default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    values = dict(QUICK) if args.quick else {}
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if getattr(args, f.name)})
+    settings = Settings(**values)
+    results = run(args.work_dir, settings, tuple(args.datasets), tuple(args.students), tuple(args.seeds))
+    summary = summarize(results)
+    command = "python benchmarks/benchmark_simmim_transfer.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    mask_grid = 4
+    count = -(-mask_grid * mask_grid * settings.mask_ratio // 1)
+    meta = {"command": command, "settings": dataclasses.asdict(settings), "random_share": count / mask_grid**2}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2, sort_keys=True) + "\n"
+    )
+    args.output.with_suffix(".md").write_text(markdown(summary, meta))
+    figure(summary).savefig(args.output.with_suffix(".png"), dpi=120)
+    print(args.output.with_suffix(".md").read_text())
+    return summary
