@@ -33,13 +33,11 @@ from transformers import (
 from modeling_gpa.data import (
     build_image_processor,
     collate_pixel_values,
-    load_image_datasets,
-    transforms_from_processor,
-    with_pixel_values,
 )
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.data.pipeline import UnreadableImageError
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
+from modeling_gpa.pretraining_script import load_splits, process_summary, with_crops
 from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
 from modeling_gpa.trainer import GPATrainingArguments
 
@@ -52,7 +50,6 @@ from run_pretrain import (  # noqa: E402
     logger,
     one_line,
     parse_head,
-    prepare_split,
     setup_logging,
     train_and_evaluate,
 )
@@ -272,23 +269,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
     checkpoint = checkpoint_to_resume(training_args)
-    with training_args.main_process_first(desc="loading the dataset"):
-        dataset, image_column = load_image_datasets(
-            dataset_name=data_args.dataset_name,
-            dataset_config_name=data_args.dataset_config_name,
-            train_dir=data_args.train_dir,
-            validation_dir=data_args.validation_dir,
-            train_val_split=data_args.train_val_split,
-            cache_dir=model_args.cache_dir,
-            seed=training_args.seed,
-            image_column_name=data_args.image_column_name,
-        )
-    train = eval_ = None
-    if training_args.do_train:
-        train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)
-    if training_args.do_eval:
-        eval_ = prepare_split(dataset["validation"], "validation", data_args.max_eval_samples, training_args)
-
+    train, eval_, image_column = load_splits(model_args, data_args, training_args)
     _, num_channels = image_geometry(train if train is not None else eval_, image_column)
     config = build_config(model_args, num_channels)
     settings = mask_settings(model_args, data_args, config)
@@ -309,15 +290,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         f"{model.num_parameters() / 1e6:.2f}M parameters; masking: {settings.method}"
         + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
     )
-    strict = data_args.strict_images
-    if train is not None:
-        train = with_pixel_values(
-            train, transforms_from_processor(processor, config.num_channels, True), image_column, strict=strict
-        )
-    if eval_ is not None:
-        eval_ = with_pixel_values(
-            eval_, transforms_from_processor(processor, config.num_channels, False), image_column, strict=strict
-        )
+    train, eval_ = with_crops(train, eval_, processor, config.num_channels, image_column, data_args.strict_images)
     trainer = SimMIMTrainer(
         model=model,
         args=training_args,
@@ -334,11 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         model_args, data_args, training_args = parse_arguments(argv)
         setup_logging(training_args)
-        logger.warning(
-            f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: "
-            f"{training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
-            f"mixed precision: {training_args.mixed_precision}"
-        )
+        logger.warning(process_summary(training_args))
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_mim.py: error: {one_line(error)}")

@@ -29,9 +29,6 @@ from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data import (
     build_image_processor,
     collate_pixel_values,
-    load_image_datasets,
-    transforms_from_processor,
-    with_pixel_values,
 )
 from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
 from modeling_gpa.data.image_inputs import ImageSettings
@@ -40,6 +37,7 @@ from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.presets import GPA_PRESETS, preset_fields
+from modeling_gpa.pretraining_script import load_splits, process_summary, with_crops
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -593,17 +591,6 @@ class RandomMaskingCollator:
         return batch
 
 
-def prepare_split(
-    dataset: datasets.Dataset, name: str, limit: int | None, training_args: GPATrainingArguments
-) -> datasets.Dataset:
-    """Seeded truncation to ``limit`` images, as run_mae.py does. Images are only decoded when the loader reads them."""
-    if limit is not None:
-        dataset = dataset.shuffle(seed=training_args.seed).select(range(min(limit, len(dataset))))
-    if len(dataset) == 0:
-        raise ValueError(f"the {name} split has no images: check --train_dir / --dataset_name.")
-    return dataset
-
-
 def setup_logging(training_args: GPATrainingArguments) -> None:
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
@@ -642,23 +629,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
     checkpoint = checkpoint_to_resume(training_args)
 
-    # The main process builds the dataset cache first; the others then read it.
-    with training_args.main_process_first(desc="loading the dataset"):
-        dataset, image_column = load_image_datasets(
-            dataset_name=data_args.dataset_name,
-            dataset_config_name=data_args.dataset_config_name,
-            train_dir=data_args.train_dir,
-            validation_dir=data_args.validation_dir,
-            train_val_split=data_args.train_val_split,
-            cache_dir=model_args.cache_dir,
-            seed=training_args.seed,
-            image_column_name=data_args.image_column_name,
-        )
-    train = eval_ = None
-    if training_args.do_train:
-        train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)
-    if training_args.do_eval:
-        eval_ = prepare_split(dataset["validation"], "validation", data_args.max_eval_samples, training_args)
+    train, eval_, image_column = load_splits(model_args, data_args, training_args)
 
     config = build_config(model_args, train if train is not None else eval_, image_column)
     # Seeded before the weights are drawn, so a run's initialisation depends on --seed alone.
@@ -677,14 +648,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
             model, processor, data_args, training_args, train if train is not None else eval_, image_column
         )
 
-    # Workers decode and crop to uint8; GPATrainer normalises each batch on the device with the processor's mean/std.
-    strict = data_args.strict_images
-    if train is not None:
-        crop = transforms_from_processor(processor, config.num_channels, train=True)
-        train = with_pixel_values(train, crop, image_column, strict=strict)
-    if eval_ is not None:
-        crop = transforms_from_processor(processor, config.num_channels, train=False)
-        eval_ = with_pixel_values(eval_, crop, image_column, strict=strict)
+    train, eval_ = with_crops(train, eval_, processor, config.num_channels, image_column, data_args.strict_images)
     num_patches = (config.image_size // config.patch_size) ** 2
     collator = RandomMaskingCollator(num_patches) if model_args.mask_method == "random" else collate_pixel_values
     trainer = GPATrainer(
@@ -790,11 +754,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         model_args, data_args, training_args = parse_arguments(argv)
         setup_logging(training_args)
-        logger.warning(
-            f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: "
-            f"{training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
-            f"mixed precision: {training_args.mixed_precision}"
-        )
+        logger.warning(process_summary(training_args))
         logger.info(f"modeling_gpa {modeling_gpa.__version__}; training/evaluation parameters {training_args}")
         # The upload happens once, at the end, with our model card: Trainer would reach for the Hub at start-up.
         push, training_args.push_to_hub = training_args.push_to_hub, False
