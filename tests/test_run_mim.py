@@ -11,13 +11,14 @@ from transformers import (
     SwinForImageClassification,
     ViTForImageClassification,
     ViTForMaskedImageModeling,
-    ViTMAEConfig,
-    ViTMAEForPreTraining,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_mim  # noqa: E402
+from tiny import save_mae_teacher, script_args  # noqa: E402
+
+from modeling_gpa.data import load_image_datasets  # noqa: E402
 
 VIT = ["--model_type", "vit", "--image_size", "32", "--patch_size", "4", "--mask_patch_size", "8"]
 VIT_OVERRIDES = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64"
@@ -44,50 +45,11 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory) -> str:
-    """A tiny ViTMAE on 64 px gray images with 16 px patches (a 4x4 grid, coarser than the students' mask grid)."""
-    torch.manual_seed(0)
-    config = ViTMAEConfig(
-        image_size=64,
-        patch_size=16,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        decoder_hidden_size=16,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-    )
-    path = tmp_path_factory.mktemp("teacher")
-    ViTMAEForPreTraining(config).save_pretrained(path)
-    return str(path)
+    return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=2)
 
 
 def mim_args(images: Path, output_dir: Path, model: list[str], overrides: str, *extra: str) -> list[str]:
-    return [
-        "--train_dir",
-        str(images / "train"),
-        "--validation_dir",
-        str(images / "val"),
-        "--cache_dir",
-        str(output_dir.parent / f"{output_dir.name}_cache"),
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        *model,
-        "--config_overrides",
-        overrides,
-        "--per_device_train_batch_size",
-        "4",
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
-        *extra,
-    ]
+    return script_args(images, output_dir, *model, "--config_overrides", overrides, *extra)
 
 
 def test_help_has_run_mims_flags_and_gpas(capsys):
@@ -232,7 +194,7 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, t
     encoder = masker.teacher
     processor = trainer.processing_class
     settings = ImageSettings.for_config(trainer.model.config, processor.image_mean, processor.image_std)
-    train, _ = run_mim.load_image_datasets(
+    train, _ = load_image_datasets(
         train_dir=str(images / "train"), validation_dir=str(images / "val"), cache_dir=str(tmp_path / "cache")
     )
     train = train["train"]

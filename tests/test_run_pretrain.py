@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from tiny import config_overrides, tiny_kwargs
+from tiny import config_overrides, script_args, tiny_kwargs
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
@@ -44,28 +44,7 @@ def images(tmp_path_factory) -> Path:
 
 
 def pretrain_args(images: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--train_dir",
-        str(images / "train"),
-        "--validation_dir",
-        str(images / "val"),
-        "--cache_dir",
-        str(output_dir.parent / f"{output_dir.name}_cache"),
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        "--config_overrides",
-        OVERRIDES,
-        "--per_device_train_batch_size",
-        "4",
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
-        *extra,
-    ]
+    return script_args(images, output_dir, "--config_overrides", OVERRIDES, *extra)
 
 
 def error_of(argv: list[str]) -> str:

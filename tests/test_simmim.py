@@ -1,12 +1,11 @@
 import pytest
 import torch
+from tiny import save_mae_teacher
 from transformers import (
     SwinConfig,
     SwinForMaskedImageModeling,
     ViTConfig,
     ViTForMaskedImageModeling,
-    ViTMAEConfig,
-    ViTMAEForPreTraining,
 )
 
 from modeling_gpa.simmim import SimMIMMasker, SimMIMMaskSettings
@@ -47,24 +46,7 @@ def swin_student(image_size=64, seed=0):
 
 @pytest.fixture(scope="module")
 def mae_teacher_dir(tmp_path_factory):
-    """A tiny ViTMAE checkpoint with 16-pixel patches on 64 px images: a 4x4 grid, coarser than a Swin's patches."""
-    torch.manual_seed(0)
-    config = ViTMAEConfig(
-        image_size=64,
-        patch_size=16,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        decoder_hidden_size=16,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-    )
-    path = tmp_path_factory.mktemp("teacher")
-    ViTMAEForPreTraining(config).save_pretrained(path)
-    return str(path)
+    return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=3)
 
 
 def test_self_and_ema_teachers_score_the_vit_students_encoder():

@@ -49,3 +49,51 @@ except ImportError:
 else:
     raise SystemExit("the package is still importable")
 """
+
+
+def script_args(images, output_dir, *extra: str) -> list[str]:
+    """run_pretrain.py / run_mim.py flags for a few logged training steps on ``images``/train and ``images``/val."""
+    return [
+        "--train_dir",
+        str(images / "train"),
+        "--validation_dir",
+        str(images / "val"),
+        "--cache_dir",
+        str(output_dir.parent / f"{output_dir.name}_cache"),
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--per_device_train_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        *extra,
+    ]
+
+
+def save_mae_teacher(path, num_hidden_layers: int) -> str:
+    """A seeded ViTMAE on 64 px gray images with 16 px patches (a 4x4 grid, coarser than the SimMIM students' mask
+    grid) saved at ``path``; returns ``path`` as a string."""
+    import torch
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    torch.manual_seed(0)
+    config = ViTMAEConfig(
+        image_size=64,
+        patch_size=16,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+    ViTMAEForPreTraining(config).save_pretrained(path)
+    return str(path)
