@@ -44,6 +44,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import hashlib
 import itertools
 import json
@@ -57,7 +58,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
 from PIL import Image
@@ -200,32 +200,19 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
     path = work_dir / "data" / f"{dataset}-{key[:10]}.pt"
     if path.is_file():
         return torch.load(path)
-    from modeling_gpa.data.fashion_mnist import fashion_mnist_arrays
+    from modeling_gpa.data.cluttered import make_cluttered
+    from modeling_gpa.data.fashion_mnist import garment_arrays
 
-    arrays = {}
-    for split, limit, seed in (("train", settings.train_samples, 1), ("test", settings.test_samples, 2)):
-        images, labels = fashion_mnist_arrays(split)
-        images, labels = images[:limit], labels[:limit]
-        if dataset == "cluttered":
-            from modeling_gpa.data.cluttered import make_cluttered
-
-            images, masks = make_cluttered(
-                images,
-                seed,
-                canvas_size=settings.canvas_size,
-                scale_range=(settings.garment_scale_min, settings.garment_scale_max),
-                background_strength=settings.background_strength,
-                background_blur=settings.background_blur,
-            )
-        else:
-            masks = images > 0
-        arrays[f"{split}_x"] = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-        arrays[f"{split}_y"] = torch.from_numpy(labels.astype(np.int64))
-        arrays[f"{split}_mask"] = torch.from_numpy(np.ascontiguousarray(masks))
-    mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
-    for split in ("train", "test"):
-        arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
-    arrays["pixel_mean"], arrays["pixel_std"] = mean, std
+    clutter = None
+    if dataset == "cluttered":
+        clutter = functools.partial(
+            make_cluttered,
+            canvas_size=settings.canvas_size,
+            scale_range=(settings.garment_scale_min, settings.garment_scale_max),
+            background_strength=settings.background_strength,
+            background_blur=settings.background_blur,
+        )
+    arrays = garment_arrays(settings.train_samples, settings.test_samples, clutter)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomically(arrays, path)
     return arrays

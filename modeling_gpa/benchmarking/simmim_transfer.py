@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -32,9 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import SwinConfig, SwinForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling
 
 from ..configuration_gpa import GPAConfig
@@ -110,29 +109,16 @@ QUICK = dict(
 def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, torch.Tensor]:
     """Normalised padded images ``{split}_x`` (N, 1, S, S), labels ``{split}_y`` and garment masks ``{split}_mask``."""
     from ..data.cluttered import make_cluttered
-    from ..data.fashion_mnist import fashion_mnist_arrays
+    from ..data.fashion_mnist import garment_arrays
 
     key = hashlib.sha256(f"{dataset}-{settings.train_samples}-{settings.test_samples}".encode()).hexdigest()[:10]
     path = work_dir / "data" / f"{dataset}-{key}.pt"
     if path.is_file():
         return torch.load(path)
-    size = GEOMETRY[dataset][0]
-    arrays = {}
-    for split, limit, seed in (("train", settings.train_samples, 1), ("test", settings.test_samples, 2)):
-        images, labels = fashion_mnist_arrays(split)
-        images, labels = images[:limit], labels[:limit]
-        if dataset == "cluttered":
-            images, masks = make_cluttered(images, seed, canvas_size=56, background_strength=0.2, background_blur=2.0)
-        else:
-            masks = images > 0
-        pad = (size - images.shape[-1]) // 2
-        x = F.pad(torch.from_numpy(images.astype(np.float32) / 255.0), (pad, pad, pad, pad)).unsqueeze(1)
-        arrays[f"{split}_x"] = x
-        arrays[f"{split}_y"] = torch.from_numpy(labels.astype(np.int64))
-        arrays[f"{split}_mask"] = F.pad(torch.from_numpy(np.ascontiguousarray(masks)), (pad, pad, pad, pad))
-    mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
-    for split in ("train", "test"):
-        arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
+    clutter = None
+    if dataset == "cluttered":
+        clutter = functools.partial(make_cluttered, canvas_size=56, background_strength=0.2, background_blur=2.0)
+    arrays = garment_arrays(settings.train_samples, settings.test_samples, clutter, size=GEOMETRY[dataset][0])
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(arrays, path)
     return arrays
