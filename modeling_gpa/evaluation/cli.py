@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import ViTModel
+from transformers import SwinModel, ViTModel
 
 from ..data.columns import named_column
 from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
-from .features import POOLINGS, extract_features, load_encoder
+from .features import POOLINGS, check_pooling, extract_features, load_encoder
 
 
 def write_results(results: dict, output_dir: str | os.PathLike) -> Path:
@@ -124,7 +124,7 @@ def _saved_processor(path: str | None):
 
 
 def labelled_features(
-    encoder: ViTModel,
+    encoder: ViTModel | SwinModel,
     dataset,
     pooling: str,
     batch_size: int,
@@ -145,7 +145,7 @@ def labelled_features(
 
 def add_frozen_encoder_arguments(parser) -> None:
     """The flags run_knn.py and run_linear_probe.py share: checkpoint, output, pooling, device, seed and dataset."""
-    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
+    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE, ViT or Swin checkpoint directory.")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +160,7 @@ def frozen_encoder_features(args) -> dict:
         dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs and ``num_classes``.
     """
     encoder = load_encoder(args.model_name_or_path)
+    check_pooling(encoder, args.pooling)
     data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
     return {
         split: labelled_features(
