@@ -16,7 +16,7 @@ SwinForImageClassification.from_pretrained. Run with `accelerate launch --config
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
 from dataclasses import dataclass, field
 
@@ -26,7 +26,6 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForMaskedImageModeling,
-    HfArgumentParser,
     set_seed,
 )
 
@@ -37,28 +36,31 @@ from modeling_gpa.data import (
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.data.pipeline import UnreadableImageError
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
-from modeling_gpa.pretraining_script import load_splits, process_summary, with_crops
-from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
-from modeling_gpa.trainer import GPATrainingArguments
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_pretrain import (  # noqa: E402
-    HelpFormatter,
+from modeling_gpa.pretraining_script import (
+    HubArguments,
+    ImageDataArguments,
     checkpoint_to_resume,
     hub_kwargs,
     image_geometry,
-    logger,
+    load_splits,
     one_line,
     parse_head,
+    parse_script_arguments,
+    process_summary,
     setup_logging,
     train_and_evaluate,
+    with_crops,
 )
+from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
+from modeling_gpa.trainer import GPATrainingArguments
+
+logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("vit", "swin")
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubArguments):
     """Which model to pretrain (run_mim.py's arguments) and how its masks are drawn (GPA's)."""
 
     model_name_or_path: str | None = field(
@@ -81,11 +83,6 @@ class ModelArguments:
             )
         },
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store models and datasets from the Hub."})
-    model_revision: str = field(default="main", metadata={"help": "The model version (branch, tag or commit id)."})
-    image_processor_name: str | None = field(default=None, metadata={"help": "Name or path of preprocessor config."})
-    token: str | None = field(default=None, metadata={"help": "HTTP bearer token for remote files."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
     image_size: int | None = field(
         default=None, metadata={"help": "Image size (resolution). Unset: the configuration's image_size."}
     )
@@ -133,33 +130,11 @@ class ModelArguments:
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(ImageDataArguments):
     """Which images to pretrain and evaluate on, and the mask geometry (run_mim.py's)."""
 
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Dataset name: 'fashion_mnist' or 'cluttered_fashion_mnist' (built offline from Debian's "
-                "dataset-fashion-mnist), or a Hub dataset. Or give --train_dir."
-            )
-        },
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
-    image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: 'image' or 'img')."})
-    train_dir: str | None = field(default=None, metadata={"help": "A folder containing the training images."})
-    validation_dir: str | None = field(default=None, metadata={"help": "A folder containing the validation images."})
-    train_val_split: float | None = field(
-        default=0.15, metadata={"help": "Fraction of train split off for validation when there is no validation set."}
-    )
     mask_patch_size: int = field(default=32, metadata={"help": "The size of the square patches to use for masking."})
     mask_ratio: float = field(default=0.6, metadata={"help": "Percentage of patches to mask."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation examples."})
-    strict_images: bool = field(
-        default=False,
-        metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
-    )
     gpa_selection_images: int | None = field(
         default=None,
         metadata={
@@ -174,15 +149,7 @@ class DataTrainingArguments:
 
 
 def parse_arguments(argv: list[str] | None = None):
-    parser = HfArgumentParser(
-        (ModelArguments, DataTrainingArguments, GPATrainingArguments),
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_script_arguments((ModelArguments, DataTrainingArguments, GPATrainingArguments), __doc__, argv)
 
 
 def build_config(model_args: ModelArguments, num_channels: int) -> transformers.PretrainedConfig:
@@ -306,7 +273,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
 def main(argv: list[str] | None = None) -> dict:
     try:
         model_args, data_args, training_args = parse_arguments(argv)
-        setup_logging(training_args)
+        setup_logging(training_args, logger)
         logger.warning(process_summary(training_args))
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
