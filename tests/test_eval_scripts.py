@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import tiny_kwargs
-from transformers import BertConfig, BertModel, SwinConfig, SwinForMaskedImageModeling
+from tiny import swin_student, tiny_kwargs
+from transformers import BertConfig, BertModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 
@@ -54,19 +54,8 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def swin_checkpoint(tmp_path_factory):
     """A SimMIM Swin as run_mim.py saves it: 64 px gray images, patch 4, window 2, two stages of two blocks."""
-    torch.manual_seed(0)
-    config = SwinConfig(
-        image_size=64,
-        patch_size=4,
-        num_channels=1,
-        embed_dim=16,
-        depths=[2, 2],
-        num_heads=[1, 2],
-        window_size=2,
-        encoder_stride=8,
-    )
     path = tmp_path_factory.mktemp("swin")
-    SwinForMaskedImageModeling(config).save_pretrained(path)
+    swin_student().save_pretrained(path)
     return path
 
 

@@ -2,12 +2,10 @@
 
 import pytest
 import torch
-from tiny import tiny_kwargs
+from tiny import swin_student, tiny_kwargs
 from transformers import (
     BertConfig,
     BertModel,
-    SwinConfig,
-    SwinForMaskedImageModeling,
     SwinModel,
     ViTConfig,
     ViTForImageClassification,
@@ -76,11 +74,7 @@ def test_load_encoder_reads_hugging_face_checkpoints(tmp_path, kind):
 
 
 def test_a_swin_checkpoint_loads_as_a_swin_encoder_whose_features_are_its_tokens_mean(tmp_path):
-    torch.manual_seed(0)
-    config = SwinConfig(
-        image_size=64, patch_size=4, num_channels=1, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=2
-    )
-    simmim = SwinForMaskedImageModeling(config).eval()
+    simmim = swin_student().eval()
     simmim.save_pretrained(tmp_path)
     encoder = load_encoder(str(tmp_path))
     assert type(encoder) is SwinModel and encoder.pooler is None and not encoder.training

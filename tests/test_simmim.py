@@ -1,9 +1,7 @@
 import pytest
 import torch
-from tiny import save_mae_teacher
+from tiny import save_mae_teacher, swin_student
 from transformers import (
-    SwinConfig,
-    SwinForMaskedImageModeling,
     ViTConfig,
     ViTForMaskedImageModeling,
 )
@@ -26,22 +24,6 @@ def vit_student(image_size=32, patch_size=4, seed=0):
         intermediate_size=64,
     )
     return ViTForMaskedImageModeling(config)
-
-
-def swin_student(image_size=64, seed=0):
-    torch.manual_seed(seed)
-    config = SwinConfig(
-        image_size=image_size,
-        patch_size=4,
-        num_channels=1,
-        embed_dim=16,
-        # Two blocks per stage, so shifted windows let a masked window see visible patches.
-        depths=[2, 2],
-        num_heads=[1, 2],
-        window_size=2,
-        encoder_stride=8,
-    )
-    return SwinForMaskedImageModeling(config)
 
 
 @pytest.fixture(scope="module")

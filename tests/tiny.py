@@ -97,3 +97,23 @@ def save_mae_teacher(path, num_hidden_layers: int) -> str:
     )
     ViTMAEForPreTraining(config).save_pretrained(path)
     return str(path)
+
+
+def swin_student(image_size: int = 64, seed: int = 0):
+    """A seeded SimMIM Swin (``SwinForMaskedImageModeling``) on gray images: patch 4, window 2, embed_dim 16, two
+    stages of two blocks (so shifted windows let a masked window see visible patches), decoder stride 8."""
+    import torch
+    from transformers import SwinConfig, SwinForMaskedImageModeling
+
+    torch.manual_seed(seed)
+    config = SwinConfig(
+        image_size=image_size,
+        patch_size=4,
+        num_channels=1,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[1, 2],
+        window_size=2,
+        encoder_stride=8,
+    )
+    return SwinForMaskedImageModeling(config)
