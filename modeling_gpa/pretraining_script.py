@@ -11,9 +11,16 @@ from dataclasses import dataclass, field
 
 import datasets
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import (
+    AutoImageProcessor,
+    BaseImageProcessor,
+    HfArgumentParser,
+    PretrainedConfig,
+    Trainer,
+    TrainingArguments,
+)
 
-from .data import load_image_datasets, transforms_from_processor, with_pixel_values
+from .data import build_image_processor, load_image_datasets, transforms_from_processor, with_pixel_values
 from .data.pipeline import UnreadableImageError, decode_image
 from .trainer import last_complete_checkpoint
 
@@ -202,6 +209,30 @@ def train_and_evaluate(trainer: Trainer, training_args: TrainingArguments, check
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     return metrics
+
+
+def build_image_processor_for(model_args: HubArguments, config: PretrainedConfig) -> BaseImageProcessor:
+    """--image_processor_name, else --model_name_or_path's, else a new one; resized to the model's image size.
+
+    ``model_args`` also has ``model_name_or_path``; ``config`` gives ``image_size`` and ``num_channels``.
+    """
+    source = model_args.image_processor_name or model_args.model_name_or_path
+    processor = None
+    if source:
+        try:
+            processor = AutoImageProcessor.from_pretrained(source, **hub_kwargs(model_args))
+        except OSError:
+            if model_args.image_processor_name:
+                raise
+    if processor is None:
+        return build_image_processor(config.image_size, config.num_channels)
+    if len(processor.image_mean) not in (1, config.num_channels):
+        raise ValueError(
+            f"image processor mean {processor.image_mean} does not fit num_channels={config.num_channels}: pass "
+            "--image_processor_name with a matching one, or --num_channels."
+        )
+    processor.size = {"height": config.image_size, "width": config.image_size}
+    return processor
 
 
 def parse_script_arguments(dataclass_types: tuple[type, ...], description: str | None, argv: list[str] | None = None):

@@ -24,13 +24,11 @@ import transformers
 from transformers import (
     CONFIG_MAPPING,
     AutoConfig,
-    AutoImageProcessor,
     AutoModelForMaskedImageModeling,
     set_seed,
 )
 
 from modeling_gpa.data import (
-    build_image_processor,
     collate_pixel_values,
 )
 from modeling_gpa.data.image_inputs import ImageSettings
@@ -39,6 +37,7 @@ from modeling_gpa.head_selection import annotated_inputs, format_selection, sele
 from modeling_gpa.pretraining_script import (
     HubArguments,
     ImageDataArguments,
+    build_image_processor_for,
     checkpoint_to_resume,
     hub_kwargs,
     image_geometry,
@@ -177,21 +176,6 @@ def build_config(model_args: ModelArguments, num_channels: int) -> transformers.
         stages = len(config.depths) if config.model_type == "swin" else 1
         config.encoder_stride = config.patch_size * 2 ** (stages - 1)
     return config
-
-
-def build_image_processor_for(model_args: ModelArguments, config):
-    source = model_args.image_processor_name or model_args.model_name_or_path
-    processor = None
-    if source:
-        try:
-            processor = AutoImageProcessor.from_pretrained(source, **hub_kwargs(model_args))
-        except OSError:
-            if model_args.image_processor_name:
-                raise
-    if processor is None:
-        return build_image_processor(config.image_size, config.num_channels)
-    processor.size = {"height": config.image_size, "width": config.image_size}
-    return processor
 
 
 def mask_settings(model_args: ModelArguments, data_args: DataTrainingArguments, config) -> SimMIMMaskSettings:

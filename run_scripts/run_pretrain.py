@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 import datasets
 import torch
 import transformers
-from transformers import AutoConfig, AutoImageProcessor, ViTMAEConfig, set_seed
+from transformers import AutoConfig, ViTMAEConfig, set_seed
 
 import modeling_gpa
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data import (
-    build_image_processor,
     collate_pixel_values,
 )
 from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
@@ -39,6 +38,7 @@ from modeling_gpa.presets import GPA_PRESETS, preset_fields
 from modeling_gpa.pretraining_script import (
     HubArguments,
     ImageDataArguments,
+    build_image_processor_for,
     checkpoint_to_resume,
     hub_kwargs,
     image_geometry,
@@ -448,27 +448,6 @@ def build_model(model_args: ModelArguments, config: GPAConfig) -> GPAForPreTrain
     if info["unexpected_keys"]:
         logger.warning(f"Ignored {len(info['unexpected_keys'])} checkpoint weights: {info['unexpected_keys']}")
     return model
-
-
-def build_image_processor_for(model_args: ModelArguments, config: GPAConfig):
-    """--image_processor_name, else the checkpoint's, else a new one; resized to the model's image size."""
-    source = model_args.image_processor_name or model_args.model_name_or_path
-    processor = None
-    if source:
-        try:
-            processor = AutoImageProcessor.from_pretrained(source, **hub_kwargs(model_args))
-        except OSError:
-            if model_args.image_processor_name:
-                raise
-    if processor is None:
-        return build_image_processor(config.image_size, config.num_channels)
-    if len(processor.image_mean) not in (1, config.num_channels):
-        raise ValueError(
-            f"image processor mean {processor.image_mean} does not fit num_channels={config.num_channels}: pass "
-            "--image_processor_name with a matching one, or --num_channels."
-        )
-    processor.size = {"height": config.image_size, "width": config.image_size}
-    return processor
 
 
 @dataclass
