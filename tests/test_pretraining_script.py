@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import datasets
 import numpy as np
 import pytest
-from PIL import Image
+from tiny import write_image_folders
 
 from modeling_gpa.pretraining_script import (
     HubArguments,
@@ -25,13 +25,11 @@ from modeling_gpa.trainer import GPATrainingArguments
 @pytest.fixture
 def image_dirs(tmp_path):
     """train/ (6 gray 20x20 PNGs) and val/ (2), two classes."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("val", 2)):
-        for index in range(count):
-            folder = tmp_path / split / f"class{index % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(folder / f"{index}.png")
-    return tmp_path
+    return write_image_folders(tmp_path, gray_noise, counts=(("train", 6), ("val", 2)))
+
+
+def gray_noise(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 256, (20, 20), dtype=np.uint8)
 
 
 def test_parse_head_takes_an_index_or_the_sum_of_all_heads():

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import (
     SwinForImageClassification,
     ViTForImageClassification,
@@ -16,7 +15,7 @@ from transformers import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_mim  # noqa: E402
-from tiny import save_mae_teacher, script_args  # noqa: E402
+from tiny import save_mae_teacher, script_args, write_image_folders  # noqa: E402
 
 from modeling_gpa.data import load_image_datasets  # noqa: E402
 
@@ -30,17 +29,14 @@ SWIN_OVERRIDES = "embed_dim=12,window_size=2"
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """train/ (16 gray 28x28 PNGs: a bright textured square on black) and val/ (4), two classes each."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("val", 4)):
-        for index in range(count):
-            folder = root / split / f"class{index % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = np.zeros((28, 28), dtype=np.uint8)
-            top, left = rng.integers(0, 14, 2)
-            pixels[top : top + 14, left : left + 14] = rng.integers(128, 256, (14, 14))
-            Image.fromarray(pixels, "L").save(folder / f"{index:02d}.png")
-    return root
+    return write_image_folders(tmp_path_factory.mktemp("images"), bright_square)
+
+
+def bright_square(rng: np.random.Generator) -> np.ndarray:
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    top, left = rng.integers(0, 14, 2)
+    pixels[top : top + 14, left : left + 14] = rng.integers(128, 256, (14, 14))
+    return pixels
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
-from tiny import config_overrides, script_args, tiny_kwargs
+from tiny import config_overrides, script_args, tiny_kwargs, write_image_folders
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
@@ -31,14 +30,9 @@ OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """train/ (16 gray 28x28 PNGs and one unreadable file) and val/ (4 PNGs), two classes each."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("val", 4)):
-        for index in range(count):
-            folder = root / split / f"class{index % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-            Image.fromarray(pixels, "L").save(folder / f"{index:02d}.png")
+    root = write_image_folders(
+        tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    )
     (root / "train" / "class0" / "broken.png").write_bytes(b"not an image")
     return root
 

@@ -117,3 +117,18 @@ def swin_student(image_size: int = 64, seed: int = 0):
         encoder_stride=8,
     )
     return SwinForMaskedImageModeling(config)
+
+
+def write_image_folders(root, draw, counts=(("train", 16), ("val", 4))):
+    """Gray PNGs ``root/<split>/class<index % 2>/<index:02d>.png`` of ``count`` images per split; ``draw(rng)`` gives
+    each image's (H, W) uint8 pixels from one generator seeded 0. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        for index in range(count):
+            folder = root / split / f"class{index % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(draw(rng), "L").save(folder / f"{index:02d}.png")
+    return root
