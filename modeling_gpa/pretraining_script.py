@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import datasets
@@ -233,6 +234,22 @@ def build_image_processor_for(model_args: HubArguments, config: PretrainedConfig
         )
     processor.size = {"height": config.image_size, "width": config.image_size}
     return processor
+
+
+def start(parse_arguments: Callable[[list[str] | None], tuple], argv: list[str] | None, script_logger: logging.Logger):
+    """The script's arguments from ``parse_arguments(argv)``, with logging set up and the process line logged."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    setup_logging(training_args, script_logger)
+    script_logger.warning(process_summary(training_args))
+    return model_args, data_args, training_args
+
+
+def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArguments, checkpoint: str | None) -> dict:
+    """[`train_and_evaluate`]; an unreadable image (with --strict_images) ends the process with one line."""
+    try:
+        return train_and_evaluate(trainer, training_args, checkpoint)
+    except UnreadableImageError as error:
+        sys.exit(f"{script}: error: {one_line(error)}")
 
 
 def parse_script_arguments(dataclass_types: tuple[type, ...], description: str | None, argv: list[str] | None = None):

@@ -32,7 +32,6 @@ from modeling_gpa.data import (
     collate_pixel_values,
 )
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.data.pipeline import UnreadableImageError
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
 from modeling_gpa.pretraining_script import (
     HubArguments,
@@ -45,9 +44,8 @@ from modeling_gpa.pretraining_script import (
     one_line,
     parse_head,
     parse_script_arguments,
-    process_summary,
-    setup_logging,
-    train_and_evaluate,
+    start,
+    train_or_exit,
     with_crops,
 )
 from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
@@ -256,17 +254,11 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
 
 def main(argv: list[str] | None = None) -> dict:
     try:
-        model_args, data_args, training_args = parse_arguments(argv)
-        setup_logging(training_args, logger)
-        logger.warning(process_summary(training_args))
+        model_args, data_args, training_args = start(parse_arguments, argv, logger)
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_mim.py: error: {one_line(error)}")
-    try:
-        metrics = train_and_evaluate(trainer, training_args, checkpoint)
-    except UnreadableImageError as error:
-        sys.exit(f"run_mim.py: error: {one_line(error)}")
-    return metrics
+    return train_or_exit("run_mim.py", trainer, training_args, checkpoint)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from modeling_gpa.data import (
 )
 from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.data.pipeline import UnreadableImageError
 from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
@@ -43,12 +42,10 @@ from modeling_gpa.pretraining_script import (
     hub_kwargs,
     image_geometry,
     load_splits,
-    one_line,
     parse_head,
     parse_script_arguments,
-    process_summary,
-    setup_logging,
-    train_and_evaluate,
+    start,
+    train_or_exit,
     with_crops,
 )
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
@@ -595,9 +592,7 @@ def print_next_steps(output_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     try:
-        model_args, data_args, training_args = parse_arguments(argv)
-        setup_logging(training_args, logger)
-        logger.warning(process_summary(training_args))
+        model_args, data_args, training_args = start(parse_arguments, argv, logger)
         logger.info(f"modeling_gpa {modeling_gpa.__version__}; training/evaluation parameters {training_args}")
         # The upload happens once, at the end, with our model card: Trainer would reach for the Hub at start-up.
         push, training_args.push_to_hub = training_args.push_to_hub, False
@@ -605,10 +600,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_pretrain.py: error: {error}")
 
-    try:
-        metrics = train_and_evaluate(trainer, training_args, checkpoint)
-    except UnreadableImageError as error:
-        sys.exit(f"run_pretrain.py: error: {one_line(error)}")
+    metrics = train_or_exit("run_pretrain.py", trainer, training_args, checkpoint)
     if training_args.do_train and trainer.is_world_process_zero():
         try:
             command = ["python", "run_scripts/run_pretrain.py", *(sys.argv[1:] if argv is None else argv)]
