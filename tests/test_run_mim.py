@@ -1,5 +1,4 @@
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from transformers import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_mim  # noqa: E402
-from tiny import save_mae_teacher, script_args, write_image_folders  # noqa: E402
+from tiny import check_two_cpu_processes_train_one_model, save_mae_teacher, script_args, write_image_folders  # noqa: E402
 
 from modeling_gpa.data import load_image_datasets  # noqa: E402
 
@@ -151,31 +150,10 @@ def test_swin_refuses_the_self_teacher(images, tmp_path):
 
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(accelerate),
-        "launch",
-        "--config_file",
-        "run_scripts/accelerate_configs/cpu_2proc.yaml",
-        "--main_process_port",
-        str(29600 + os.getpid() % 1000),
-        "run_scripts/run_mim.py",
-        *mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2"),
-        "--save_steps",
-        "2",
-    ]
-    process = subprocess.run(
-        command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True, capture_output=True, timeout=240
-    )
-    out = process.stdout + process.stderr
-    assert process.returncode == 0, out[-3000:]
-    for rank in (0, 1):
-        assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
-    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
-    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
-    model = ViTForMaskedImageModeling.from_pretrained(output_dir)
-    torch.testing.assert_close(
-        model.state_dict(), ViTForMaskedImageModeling.from_pretrained(output_dir / "checkpoint-2").state_dict()
+    args = mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2")
+    port = 29600 + os.getpid() % 1000
+    check_two_cpu_processes_train_one_model(
+        "run_mim.py", [*args, "--save_steps", "2"], output_dir, ViTForMaskedImageModeling, port
     )
 
 

@@ -132,3 +132,33 @@ def write_image_folders(root, draw, counts=(("train", 16), ("val", 4))):
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(draw(rng), "L").save(folder / f"{index:02d}.png")
     return root
+
+
+def check_two_cpu_processes_train_one_model(script: str, args: list[str], output_dir, model_class, port: int) -> None:
+    """``accelerate launch`` of ``run_scripts/<script> args`` on two CPU processes, one thread each, saving at step 2:
+    both ranks train to step 2 at a total batch of 8 and the saved model is its one checkpoint, ``checkpoint-2``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--main_process_port", str(port)]
+    command += [f"run_scripts/{script}", *args]
+    # One thread per process: two processes share the CPU.
+    process = subprocess.run(
+        command, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True, capture_output=True, timeout=240
+    )
+    out = process.stdout + process.stderr
+    assert process.returncode == 0, out[-3000:]
+    for rank in (0, 1):
+        assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+    torch.testing.assert_close(
+        model_class.from_pretrained(output_dir).state_dict(),
+        model_class.from_pretrained(output_dir / "checkpoint-2").state_dict(),
+    )
