@@ -56,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -393,12 +394,8 @@ def pretrain(
     step = progress.epoch * steps_per_epoch
     for epoch in range(progress.epoch, settings.epochs):
         start = time.perf_counter()
-        order = torch.randperm(len(images), generator=data_rng)
-        flips = torch.rand(len(images), generator=data_rng) < 0.5
-        for index in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
-            flip = flips[index].view(-1, 1, 1)
-            batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
-            batch = torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index]).to(device)
+        for batch, batch_masks in flipped_batches(images, pixel_masks, batch_size, data_rng):
+            batch = batch.to(device)
             noise = torch.rand(batch_size, num_patches, generator=noise_rng).to(device) if random_masking else None
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, warmup_steps, lr)
@@ -553,6 +550,20 @@ def evaluate_checkpoint(checkpoint: Path, arrays: dict, settings: Settings, seed
 
 def run_dir(work_dir: Path, settings: Settings, dataset: str, name: str, seed: int) -> Path:
     return work_dir / f"runs-{settings.key(dataset)}" / dataset / name / f"seed{seed}"
+
+
+def flipped_batches(
+    images: torch.Tensor, pixel_masks: torch.Tensor, batch_size: int, data_rng: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (B, C, H, W) images and their (B, H, W) object masks: a random order drawn from ``data_rng``
+    (the last incomplete batch dropped), each image and its mask flipped left-right with probability 1/2."""
+    order = torch.randperm(len(images), generator=data_rng)
+    flips = torch.rand(len(images), generator=data_rng) < 0.5
+    steps = len(images) // batch_size
+    for index in order[: steps * batch_size].view(steps, batch_size):
+        flip = flips[index].view(-1, 1, 1)
+        batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
+        yield torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index]), batch_masks
 
 
 def cached(path: Path) -> dict | None:

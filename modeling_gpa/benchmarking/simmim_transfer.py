@@ -26,7 +26,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import shlex
 import statistics
 import sys
@@ -44,6 +43,7 @@ from ..masking import KEPT
 from ..modeling_gpa import GPAForPreTraining
 from ..simmim import SimMIMMasker, SimMIMMaskSettings
 from ..simmim_masking import gpa_mask_patch_groups, random_mask_patches
+from .fashion_mnist import cached, flipped_batches, save_result
 
 DATASETS = ("plain", "cluttered")
 STUDENTS = ("vit", "swin")
@@ -189,12 +189,7 @@ def train_loop(model, arrays, settings: Settings, seed: int, step_fn) -> dict:
     warmup = int(settings.warmup_epochs * steps_per_epoch)
     losses, step, start = [], 0, time.perf_counter()
     for _ in range(settings.epochs):
-        order = torch.randperm(len(images), generator=data_rng)
-        flips = torch.rand(len(images), generator=data_rng) < 0.5
-        for index in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
-            flip = flips[index].view(-1, 1, 1)
-            batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
-            batch = torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index])
+        for batch, batch_masks in flipped_batches(images, pixel_masks, batch_size, data_rng):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, warmup, lr)
             loss = step_fn(model, batch, batch_masks, step / max(1, total_steps - 1))
@@ -254,19 +249,6 @@ def evaluate_features(train: torch.Tensor, test: torch.Tensor, arrays: dict, set
         "knn": (scores.argmax(1) == test_y).float().mean().item(),
         "linear": (linear == test_y).float().mean().item(),
     }
-
-
-def cached(path: Path) -> dict | None:
-    result = path / "result.json"
-    return json.loads(result.read_text()) if result.is_file() else None
-
-
-def save_result(path: Path, result: dict) -> dict:
-    path.mkdir(parents=True, exist_ok=True)
-    staging = path / f"result.json.{os.getpid()}.tmp"
-    staging.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(staging, path / "result.json")
-    return result
 
 
 def run_teacher(dataset: str, seed: int, arrays: dict, settings: Settings, root: Path) -> dict:
