@@ -21,7 +21,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from .data import build_image_processor, load_image_datasets, transforms_from_processor, with_pixel_values
+from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.pipeline import UnreadableImageError, decode_image
 from .trainer import last_complete_checkpoint
 
@@ -282,16 +282,7 @@ def load_splits(
     """
     # The main process builds the dataset cache first; the others then read it.
     with training_args.main_process_first(desc="loading the dataset"):
-        dataset, image_column = load_image_datasets(
-            dataset_name=data_args.dataset_name,
-            dataset_config_name=data_args.dataset_config_name,
-            train_dir=data_args.train_dir,
-            validation_dir=data_args.validation_dir,
-            train_val_split=data_args.train_val_split,
-            cache_dir=model_args.cache_dir,
-            seed=training_args.seed,
-            image_column_name=data_args.image_column_name,
-        )
+        dataset, image_column = load_image_datasets_of(data_args, model_args.cache_dir, training_args.seed)
     train = eval_ = None
     if training_args.do_train:
         train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)

@@ -75,18 +75,14 @@ def load_labelled_splits(args, image_size: int, num_channels: int, processor_pat
         (the `PixelNormalizer` that turns the uint8 batches into model inputs on the device).
     """
     # `data.sources` imports `datasets`, which the GPU benchmark machines lack: the rest of evaluation imports there.
-    from ..data.sources import build_image_processor, load_image_datasets, transforms_from_processor, with_pixel_values
-
-    splits, image_column = load_image_datasets(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_dir=args.train_dir,
-        validation_dir=args.validation_dir,
-        train_val_split=args.train_val_split,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        image_column_name=args.image_column_name,
+    from ..data.sources import (
+        build_image_processor,
+        load_image_datasets_of,
+        transforms_from_processor,
+        with_pixel_values,
     )
+
+    splits, image_column = load_image_datasets_of(args, args.cache_dir, args.seed)
     label_column = find_label_column(splits["train"], args.label_column_name)
     find_label_column(splits["validation"], label_column)
     for split, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
