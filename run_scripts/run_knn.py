@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Weighted k-NN accuracy of a frozen encoder (DINO's protocol) on any GPA, ViTMAE or ViT checkpoint.
+"""Weighted k-NN accuracy of a frozen encoder (DINO's protocol) on any GPA, ViTMAE, ViT or Swin checkpoint.
 
     python run_scripts/run_knn.py --model_name_or_path outputs/gpa --dataset_name fashion_mnist --output_dir outputs/knn
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Linear-probe accuracy of a frozen encoder (MAE's recipe) on any GPA, ViTMAE or ViT checkpoint.
+"""Linear-probe accuracy of a frozen encoder (MAE's recipe) on any GPA, ViTMAE, ViT or Swin checkpoint.
 
     python run_scripts/run_linear_probe.py --model_name_or_path outputs/gpa --dataset_name fashion_mnist \\
         --output_dir outputs/linprobe --pooling cls --optimizer lars

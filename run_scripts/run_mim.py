@@ -16,7 +16,7 @@ SwinForImageClassification.from_pretrained. Run with `accelerate launch --config
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
 from dataclasses import dataclass, field
 
@@ -24,44 +24,40 @@ import transformers
 from transformers import (
     CONFIG_MAPPING,
     AutoConfig,
-    AutoImageProcessor,
     AutoModelForMaskedImageModeling,
-    HfArgumentParser,
     set_seed,
 )
 
 from modeling_gpa.data import (
-    build_image_processor,
     collate_pixel_values,
-    load_image_datasets,
-    transforms_from_processor,
-    with_pixel_values,
 )
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.data.pipeline import UnreadableImageError
 from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
-from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
-from modeling_gpa.trainer import GPATrainingArguments
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_pretrain import (  # noqa: E402
-    HelpFormatter,
+from modeling_gpa.pretraining_script import (
+    HubArguments,
+    ImageDataArguments,
+    build_image_processor_for,
     checkpoint_to_resume,
     hub_kwargs,
     image_geometry,
-    logger,
+    load_splits,
     one_line,
     parse_head,
-    prepare_split,
-    setup_logging,
-    train_and_evaluate,
+    parse_script_arguments,
+    start,
+    train_or_exit,
+    with_crops,
 )
+from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
+from modeling_gpa.trainer import GPATrainingArguments
+
+logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("vit", "swin")
 
 
 @dataclass
-class ModelArguments:
+class ModelArguments(HubArguments):
     """Which model to pretrain (run_mim.py's arguments) and how its masks are drawn (GPA's)."""
 
     model_name_or_path: str | None = field(
@@ -84,11 +80,6 @@ class ModelArguments:
             )
         },
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to store models and datasets from the Hub."})
-    model_revision: str = field(default="main", metadata={"help": "The model version (branch, tag or commit id)."})
-    image_processor_name: str | None = field(default=None, metadata={"help": "Name or path of preprocessor config."})
-    token: str | None = field(default=None, metadata={"help": "HTTP bearer token for remote files."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
     image_size: int | None = field(
         default=None, metadata={"help": "Image size (resolution). Unset: the configuration's image_size."}
     )
@@ -136,33 +127,11 @@ class ModelArguments:
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(ImageDataArguments):
     """Which images to pretrain and evaluate on, and the mask geometry (run_mim.py's)."""
 
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Dataset name: 'fashion_mnist' or 'cluttered_fashion_mnist' (built offline from Debian's "
-                "dataset-fashion-mnist), or a Hub dataset. Or give --train_dir."
-            )
-        },
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
-    image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: 'image' or 'img')."})
-    train_dir: str | None = field(default=None, metadata={"help": "A folder containing the training images."})
-    validation_dir: str | None = field(default=None, metadata={"help": "A folder containing the validation images."})
-    train_val_split: float | None = field(
-        default=0.15, metadata={"help": "Fraction of train split off for validation when there is no validation set."}
-    )
     mask_patch_size: int = field(default=32, metadata={"help": "The size of the square patches to use for masking."})
     mask_ratio: float = field(default=0.6, metadata={"help": "Percentage of patches to mask."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation examples."})
-    strict_images: bool = field(
-        default=False,
-        metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
-    )
     gpa_selection_images: int | None = field(
         default=None,
         metadata={
@@ -177,15 +146,7 @@ class DataTrainingArguments:
 
 
 def parse_arguments(argv: list[str] | None = None):
-    parser = HfArgumentParser(
-        (ModelArguments, DataTrainingArguments, GPATrainingArguments),
-        description=__doc__,
-        formatter_class=HelpFormatter,
-    )
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_script_arguments((ModelArguments, DataTrainingArguments, GPATrainingArguments), __doc__, argv)
 
 
 def build_config(model_args: ModelArguments, num_channels: int) -> transformers.PretrainedConfig:
@@ -213,21 +174,6 @@ def build_config(model_args: ModelArguments, num_channels: int) -> transformers.
         stages = len(config.depths) if config.model_type == "swin" else 1
         config.encoder_stride = config.patch_size * 2 ** (stages - 1)
     return config
-
-
-def build_image_processor_for(model_args: ModelArguments, config):
-    source = model_args.image_processor_name or model_args.model_name_or_path
-    processor = None
-    if source:
-        try:
-            processor = AutoImageProcessor.from_pretrained(source, **hub_kwargs(model_args))
-        except OSError:
-            if model_args.image_processor_name:
-                raise
-    if processor is None:
-        return build_image_processor(config.image_size, config.num_channels)
-    processor.size = {"height": config.image_size, "width": config.image_size}
-    return processor
 
 
 def mask_settings(model_args: ModelArguments, data_args: DataTrainingArguments, config) -> SimMIMMaskSettings:
@@ -272,23 +218,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
     checkpoint = checkpoint_to_resume(training_args)
-    with training_args.main_process_first(desc="loading the dataset"):
-        dataset, image_column = load_image_datasets(
-            dataset_name=data_args.dataset_name,
-            dataset_config_name=data_args.dataset_config_name,
-            train_dir=data_args.train_dir,
-            validation_dir=data_args.validation_dir,
-            train_val_split=data_args.train_val_split,
-            cache_dir=model_args.cache_dir,
-            seed=training_args.seed,
-            image_column_name=data_args.image_column_name,
-        )
-    train = eval_ = None
-    if training_args.do_train:
-        train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)
-    if training_args.do_eval:
-        eval_ = prepare_split(dataset["validation"], "validation", data_args.max_eval_samples, training_args)
-
+    train, eval_, image_column = load_splits(model_args, data_args, training_args)
     _, num_channels = image_geometry(train if train is not None else eval_, image_column)
     config = build_config(model_args, num_channels)
     settings = mask_settings(model_args, data_args, config)
@@ -309,15 +239,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         f"{model.num_parameters() / 1e6:.2f}M parameters; masking: {settings.method}"
         + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
     )
-    strict = data_args.strict_images
-    if train is not None:
-        train = with_pixel_values(
-            train, transforms_from_processor(processor, config.num_channels, True), image_column, strict=strict
-        )
-    if eval_ is not None:
-        eval_ = with_pixel_values(
-            eval_, transforms_from_processor(processor, config.num_channels, False), image_column, strict=strict
-        )
+    train, eval_ = with_crops(train, eval_, processor, config.num_channels, image_column, data_args.strict_images)
     trainer = SimMIMTrainer(
         model=model,
         args=training_args,
@@ -332,21 +254,11 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
 
 def main(argv: list[str] | None = None) -> dict:
     try:
-        model_args, data_args, training_args = parse_arguments(argv)
-        setup_logging(training_args)
-        logger.warning(
-            f"Process rank: {training_args.process_index}, device: {training_args.device}, n_gpu: "
-            f"{training_args.n_gpu}, distributed training: {training_args.parallel_mode.value == 'distributed'}, "
-            f"mixed precision: {training_args.mixed_precision}"
-        )
+        model_args, data_args, training_args = start(parse_arguments, argv, logger)
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_mim.py: error: {one_line(error)}")
-    try:
-        metrics = train_and_evaluate(trainer, training_args, checkpoint)
-    except UnreadableImageError as error:
-        sys.exit(f"run_mim.py: error: {one_line(error)}")
-    return metrics
+    return train_or_exit("run_mim.py", trainer, training_args, checkpoint)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,21 @@ def test_without_output_the_summary_goes_under_outputs_not_over_the_committed_on
     assert Path(args.results_prefix) == root / "outputs" / "benchmarks" / "fashion_mnist"
     chosen = benchmark.parse_args(["--work_dir", str(tmp_path), "--output", "benchmarks/fashion_mnist"])
     assert chosen.results_prefix == "benchmarks/fashion_mnist"
+
+
+def test_flipped_batches_cover_the_images_once_and_flip_each_mask_with_its_image():
+    images = torch.arange(10 * 2 * 3, dtype=torch.float32).view(10, 1, 2, 3)
+    masks = images[:, 0] > 20
+    batches = list(benchmark.flipped_batches(images, masks, 4, torch.Generator().manual_seed(0)))
+    assert [batch.shape for batch, _ in batches] == [(4, 1, 2, 3)] * 2
+    seen = []
+    flipped = 0
+    for batch, batch_masks in batches:
+        for image, mask in zip(batch, batch_masks, strict=True):
+            index = int(image.min()) // 6
+            as_drawn = torch.equal(image, images[index])
+            assert as_drawn or torch.equal(image, images[index].flip(-1))
+            assert torch.equal(mask, masks[index] if as_drawn else masks[index].flip(-1))
+            flipped += not as_drawn
+            seen.append(index)
+    assert len(set(seen)) == 8 and 0 < flipped < 8

@@ -1,5 +1,6 @@
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -16,6 +17,7 @@ from modeling_gpa.data import (
     image_column,
     load_fashion_mnist,
     load_image_datasets,
+    load_image_datasets_of,
     transforms_from_processor,
     with_pixel_values,
 )
@@ -65,6 +67,20 @@ def test_image_folder_split_is_seeded(image_folder):
     assert (len(small["train"]), len(small["validation"])) == (4, 2)
     with pytest.raises(ValueError, match="max_train_samples=0"):
         load_image_datasets(train_dir=str(image_folder), max_train_samples=0)
+
+
+def test_load_image_datasets_of_reads_the_shared_dataset_flags(image_folder):
+    flags = SimpleNamespace(
+        dataset_name=None,
+        dataset_config_name=None,
+        train_dir=str(image_folder),
+        validation_dir=None,
+        train_val_split=0.25,
+        image_column_name=None,
+    )
+    dataset, column = load_image_datasets_of(flags, cache_dir=None, seed=3)
+    expected, _ = load_image_datasets(train_dir=str(image_folder), train_val_split=0.25, seed=3)
+    assert column == "image" and dataset["validation"]["label"] == expected["validation"]["label"]
 
 
 def test_image_folder_with_validation_dir(image_folder):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import tiny_kwargs
+from tiny import swin_student, tiny_kwargs
 from transformers import BertConfig, BertModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
@@ -51,6 +51,14 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def swin_checkpoint(tmp_path_factory):
+    """A SimMIM Swin as run_mim.py saves it: 64 px gray images, patch 4, window 2, two stages of two blocks."""
+    path = tmp_path_factory.mktemp("swin")
+    swin_student().save_pretrained(path)
+    return path
+
+
 def data_args(image_folder, output_dir):
     return [
         "--train_dir",
@@ -71,6 +79,16 @@ def test_knn_script_writes_results_and_a_summary(image_folder, checkpoint, tmp_p
     assert 0.0 <= saved["top1_accuracy"] <= saved["top3_accuracy"] == 1.0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("knn k=3 T=0.07 pooling=mean: top-1 ")
+
+
+def test_knn_script_evaluates_a_swin_simmim_checkpoint_by_mean_pooling(image_folder, swin_checkpoint, tmp_path):
+    args = ["--model_name_or_path", str(swin_checkpoint), "--k", "3", "--device", "cpu"]
+    results = run_knn.main(args + ["--pooling", "mean"] + data_args(image_folder, tmp_path))
+    assert results["num_train"] == 24 and results["num_eval"] == 12 and results["num_classes"] == 3
+    assert 0.0 <= results["top1_accuracy"] <= results["top3_accuracy"] == 1.0
+    with pytest.raises(ValueError, match=r"^A Swin encoder has no CLS token: pass --pooling mean\.$"):
+        run_knn.main(args + ["--pooling", "cls"] + data_args(image_folder, tmp_path / "cls"))
+    assert not (tmp_path / "cls").exists()
 
 
 @pytest.mark.parametrize("optimizer", ["lars", "sgd"])

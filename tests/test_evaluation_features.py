@@ -2,11 +2,20 @@
 
 import pytest
 import torch
-from tiny import tiny_kwargs
-from transformers import BertConfig, BertModel, ViTConfig, ViTForImageClassification, ViTMAEConfig, ViTModel
+from tiny import swin_student, tiny_kwargs
+from transformers import (
+    BertConfig,
+    BertModel,
+    SwinModel,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTMAEConfig,
+    ViTModel,
+)
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.evaluation import (
+    check_pooling,
     encode,
     load_encoder,
     load_vit,
@@ -62,6 +71,23 @@ def test_load_encoder_reads_hugging_face_checkpoints(tmp_path, kind):
         if kind == "vit"
         else model.vit.embeddings.patch_embeddings.projection.weight,
     )
+
+
+def test_a_swin_checkpoint_loads_as_a_swin_encoder_whose_features_are_its_tokens_mean(tmp_path):
+    simmim = swin_student().eval()
+    simmim.save_pretrained(tmp_path)
+    encoder = load_encoder(str(tmp_path))
+    assert type(encoder) is SwinModel and encoder.pooler is None and not encoder.training
+    pixel_values = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        tokens = simmim.swin(pixel_values).last_hidden_state
+    # Two stages: the 16x16 patch grid merged once to 8x8 tokens of 2 * embed_dim.
+    assert tokens.shape == (3, 64, 32)
+    torch.testing.assert_close(encode(encoder, pixel_values, pooling="mean", batch_size=2), tokens.mean(dim=1))
+    with pytest.raises(ValueError, match=r"^A Swin encoder has no CLS token: pass --pooling mean\.$"):
+        check_pooling(encoder, "cls")
+    with pytest.raises(ValueError, match="no CLS token"):
+        encode(encoder, pixel_values, pooling="cls")
 
 
 def test_load_encoder_rejects_a_checkpoint_without_an_encoder(tmp_path):

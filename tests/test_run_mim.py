@@ -1,23 +1,22 @@
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import (
     SwinForImageClassification,
     ViTForImageClassification,
     ViTForMaskedImageModeling,
-    ViTMAEConfig,
-    ViTMAEForPreTraining,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_mim  # noqa: E402
+from tiny import check_two_cpu_processes_train_one_model, save_mae_teacher, script_args, write_image_folders  # noqa: E402
+
+from modeling_gpa.data import load_image_datasets  # noqa: E402
 
 VIT = ["--model_type", "vit", "--image_size", "32", "--patch_size", "4", "--mask_patch_size", "8"]
 VIT_OVERRIDES = "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64"
@@ -29,65 +28,23 @@ SWIN_OVERRIDES = "embed_dim=12,window_size=2"
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """train/ (16 gray 28x28 PNGs: a bright textured square on black) and val/ (4), two classes each."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("val", 4)):
-        for index in range(count):
-            folder = root / split / f"class{index % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = np.zeros((28, 28), dtype=np.uint8)
-            top, left = rng.integers(0, 14, 2)
-            pixels[top : top + 14, left : left + 14] = rng.integers(128, 256, (14, 14))
-            Image.fromarray(pixels, "L").save(folder / f"{index:02d}.png")
-    return root
+    return write_image_folders(tmp_path_factory.mktemp("images"), bright_square)
+
+
+def bright_square(rng: np.random.Generator) -> np.ndarray:
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    top, left = rng.integers(0, 14, 2)
+    pixels[top : top + 14, left : left + 14] = rng.integers(128, 256, (14, 14))
+    return pixels
 
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory) -> str:
-    """A tiny ViTMAE on 64 px gray images with 16 px patches (a 4x4 grid, coarser than the students' mask grid)."""
-    torch.manual_seed(0)
-    config = ViTMAEConfig(
-        image_size=64,
-        patch_size=16,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        decoder_hidden_size=16,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-    )
-    path = tmp_path_factory.mktemp("teacher")
-    ViTMAEForPreTraining(config).save_pretrained(path)
-    return str(path)
+    return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=2)
 
 
 def mim_args(images: Path, output_dir: Path, model: list[str], overrides: str, *extra: str) -> list[str]:
-    return [
-        "--train_dir",
-        str(images / "train"),
-        "--validation_dir",
-        str(images / "val"),
-        "--cache_dir",
-        str(output_dir.parent / f"{output_dir.name}_cache"),
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        *model,
-        "--config_overrides",
-        overrides,
-        "--per_device_train_batch_size",
-        "4",
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
-        *extra,
-    ]
+    return script_args(images, output_dir, *model, "--config_overrides", overrides, *extra)
 
 
 def test_help_has_run_mims_flags_and_gpas(capsys):
@@ -193,31 +150,10 @@ def test_swin_refuses_the_self_teacher(images, tmp_path):
 
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(accelerate),
-        "launch",
-        "--config_file",
-        "run_scripts/accelerate_configs/cpu_2proc.yaml",
-        "--main_process_port",
-        str(29600 + os.getpid() % 1000),
-        "run_scripts/run_mim.py",
-        *mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2"),
-        "--save_steps",
-        "2",
-    ]
-    process = subprocess.run(
-        command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True, capture_output=True, timeout=240
-    )
-    out = process.stdout + process.stderr
-    assert process.returncode == 0, out[-3000:]
-    for rank in (0, 1):
-        assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
-    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
-    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
-    model = ViTForMaskedImageModeling.from_pretrained(output_dir)
-    torch.testing.assert_close(
-        model.state_dict(), ViTForMaskedImageModeling.from_pretrained(output_dir / "checkpoint-2").state_dict()
+    args = mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2")
+    port = 29600 + os.getpid() % 1000
+    check_two_cpu_processes_train_one_model(
+        "run_mim.py", [*args, "--save_steps", "2"], output_dir, ViTForMaskedImageModeling, port
     )
 
 
@@ -232,7 +168,7 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, t
     encoder = masker.teacher
     processor = trainer.processing_class
     settings = ImageSettings.for_config(trainer.model.config, processor.image_mean, processor.image_std)
-    train, _ = run_mim.load_image_datasets(
+    train, _ = load_image_datasets(
         train_dir=str(images / "train"), validation_dir=str(images / "val"), cache_dir=str(tmp_path / "cache")
     )
     train = train["train"]

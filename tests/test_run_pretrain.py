@@ -10,9 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
-from tiny import config_overrides, tiny_kwargs
+from tiny import (
+    check_two_cpu_processes_train_one_model,
+    config_overrides,
+    script_args,
+    tiny_kwargs,
+    write_image_folders,
+)
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
@@ -31,41 +36,15 @@ OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """train/ (16 gray 28x28 PNGs and one unreadable file) and val/ (4 PNGs), two classes each."""
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 16), ("val", 4)):
-        for index in range(count):
-            folder = root / split / f"class{index % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-            Image.fromarray(pixels, "L").save(folder / f"{index:02d}.png")
+    root = write_image_folders(
+        tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    )
     (root / "train" / "class0" / "broken.png").write_bytes(b"not an image")
     return root
 
 
 def pretrain_args(images: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--train_dir",
-        str(images / "train"),
-        "--validation_dir",
-        str(images / "val"),
-        "--cache_dir",
-        str(output_dir.parent / f"{output_dir.name}_cache"),
-        "--output_dir",
-        str(output_dir),
-        "--do_train",
-        "--config_overrides",
-        OVERRIDES,
-        "--per_device_train_batch_size",
-        "4",
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "true",
-        "--report_to",
-        "none",
-        *extra,
-    ]
+    return script_args(images, output_dir, "--config_overrides", OVERRIDES, *extra)
 
 
 def error_of(argv: list[str]) -> str:
@@ -172,30 +151,9 @@ def run_subprocess(command: list[str], **env) -> subprocess.Popen:
 
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [
-        str(accelerate),
-        "launch",
-        "--config_file",
-        "run_scripts/accelerate_configs/cpu_2proc.yaml",
-        "--main_process_port",
-        str(29500 + os.getpid() % 1000),
-        "run_scripts/run_pretrain.py",
-        *pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2"),
-    ]
-    # One thread per process: two processes share the CPU.
-    process = run_subprocess(command, OMP_NUM_THREADS="1")
-    out, _ = process.communicate(timeout=240)
-    assert process.returncode == 0, out[-3000:]
-
-    for rank in (0, 1):
-        assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
-    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
-    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
-    model = GPAForPreTraining.from_pretrained(output_dir)
-    torch.testing.assert_close(
-        model.state_dict(), GPAForPreTraining.from_pretrained(output_dir / "checkpoint-2").state_dict()
-    )
+    args = pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2")
+    port = 29500 + os.getpid() % 1000
+    check_two_cpu_processes_train_one_model("run_pretrain.py", args, output_dir, GPAForPreTraining, port)
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):

@@ -1,12 +1,9 @@
 import pytest
 import torch
+from tiny import save_mae_teacher, swin_student
 from transformers import (
-    SwinConfig,
-    SwinForMaskedImageModeling,
     ViTConfig,
     ViTForMaskedImageModeling,
-    ViTMAEConfig,
-    ViTMAEForPreTraining,
 )
 
 from modeling_gpa.simmim import SimMIMMasker, SimMIMMaskSettings
@@ -29,42 +26,9 @@ def vit_student(image_size=32, patch_size=4, seed=0):
     return ViTForMaskedImageModeling(config)
 
 
-def swin_student(image_size=64, seed=0):
-    torch.manual_seed(seed)
-    config = SwinConfig(
-        image_size=image_size,
-        patch_size=4,
-        num_channels=1,
-        embed_dim=16,
-        # Two blocks per stage, so shifted windows let a masked window see visible patches.
-        depths=[2, 2],
-        num_heads=[1, 2],
-        window_size=2,
-        encoder_stride=8,
-    )
-    return SwinForMaskedImageModeling(config)
-
-
 @pytest.fixture(scope="module")
 def mae_teacher_dir(tmp_path_factory):
-    """A tiny ViTMAE checkpoint with 16-pixel patches on 64 px images: a 4x4 grid, coarser than a Swin's patches."""
-    torch.manual_seed(0)
-    config = ViTMAEConfig(
-        image_size=64,
-        patch_size=16,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        decoder_hidden_size=16,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-    )
-    path = tmp_path_factory.mktemp("teacher")
-    ViTMAEForPreTraining(config).save_pretrained(path)
-    return str(path)
+    return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=3)
 
 
 def test_self_and_ema_teachers_score_the_vit_students_encoder():

@@ -49,3 +49,116 @@ except ImportError:
 else:
     raise SystemExit("the package is still importable")
 """
+
+
+def script_args(images, output_dir, *extra: str) -> list[str]:
+    """run_pretrain.py / run_mim.py flags for a few logged training steps on ``images``/train and ``images``/val."""
+    return [
+        "--train_dir",
+        str(images / "train"),
+        "--validation_dir",
+        str(images / "val"),
+        "--cache_dir",
+        str(output_dir.parent / f"{output_dir.name}_cache"),
+        "--output_dir",
+        str(output_dir),
+        "--do_train",
+        "--per_device_train_batch_size",
+        "4",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--report_to",
+        "none",
+        *extra,
+    ]
+
+
+def save_mae_teacher(path, num_hidden_layers: int) -> str:
+    """A seeded ViTMAE on 64 px gray images with 16 px patches (a 4x4 grid, coarser than the SimMIM students' mask
+    grid) saved at ``path``; returns ``path`` as a string."""
+    import torch
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+    torch.manual_seed(0)
+    config = ViTMAEConfig(
+        image_size=64,
+        patch_size=16,
+        num_channels=1,
+        hidden_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+    ViTMAEForPreTraining(config).save_pretrained(path)
+    return str(path)
+
+
+def swin_student(image_size: int = 64, seed: int = 0):
+    """A seeded SimMIM Swin (``SwinForMaskedImageModeling``) on gray images: patch 4, window 2, embed_dim 16, two
+    stages of two blocks (so shifted windows let a masked window see visible patches), decoder stride 8."""
+    import torch
+    from transformers import SwinConfig, SwinForMaskedImageModeling
+
+    torch.manual_seed(seed)
+    config = SwinConfig(
+        image_size=image_size,
+        patch_size=4,
+        num_channels=1,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[1, 2],
+        window_size=2,
+        encoder_stride=8,
+    )
+    return SwinForMaskedImageModeling(config)
+
+
+def write_image_folders(root, draw, counts=(("train", 16), ("val", 4))):
+    """Gray PNGs ``root/<split>/class<index % 2>/<index:02d>.png`` of ``count`` images per split; ``draw(rng)`` gives
+    each image's (H, W) uint8 pixels from one generator seeded 0. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        for index in range(count):
+            folder = root / split / f"class{index % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(draw(rng), "L").save(folder / f"{index:02d}.png")
+    return root
+
+
+def check_two_cpu_processes_train_one_model(script: str, args: list[str], output_dir, model_class, port: int) -> None:
+    """``accelerate launch`` of ``run_scripts/<script> args`` on two CPU processes, one thread each, saving at step 2:
+    both ranks train to step 2 at a total batch of 8 and the saved model is its one checkpoint, ``checkpoint-2``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    root = Path(__file__).resolve().parents[1]
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--main_process_port", str(port)]
+    command += [f"run_scripts/{script}", *args]
+    # One thread per process: two processes share the CPU.
+    process = subprocess.run(
+        command, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True, capture_output=True, timeout=240
+    )
+    out = process.stdout + process.stderr
+    assert process.returncode == 0, out[-3000:]
+    for rank in (0, 1):
+        assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+    torch.testing.assert_close(
+        model_class.from_pretrained(output_dir).state_dict(),
+        model_class.from_pretrained(output_dir / "checkpoint-2").state_dict(),
+    )

@@ -44,6 +44,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import hashlib
 import itertools
 import json
@@ -55,9 +56,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 import transformers
 from PIL import Image
@@ -200,32 +201,19 @@ def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, t
     path = work_dir / "data" / f"{dataset}-{key[:10]}.pt"
     if path.is_file():
         return torch.load(path)
-    from modeling_gpa.data.fashion_mnist import fashion_mnist_arrays
+    from modeling_gpa.data.cluttered import make_cluttered
+    from modeling_gpa.data.fashion_mnist import garment_arrays
 
-    arrays = {}
-    for split, limit, seed in (("train", settings.train_samples, 1), ("test", settings.test_samples, 2)):
-        images, labels = fashion_mnist_arrays(split)
-        images, labels = images[:limit], labels[:limit]
-        if dataset == "cluttered":
-            from modeling_gpa.data.cluttered import make_cluttered
-
-            images, masks = make_cluttered(
-                images,
-                seed,
-                canvas_size=settings.canvas_size,
-                scale_range=(settings.garment_scale_min, settings.garment_scale_max),
-                background_strength=settings.background_strength,
-                background_blur=settings.background_blur,
-            )
-        else:
-            masks = images > 0
-        arrays[f"{split}_x"] = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-        arrays[f"{split}_y"] = torch.from_numpy(labels.astype(np.int64))
-        arrays[f"{split}_mask"] = torch.from_numpy(np.ascontiguousarray(masks))
-    mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
-    for split in ("train", "test"):
-        arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
-    arrays["pixel_mean"], arrays["pixel_std"] = mean, std
+    clutter = None
+    if dataset == "cluttered":
+        clutter = functools.partial(
+            make_cluttered,
+            canvas_size=settings.canvas_size,
+            scale_range=(settings.garment_scale_min, settings.garment_scale_max),
+            background_strength=settings.background_strength,
+            background_blur=settings.background_blur,
+        )
+    arrays = garment_arrays(settings.train_samples, settings.test_samples, clutter)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_atomically(arrays, path)
     return arrays
@@ -406,12 +394,8 @@ def pretrain(
     step = progress.epoch * steps_per_epoch
     for epoch in range(progress.epoch, settings.epochs):
         start = time.perf_counter()
-        order = torch.randperm(len(images), generator=data_rng)
-        flips = torch.rand(len(images), generator=data_rng) < 0.5
-        for index in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
-            flip = flips[index].view(-1, 1, 1)
-            batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
-            batch = torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index]).to(device)
+        for batch, batch_masks in flipped_batches(images, pixel_masks, batch_size, data_rng):
+            batch = batch.to(device)
             noise = torch.rand(batch_size, num_patches, generator=noise_rng).to(device) if random_masking else None
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, warmup_steps, lr)
@@ -566,6 +550,20 @@ def evaluate_checkpoint(checkpoint: Path, arrays: dict, settings: Settings, seed
 
 def run_dir(work_dir: Path, settings: Settings, dataset: str, name: str, seed: int) -> Path:
     return work_dir / f"runs-{settings.key(dataset)}" / dataset / name / f"seed{seed}"
+
+
+def flipped_batches(
+    images: torch.Tensor, pixel_masks: torch.Tensor, batch_size: int, data_rng: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of (B, C, H, W) images and their (B, H, W) object masks: a random order drawn from ``data_rng``
+    (the last incomplete batch dropped), each image and its mask flipped left-right with probability 1/2."""
+    order = torch.randperm(len(images), generator=data_rng)
+    flips = torch.rand(len(images), generator=data_rng) < 0.5
+    steps = len(images) // batch_size
+    for index in order[: steps * batch_size].view(steps, batch_size):
+        flip = flips[index].view(-1, 1, 1)
+        batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
+        yield torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index]), batch_masks
 
 
 def cached(path: Path) -> dict | None:

@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
-import os
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import SwinConfig, SwinForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling
 
 from ..configuration_gpa import GPAConfig
@@ -45,6 +43,7 @@ from ..masking import KEPT
 from ..modeling_gpa import GPAForPreTraining
 from ..simmim import SimMIMMasker, SimMIMMaskSettings
 from ..simmim_masking import gpa_mask_patch_groups, random_mask_patches
+from .fashion_mnist import cached, flipped_batches, save_result
 
 DATASETS = ("plain", "cluttered")
 STUDENTS = ("vit", "swin")
@@ -110,29 +109,16 @@ QUICK = dict(
 def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, torch.Tensor]:
     """Normalised padded images ``{split}_x`` (N, 1, S, S), labels ``{split}_y`` and garment masks ``{split}_mask``."""
     from ..data.cluttered import make_cluttered
-    from ..data.fashion_mnist import fashion_mnist_arrays
+    from ..data.fashion_mnist import garment_arrays
 
     key = hashlib.sha256(f"{dataset}-{settings.train_samples}-{settings.test_samples}".encode()).hexdigest()[:10]
     path = work_dir / "data" / f"{dataset}-{key}.pt"
     if path.is_file():
         return torch.load(path)
-    size = GEOMETRY[dataset][0]
-    arrays = {}
-    for split, limit, seed in (("train", settings.train_samples, 1), ("test", settings.test_samples, 2)):
-        images, labels = fashion_mnist_arrays(split)
-        images, labels = images[:limit], labels[:limit]
-        if dataset == "cluttered":
-            images, masks = make_cluttered(images, seed, canvas_size=56, background_strength=0.2, background_blur=2.0)
-        else:
-            masks = images > 0
-        pad = (size - images.shape[-1]) // 2
-        x = F.pad(torch.from_numpy(images.astype(np.float32) / 255.0), (pad, pad, pad, pad)).unsqueeze(1)
-        arrays[f"{split}_x"] = x
-        arrays[f"{split}_y"] = torch.from_numpy(labels.astype(np.int64))
-        arrays[f"{split}_mask"] = F.pad(torch.from_numpy(np.ascontiguousarray(masks)), (pad, pad, pad, pad))
-    mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
-    for split in ("train", "test"):
-        arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
+    clutter = None
+    if dataset == "cluttered":
+        clutter = functools.partial(make_cluttered, canvas_size=56, background_strength=0.2, background_blur=2.0)
+    arrays = garment_arrays(settings.train_samples, settings.test_samples, clutter, size=GEOMETRY[dataset][0])
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(arrays, path)
     return arrays
@@ -203,12 +189,7 @@ def train_loop(model, arrays, settings: Settings, seed: int, step_fn) -> dict:
     warmup = int(settings.warmup_epochs * steps_per_epoch)
     losses, step, start = [], 0, time.perf_counter()
     for _ in range(settings.epochs):
-        order = torch.randperm(len(images), generator=data_rng)
-        flips = torch.rand(len(images), generator=data_rng) < 0.5
-        for index in order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size):
-            flip = flips[index].view(-1, 1, 1)
-            batch_masks = torch.where(flip, pixel_masks[index].flip(-1), pixel_masks[index])
-            batch = torch.where(flip.unsqueeze(1), images[index].flip(-1), images[index])
+        for batch, batch_masks in flipped_batches(images, pixel_masks, batch_size, data_rng):
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, warmup, lr)
             loss = step_fn(model, batch, batch_masks, step / max(1, total_steps - 1))
@@ -268,19 +249,6 @@ def evaluate_features(train: torch.Tensor, test: torch.Tensor, arrays: dict, set
         "knn": (scores.argmax(1) == test_y).float().mean().item(),
         "linear": (linear == test_y).float().mean().item(),
     }
-
-
-def cached(path: Path) -> dict | None:
-    result = path / "result.json"
-    return json.loads(result.read_text()) if result.is_file() else None
-
-
-def save_result(path: Path, result: dict) -> dict:
-    path.mkdir(parents=True, exist_ok=True)
-    staging = path / f"result.json.{os.getpid()}.tmp"
-    staging.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    os.replace(staging, path / "result.json")
-    return result
 
 
 def run_teacher(dataset: str, seed: int, arrays: dict, settings: Settings, root: Path) -> dict:

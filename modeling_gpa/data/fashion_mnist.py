@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,40 @@ def fashion_mnist_arrays(split: str, data_dir: str | None = None) -> tuple[np.nd
     if len(images) != len(labels):
         raise ValueError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels")
     return images, labels
+
+
+def garment_arrays(
+    train_samples: int,
+    test_samples: int,
+    clutter: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+    size: int | None = None,
+) -> dict:
+    """The first images of Fashion-MNIST's train and test splits, normalised by the train images' mean and std.
+
+    Args:
+        clutter: ``(images, seed) -> (images, masks)`` that puts each garment on a canvas (seed 1 for train, 2 for
+            test); ``None`` keeps the 28x28 images, whose garment pixels (> 0) are the masks.
+        size: zero-pad each image (and mask) to ``size`` x ``size`` before normalising; ``None`` keeps its size.
+
+    Returns:
+        ``train_x`` (N, 1, S, S) float32, ``train_y`` (N,) int64, ``train_mask`` (N, S, S) bool, the same for
+        ``test_*``, and ``pixel_mean`` / ``pixel_std``: the train images' statistics on the [0, 1] scale.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    arrays = {}
+    for split, limit, seed in (("train", train_samples, 1), ("test", test_samples, 2)):
+        images, labels = fashion_mnist_arrays(split)
+        images, labels = images[:limit], labels[:limit]
+        images, masks = clutter(images, seed) if clutter is not None else (images, images > 0)
+        pad = 0 if size is None else (size - images.shape[-1]) // 2
+        padding = (pad, pad, pad, pad)
+        arrays[f"{split}_x"] = F.pad(torch.from_numpy(images.astype(np.float32) / 255.0), padding).unsqueeze(1)
+        arrays[f"{split}_y"] = torch.from_numpy(labels.astype(np.int64))
+        arrays[f"{split}_mask"] = F.pad(torch.from_numpy(np.ascontiguousarray(masks)), padding)
+    mean, std = arrays["train_x"].mean(), arrays["train_x"].std()
+    for split in ("train", "test"):
+        arrays[f"{split}_x"] = (arrays[f"{split}_x"] - mean) / std
+    arrays["pixel_mean"], arrays["pixel_std"] = mean, std
+    return arrays

@@ -133,6 +133,21 @@ def load_image_datasets(
     return dataset, image_column(dataset["train"], image_column_name)
 
 
+def load_image_datasets_of(flags, cache_dir: str | None, seed: int) -> tuple[datasets.DatasetDict, str]:
+    """[`load_image_datasets`] of the dataset flags every script shares: ``flags`` has ``dataset_name``,
+    ``dataset_config_name``, ``train_dir``, ``validation_dir``, ``train_val_split`` and ``image_column_name``."""
+    return load_image_datasets(
+        dataset_name=flags.dataset_name,
+        dataset_config_name=flags.dataset_config_name,
+        train_dir=flags.train_dir,
+        validation_dir=flags.validation_dir,
+        train_val_split=flags.train_val_split,
+        cache_dir=cache_dir,
+        seed=seed,
+        image_column_name=flags.image_column_name,
+    )
+
+
 def _cluttered_options(config_name: str | None) -> dict[str, float | int]:
     """Parse "canvas_size=112,seed=1,background_strength=0.5,background_blur=0" into keyword arguments."""
     types = {"canvas_size": int, "seed": int, "background_strength": float, "background_blur": float}
@@ -257,6 +272,7 @@ __all__ = [
     "image_column",
     "load_fashion_mnist",
     "load_image_datasets",
+    "load_image_datasets_of",
     "random_resized_crop_box",
     "to_num_channels",
     "transforms_from_processor",

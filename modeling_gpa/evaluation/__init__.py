@@ -18,7 +18,17 @@ from .cli import (
     report_results,
     write_results,
 )
-from .features import POOLINGS, check_features, check_labels, encode, extract_features, load_encoder, load_vit, pool
+from .features import (
+    POOLINGS,
+    check_features,
+    check_labels,
+    check_pooling,
+    encode,
+    extract_features,
+    load_encoder,
+    load_vit,
+    pool,
+)
 from .finetune import param_groups_layer_decay, vit_layer_id
 from .knn import knn_accuracy, knn_scores
 from .linear_probe import (
@@ -45,6 +55,7 @@ __all__ = [
     "add_frozen_encoder_arguments",
     "check_features",
     "check_labels",
+    "check_pooling",
     "class_names",
     "cosine_lr",
     "encode",

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import ViTModel
+from transformers import SwinModel, ViTModel
 
 from ..data.columns import named_column
 from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
-from .features import POOLINGS, extract_features, load_encoder
+from .features import POOLINGS, check_pooling, extract_features, load_encoder
 
 
 def write_results(results: dict, output_dir: str | os.PathLike) -> Path:
@@ -75,18 +75,14 @@ def load_labelled_splits(args, image_size: int, num_channels: int, processor_pat
         (the `PixelNormalizer` that turns the uint8 batches into model inputs on the device).
     """
     # `data.sources` imports `datasets`, which the GPU benchmark machines lack: the rest of evaluation imports there.
-    from ..data.sources import build_image_processor, load_image_datasets, transforms_from_processor, with_pixel_values
-
-    splits, image_column = load_image_datasets(
-        dataset_name=args.dataset_name,
-        dataset_config_name=args.dataset_config_name,
-        train_dir=args.train_dir,
-        validation_dir=args.validation_dir,
-        train_val_split=args.train_val_split,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        image_column_name=args.image_column_name,
+    from ..data.sources import (
+        build_image_processor,
+        load_image_datasets_of,
+        transforms_from_processor,
+        with_pixel_values,
     )
+
+    splits, image_column = load_image_datasets_of(args, args.cache_dir, args.seed)
     label_column = find_label_column(splits["train"], args.label_column_name)
     find_label_column(splits["validation"], label_column)
     for split, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
@@ -124,7 +120,7 @@ def _saved_processor(path: str | None):
 
 
 def labelled_features(
-    encoder: ViTModel,
+    encoder: ViTModel | SwinModel,
     dataset,
     pooling: str,
     batch_size: int,
@@ -145,7 +141,7 @@ def labelled_features(
 
 def add_frozen_encoder_arguments(parser) -> None:
     """The flags run_knn.py and run_linear_probe.py share: checkpoint, output, pooling, device, seed and dataset."""
-    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE or ViT checkpoint directory.")
+    parser.add_argument("--model_name_or_path", required=True, help="GPA, ViTMAE, ViT or Swin checkpoint directory.")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -160,6 +156,7 @@ def frozen_encoder_features(args) -> dict:
         dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs and ``num_classes``.
     """
     encoder = load_encoder(args.model_name_or_path)
+    check_pooling(encoder, args.pooling)
     data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
     return {
         split: labelled_features(

@@ -1,4 +1,5 @@
-"""Features of a frozen encoder: any GPA, ViTMAE or ViT checkpoint loaded as a ``ViTModel`` and pooled."""
+"""Features of a frozen encoder: a GPA, ViTMAE or ViT checkpoint loaded as a ``ViTModel``, a Swin one (such as a
+SimMIM ``SwinForMaskedImageModeling``) as a ``SwinModel``, and pooled."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import logging
 from collections.abc import Callable, Iterable
 
 import torch
-from transformers import ViTModel
+from transformers import AutoConfig, SwinModel, ViTModel
 from transformers.utils import logging as transformers_logging
 
 POOLINGS = ("cls", "mean")
+SWIN_HAS_NO_CLS = "A Swin encoder has no CLS token: pass --pooling mean."
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,8 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
         ) from error
     finally:
         transformers_logging.set_verbosity(verbosity)
-    encoder_keys = (f"{encoder_prefix}embeddings.", f"{encoder_prefix}layers.")
+    # "encoder." holds a Swin's stages; a ViT's blocks are "layers.".
+    encoder_keys = (f"{encoder_prefix}embeddings.", f"{encoder_prefix}layers.", f"{encoder_prefix}encoder.")
     missing = sorted(info["missing_keys"])
     missing_encoder = [key for key in missing if key.startswith(encoder_keys)]
     if missing_encoder:
@@ -53,28 +56,59 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
     return model
 
 
-def load_encoder(name_or_path: str) -> ViTModel:
-    """The ViT encoder of a GPA, ViTMAE or ViT checkpoint directory (or Hub id), in eval mode."""
+def load_encoder(name_or_path: str) -> ViTModel | SwinModel:
+    """The encoder of a checkpoint directory (or Hub id), in eval mode: a ``SwinModel`` for a Swin checkpoint, else
+    the ``ViTModel`` of a GPA, ViTMAE or ViT one."""
+    if swin_checkpoint(name_or_path):
+        return load_vit(SwinModel, name_or_path, add_pooling_layer=False).eval()
     return load_vit(ViTModel, name_or_path, add_pooling_layer=False).eval()
 
 
-def pool(last_hidden_state: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(B, 1+n, D) encoder output -> (B, D): the CLS token or the mean of the patch tokens."""
+def swin_checkpoint(name_or_path: str) -> bool:
+    """Whether the checkpoint's config is a Swin's; ``False`` without one (``load_vit`` then says what is wrong)."""
+    try:
+        return is_swin(AutoConfig.from_pretrained(name_or_path))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def is_swin(config) -> bool:
+    """Whether ``config`` is a Swin's: its last hidden state has no CLS token, only the final stage's patches."""
+    return config.model_type == "swin"
+
+
+def check_pooling(encoder: ViTModel | SwinModel, pooling: str) -> None:
+    """Raises a one-line ``ValueError`` for a pooling ``encoder`` cannot give: "cls" of a Swin, which has no CLS."""
+    if pooling == "cls" and is_swin(encoder.config):
+        raise ValueError(SWIN_HAS_NO_CLS)
+
+
+def pool(last_hidden_state: torch.Tensor, pooling: str, cls_token: bool = True) -> torch.Tensor:
+    """(B, 1+n, D) encoder output (B, n, D without ``cls_token``) -> (B, D): the CLS token or the patches' mean."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is invalid; allowed values: {', '.join(map(repr, POOLINGS))}.")
+    if not cls_token:
+        if pooling == "cls":
+            raise ValueError(SWIN_HAS_NO_CLS)
+        return last_hidden_state.mean(dim=1)
     if pooling == "cls":
         return last_hidden_state[:, 0]
-    if pooling == "mean":
-        return last_hidden_state[:, 1:].mean(dim=1)
-    raise ValueError(f"pooling={pooling!r} is invalid; allowed values: {', '.join(map(repr, POOLINGS))}.")
+    return last_hidden_state[:, 1:].mean(dim=1)
 
 
 @torch.no_grad()
 def encode(
-    encoder: ViTModel, pixel_values: torch.Tensor, pooling: str = "cls", batch_size: int = 256, device: str = "cpu"
+    encoder: ViTModel | SwinModel,
+    pixel_values: torch.Tensor,
+    pooling: str = "cls",
+    batch_size: int = 256,
+    device: str = "cpu",
 ) -> torch.Tensor:
     """(N, C, H, W) images -> (N, D) float32 CPU features of the frozen ``encoder``."""
     encoder.eval().to(device)
+    cls_token = not is_swin(encoder.config)
     chunks = [
-        pool(encoder(chunk.to(device)).last_hidden_state, pooling).float().cpu()
+        pool(encoder(chunk.to(device)).last_hidden_state, pooling, cls_token).float().cpu()
         for chunk in pixel_values.split(batch_size)
     ]
     return torch.cat(chunks)
@@ -82,7 +116,7 @@ def encode(
 
 @torch.no_grad()
 def extract_features(
-    encoder: ViTModel,
+    encoder: ViTModel | SwinModel,
     batches: Iterable[dict],
     pooling: str = "cls",
     device: str = "cpu",
@@ -94,6 +128,7 @@ def extract_features(
     pixels are taken as already normalised.
     """
     encoder.eval().to(device)
+    cls_token = not is_swin(encoder.config)
     features, labels = [], []
     for batch in batches:
         pixel_values = batch["pixel_values"].to(device, non_blocking=True)
@@ -102,7 +137,7 @@ def extract_features(
                 raise ValueError("uint8 pixel_values need a normalizer: pass the checkpoint's PixelNormalizer")
             pixel_values = normalizer(pixel_values)
         hidden = encoder(pixel_values).last_hidden_state
-        features.append(pool(hidden, pooling).float().cpu())
+        features.append(pool(hidden, pooling, cls_token).float().cpu())
         labels.append(torch.as_tensor(batch["labels"]).long())
     if not features:
         raise ValueError("No images to extract features from: the evaluation split is empty.")
