@@ -67,7 +67,16 @@ def mask_count_tensors(
 
     Same arithmetic in the same order as the Python reference, so in float64 the counts are equal.
     """
-    len_mask = num_masked_patches(num_patches, mask_ratio)
+    return split_mask_count(num_masked_patches(num_patches, mask_ratio), progress, hard, soft)
+
+
+def split_mask_count(
+    len_mask: int,
+    progress: torch.Tensor,
+    hard: tuple[float, float] = (0.0, 0.5),
+    soft: tuple[float, float] = (0.5, 0.0),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 6 split of ``len_mask`` masked patches at a 0-d ``progress``: 0-d int64 (hard, soft, random) counts."""
     p = progress.clamp(0.0, 1.0)
     hard_fraction = hard[0] + p * (hard[1] - hard[0])
     soft_fraction = torch.minimum(soft[0] + p * (soft[1] - soft[0]), 1.0 - hard_fraction)
@@ -111,10 +120,27 @@ def gpa_mask_groups(
         (B, n) int64 with ``KEPT`` (0), ``HARD`` (1), ``SOFT`` (2) or ``RANDOM`` (3) per patch: disjoint sets of
         exactly the sizes ``mask_counts`` gives, for every image.
     """
-    batch, num_patches = gpa.shape
-    num_hard, num_soft, num_random = mask_count_tensors(
-        num_patches, mask_ratio, progress_tensor(progress, gpa.device), hard, soft
+    return mask_groups_of_count(
+        gpa, num_masked_patches(gpa.shape[1], mask_ratio), progress, hard=hard, soft=soft, generator=generator
     )
+
+
+def mask_groups_of_count(
+    gpa: torch.Tensor,
+    len_mask: int,
+    progress: float | torch.Tensor,
+    *,
+    hard: tuple[float, float] = (0.0, 0.5),
+    soft: tuple[float, float] = (0.5, 0.0),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """[`gpa_mask_groups`] for a given number of masked patches ``len_mask`` (SimMIM counts them its own way).
+
+    Returns:
+        (B, n) int64 groups; exactly ``len_mask`` patches of each image are not ``KEPT``.
+    """
+    batch, num_patches = gpa.shape
+    num_hard, num_soft, num_random = split_mask_count(len_mask, progress_tensor(progress, gpa.device), hard, soft)
     weights = minmax_normalize(gpa)
     uniform = torch.rand(2, batch, num_patches, generator=generator, device=gpa.device)
     taken = torch.zeros(batch, num_patches, dtype=torch.bool, device=gpa.device)
@@ -154,6 +180,8 @@ __all__ = [
     "mask_count_tensors",
     "progress_tensor",
     "gpa_mask_groups",
+    "mask_groups_of_count",
+    "split_mask_count",
     "gpa_noise",
     "noise_from_mask",
     "num_masked_patches",

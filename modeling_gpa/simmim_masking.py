@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .masking import KEPT, gpa_mask_groups
+from .masking import KEPT, mask_groups_of_count
 
 
 def check_mask_geometry(image_size: int, mask_patch_size: int, model_patch_size: int) -> None:
@@ -76,14 +76,6 @@ def pool_scores(scores: torch.Tensor, mask_grid: int) -> torch.Tensor:
     return torch.einsum("ij,bjk,lk->bil", weights, grid, weights).reshape(-1, mask_grid * mask_grid).float()
 
 
-def _ratio_for_count(token_count: int, count: int) -> float:
-    """A mask ratio for which MAE's count ``n - int(n * (1 - r))`` (in [`gpa_mask_groups`]) is exactly ``count``.
-
-    ``r = (count - 0.5) / n`` gives ``n * (1 - r) = n - count + 0.5``, half a patch from any rounding edge.
-    """
-    return (count - 0.5) / token_count
-
-
 def gpa_mask_patch_groups(
     scores: torch.Tensor,
     *,
@@ -106,8 +98,8 @@ def gpa_mask_patch_groups(
     mask_grid = image_size // mask_patch_size
     token_count = mask_grid * mask_grid
     pooled = pool_scores(scores, mask_grid)
-    ratio = _ratio_for_count(token_count, simmim_mask_count(token_count, mask_ratio))
-    return gpa_mask_groups(pooled, ratio, progress, hard=hard, soft=soft, generator=generator)
+    count = simmim_mask_count(token_count, mask_ratio)
+    return mask_groups_of_count(pooled, count, progress, hard=hard, soft=soft, generator=generator)
 
 
 def random_mask_patches(
