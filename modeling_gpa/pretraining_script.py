@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import datasets
+import torch
 import transformers
 from transformers import (
     AutoImageProcessor,
@@ -22,10 +23,14 @@ from transformers import (
 )
 
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
+from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.pipeline import UnreadableImageError, decode_image
 from .trainer import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
+
+# Where training JPEGs are decoded: in the DataLoader workers, or on the training device (nvJPEG).
+IMAGE_DECODING = ("cpu", "device")
 
 
 @dataclass
@@ -97,6 +102,18 @@ class ImageDataArguments:
     strict_images: bool = field(
         default=False,
         metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
+    )
+    image_decoding: str = field(
+        default="cpu",
+        metadata={
+            "choices": list(IMAGE_DECODING),
+            "help": (
+                "Where training JPEGs are decoded: 'cpu' (DataLoader workers, PIL) or 'device' (nvJPEG on the GPU, "
+                "batched, crop and flip there; needs torchvision built for this torch): for hosts with few CPU "
+                "cores per GPU. Evaluation images, and images that are not RGB (or, for 1 channel, grayscale) "
+                "JPEGs, are decoded by the workers either way."
+            ),
+        },
     )
 
 
@@ -298,14 +315,25 @@ def with_crops(
     num_channels: int,
     image_column: str,
     strict: bool,
+    image_decoding: str = "cpu",
+    device: torch.device | None = None,
 ) -> tuple[datasets.Dataset | None, datasets.Dataset | None]:
     """Both splits with uint8 ``pixel_values`` (C, H, W): the processor's random crop for train, its fixed one for eval.
 
-    The trainer normalises each batch on the device with the processor's mean/std.
+    The trainer normalises each batch on the device with the processor's mean/std. With ``image_decoding="device"``
+    the train split's JPEGs stay undecoded until they reach ``device``
+    (`modeling_gpa.data.device_decoding.DeviceDecodingImageDataset`); a machine that cannot decode them there fails
+    here, with a one-line `DeviceDecodingUnavailable`.
     """
+    if image_decoding not in IMAGE_DECODING:
+        raise ValueError(f"image_decoding={image_decoding!r}: choose one of {', '.join(IMAGE_DECODING)}")
     if train is not None:
         crop = transforms_from_processor(processor, num_channels, train=True)
-        train = with_pixel_values(train, crop, image_column, strict=strict)
+        if image_decoding == "device":
+            nvjpeg_decoder(device if device is not None else torch.device("cpu"))
+            train = DeviceDecodingImageDataset(train, crop, image_column, strict=strict)
+        else:
+            train = with_pixel_values(train, crop, image_column, strict=strict)
     if eval_ is not None:
         crop = transforms_from_processor(processor, num_channels, train=False)
         eval_ = with_pixel_values(eval_, crop, image_column, strict=strict)

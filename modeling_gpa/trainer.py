@@ -22,8 +22,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
+from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from .data.image_inputs import ImageSettings
-from .data.pipeline import UNREADABLE_KEY, PixelNormalizer
+from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
 from .masking import progress_tensor
 
 logger = logging.get_logger(__name__)
@@ -233,11 +234,20 @@ class DeviceInputsMixin:
     uint8 pixels into float32 with [`PixelNormalizer`]: the mean and std of the trainer's image processor
     (``processing_class``), else the defaults for the model's channels. It also takes the pipeline's
     ``unreadable_images`` count out of the batch and adds it to ``unreadable_images["train"]`` or ``["eval"]``.
+    Batches of ``--image_decoding device`` carry undecoded JPEGs: they are decoded, cropped and flipped on the device
+    first (`modeling_gpa.data.device_decoding.decode_on_device`, with [`jpeg_decoder`]).
     """
 
     def _prepare_inputs(self, inputs: dict) -> dict:
         unreadable = inputs.pop(UNREADABLE_KEY, 0)
         inputs = super()._prepare_inputs(inputs)
+        encoded = inputs.pop(ENCODED_KEY, None)
+        if encoded is not None:
+            device = self.accelerator.device
+            inputs["pixel_values"], failed = decode_on_device(
+                encoded, inputs.get("pixel_values"), device, self.jpeg_decoder
+            )
+            unreadable += failed
         if unreadable:
             self.unreadable_images["train" if self.model.training else "eval"] += int(unreadable)
         pixel_values = inputs.get("pixel_values")
@@ -264,6 +274,24 @@ class DeviceInputsMixin:
             )
             self._pixel_normalizer = settings.normalizer()
         return self._pixel_normalizer
+
+    @property
+    def jpeg_decoder(self) -> JpegDecoder:
+        """Decodes the JPEGs of device-decoding batches: torchvision's batched nvJPEG unless one was assigned."""
+        if "_jpeg_decoder" not in self.__dict__:
+            self._jpeg_decoder = nvjpeg_decoder(self.accelerator.device)
+        return self._jpeg_decoder
+
+    @jpeg_decoder.setter
+    def jpeg_decoder(self, decoder: JpegDecoder) -> None:
+        self._jpeg_decoder = decoder
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        """Trainer's estimate, counting the pixels of a batch whose JPEGs are still undecoded."""
+        encoded = inputs.get(ENCODED_KEY)
+        if encoded is not None:
+            inputs = {**inputs, "pixel_values": torch.empty(encoded.shape, dtype=torch.uint8, device="meta")}
+        return super().floating_point_ops(inputs)
 
     def total_unreadable_images(self, split: str) -> int:
         """``unreadable_images[split]`` summed over all processes. Collective call."""

@@ -239,7 +239,16 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         f"{model.num_parameters() / 1e6:.2f}M parameters; masking: {settings.method}"
         + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
     )
-    train, eval_ = with_crops(train, eval_, processor, config.num_channels, image_column, data_args.strict_images)
+    train, eval_ = with_crops(
+        train,
+        eval_,
+        processor,
+        config.num_channels,
+        image_column,
+        data_args.strict_images,
+        data_args.image_decoding,
+        training_args.device,
+    )
     trainer = SimMIMTrainer(
         model=model,
         args=training_args,

@@ -488,7 +488,16 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
             model, processor, data_args, training_args, train if train is not None else eval_, image_column
         )
 
-    train, eval_ = with_crops(train, eval_, processor, config.num_channels, image_column, data_args.strict_images)
+    train, eval_ = with_crops(
+        train,
+        eval_,
+        processor,
+        config.num_channels,
+        image_column,
+        data_args.strict_images,
+        data_args.image_decoding,
+        training_args.device,
+    )
     num_patches = (config.image_size // config.patch_size) ** 2
     collator = RandomMaskingCollator(num_patches) if model_args.mask_method == "random" else collate_pixel_values
     trainer = GPATrainer(

@@ -44,6 +44,13 @@ def test_quick_run_measures_all_three_parts_and_writes_the_report(tmp_path):
         assert pipeline[name]["worker_ms_per_image"] > 0 and pipeline[name]["loader_img_s"] > 0
     assert pipeline["bare_decode_crop_resize"]["worker_ms_per_image"] > 0
     assert "skipped" in pipeline["gpu_decode"]  # no torchvision / CUDA on the test machines
+    # With device decoding the workers only read bytes and headers: far less CPU than decoding.
+    workers_part = pipeline["device_decoding_workers"]["worker_ms_per_image"]
+    assert 0 < workers_part < 0.5 * pipeline["uint8_pipeline"]["worker_ms_per_image"]
+    assert saved["end_to_end_device_decoding"]["mae/eager"] == {
+        "ran": False,
+        "error": pipeline["gpu_decode"]["skipped"],
+    }
     # The float32 baseline does the same work plus float conversion and 4x the bytes: never cheaper per worker.
     assert pipeline["uint8_vs_float32_speed"] > 1.0
     assert pipeline["uint8_vs_bare_time"] > 0.8

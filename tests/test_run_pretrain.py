@@ -126,6 +126,7 @@ def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, 
         (["--gpa_layer", "5"], "GPAConfig.gpa_layer=5 is out of range"),
         (["--strict_images", "--max_steps", "5"], "broken.png"),
         (["--model_name_or_path", "x"], "--config_overrides only applies to a model trained from scratch"),
+        (["--image_decoding", "device"], "CUDA GPU, but training runs on cpu: use --image_decoding cpu"),
     ],
 )
 def test_bad_input_gives_one_line_errors(images, tmp_path, extra, expected):

@@ -4,12 +4,14 @@ Three measurements in one run, over one image folder (written here, ImageNet-lik
 
 - (a) the input pipeline alone, images/s in total and per DataLoader worker: the uint8 pipeline run_pretrain.py uses
   (`modeling_gpa.data.pipeline`), the float32 pipeline it replaced (kept here only as the baseline), the bare cost of
-  one image (PIL decode + one bicubic crop-resize, one process), and GPU JPEG decoding (torchvision's nvJPEG, batched,
-  crops on the GPU) where torchvision imports and a GPU is present;
+  one image (PIL decode + one bicubic crop-resize, one process), and ``--image_decoding device``
+  (`modeling_gpa.data.device_decoding`): the workers' part (file bytes, JPEG header, crop box) everywhere, and the
+  GPU's part (batched nvJPEG, crop, resize, flip, normalise) where torchvision imports and a GPU is present;
 - (b) the training step alone (uint8 batch normalised on the device, forward, backward, AdamW; EMA update for the
   ema teacher), eager and under `torch.compile`, for MAE and GPA `ema` + MAM;
 - (c) run_pretrain.py's own Trainer path end to end over the folder, timed in steady state (the first
-  ``warmup_steps`` optimizer steps excluded), for the same two arms; and its ratio to (b).
+  ``warmup_steps`` optimizer steps excluded), for the same two arms, also with ``--image_decoding device`` where
+  the GPU's part runs; and its ratio to (b).
 
 `benchmarks/benchmark_pipeline.py` is the command line.
 """
@@ -35,7 +37,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ..configuration_gpa import GPAConfig
+from ..data.device_decoding import (
+    DeviceDecodingImageDataset,
+    DeviceDecodingUnavailable,
+    decode_on_device,
+    nvjpeg_decoder,
+)
 from ..data.pipeline import (
+    ENCODED_KEY,
     ImageDataset,
     PixelNormalizer,
     TrainCrop,
@@ -228,7 +237,7 @@ def loader_rate(dataset, settings: Settings, passes: int = 1) -> float:
             if start is None:
                 start = time.perf_counter()
                 continue
-            seen += batch["pixel_values"].shape[0]
+            seen += batch[ENCODED_KEY].batch_size if ENCODED_KEY in batch else len(batch["pixel_values"])
     return seen / (time.perf_counter() - start)
 
 
@@ -290,34 +299,29 @@ def worker_ms_per_image(dataset, settings: Settings, rounds: int = 1) -> float:
 
 
 def gpu_decode_rate(files: list[str], settings: Settings, repeats: int = 2) -> dict:
-    """Batched nvJPEG decoding with RandomResizedCrop + flip + normalisation on the GPU (needs torchvision + CUDA)."""
+    """``--image_decoding device`` alone: batched nvJPEG decoding, crop, resize, flip and normalisation on the GPU
+    (`modeling_gpa.data.device_decoding`); the workers' part (file bytes, header, crop box) is done beforehand."""
+    device = torch.device(settings.device)
     try:
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
-    except Exception as error:  # torchvision absent, or its extension does not load (CPU-only torch)
-        return {"skipped": f"torchvision does not import ({type(error).__name__})"}
-    if not torch.cuda.is_available():
-        return {"skipped": "no CUDA device"}
-    device = torch.device("cuda")
-    datas = [read_file(path) for path in files if path.lower().endswith((".jpg", ".jpeg"))]
+        decoder = nvjpeg_decoder(device)
+    except DeviceDecodingUnavailable:
+        return {"skipped": "no CUDA device" if device.type != "cuda" else "torchvision's decode_jpeg does not load"}
+    dataset = DeviceDecodingImageDataset(files, TrainCrop(settings.crop_size, 3))
+    batch_size = settings.batch_size
+    batches = [
+        collate_pixel_values([dataset[i] for i in range(first, first + batch_size)])
+        for first in range(0, len(files) - batch_size + 1, batch_size)
+    ]
     normalizer = PixelNormalizer(IMAGENET_MEAN, IMAGENET_STD)
-    size = settings.crop_size
-    batch = settings.batch_size
     rate = 0.0
     for _ in range(repeats):
-        torch.cuda.synchronize()
-        start, seen = time.perf_counter(), 0
-        for first in range(0, len(datas) - batch + 1, batch):
-            crops = []
-            for image in decode_jpeg(datas[first : first + batch], mode=ImageReadMode.RGB, device=device):
-                top, left, h, w = random_resized_crop_box(image.shape[2], image.shape[1], (0.2, 1.0), (3 / 4, 4 / 3))
-                crop = image[None, :, top : top + h, left : left + w].float()
-                crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)
-                crops.append(crop.flip(-1) if torch.rand(1).item() < 0.5 else crop)
-            pixels = torch.cat(crops).round_().clamp_(0, 255).to(torch.uint8)
+        synchronize(device)
+        start = time.perf_counter()
+        for batch in batches:
+            pixels, _ = decode_on_device(batch[ENCODED_KEY], batch.get("pixel_values"), device, decoder)
             normalizer(pixels)
-            seen += pixels.shape[0]
-        torch.cuda.synchronize()
-        rate = seen / (time.perf_counter() - start)
+        synchronize(device)
+        rate = len(batches) * batch_size / (time.perf_counter() - start)
     return {"img_s": rate}
 
 
@@ -335,6 +339,9 @@ def measure_pipeline(settings: Settings, files: list[str]) -> dict:
     }
     if folder is not None:
         pipelines["float32_baseline"] = float_baseline(folder, settings.crop_size)
+    pipelines["device_decoding_workers"] = (
+        DeviceDecodingImageDataset(folder, crop, "image") if folder else DeviceDecodingImageDataset(files, crop)
+    )
     # Alternating pipelines, so that a change in the machine's load hits both alike.
     costs = {name: [] for name in pipelines}
     totals = {name: [] for name in pipelines}
@@ -459,7 +466,9 @@ def steady_state_timer(warmup_steps: int):
     return SteadyStateTimer()
 
 
-def pretrain_arguments(settings: Settings, arm: str, compiled: bool, output_dir: str) -> list[str]:
+def pretrain_arguments(
+    settings: Settings, arm: str, compiled: bool, output_dir: str, image_decoding: str = "cpu"
+) -> list[str]:
     """run_pretrain.py's command line for one end-to-end arm."""
     overrides = ",".join(f"{key}={value}" for key, value in MODELS[settings.model].items())
     argv = [
@@ -504,13 +513,15 @@ def pretrain_arguments(settings: Settings, arm: str, compiled: bool, output_dir:
         argv += ["--bf16", "true", "--optim", "adamw_torch_fused"]
     if compiled:
         argv += ["--torch_compile", "true"]
+    if image_decoding != "cpu":
+        argv += ["--image_decoding", image_decoding]
     return argv
 
 
-def measure_end_to_end(settings: Settings, arm: str, compiled: bool, run_pretrain) -> dict:
+def measure_end_to_end(settings: Settings, arm: str, compiled: bool, run_pretrain, image_decoding: str = "cpu") -> dict:
     """Steady-state images/s of run_pretrain.py's Trainer over the folder (data, normalisation, step, EMA, logging)."""
-    output_dir = os.path.join(settings.output_dir, f"e2e-{arm}-{'compiled' if compiled else 'eager'}")
-    argv = pretrain_arguments(settings, arm, compiled, output_dir)
+    name = f"e2e-{arm}-{'compiled' if compiled else 'eager'}-{image_decoding}-decoding"
+    argv = pretrain_arguments(settings, arm, compiled, os.path.join(settings.output_dir, name), image_decoding)
     try:
         trainer, _ = run_pretrain.build_trainer(*run_pretrain.parse_arguments(argv))
         timer = steady_state_timer(settings.warmup_steps)
@@ -591,8 +602,9 @@ def run(settings: Settings, command: list[str]) -> dict:
     log(f"(a) input pipeline alone, {settings.workers} workers")
     results["pipeline"] = measure_pipeline(settings, files)
     modes = [False, True] if settings.compile else [False]
-    results["step"], results["end_to_end"] = {}, {}
+    results["step"], results["end_to_end"], results["end_to_end_device_decoding"] = {}, {}, {}
     run_pretrain = load_run_pretrain()
+    device_decoding = results["pipeline"]["gpu_decode"]
     for arm in settings.arms:
         for compiled in modes:
             key = f"{arm}/{'compiled' if compiled else 'eager'}"
@@ -603,9 +615,17 @@ def run(settings: Settings, command: list[str]) -> dict:
                 continue
             log(f"(c) run_pretrain.py end to end: {key}")
             results["end_to_end"][key] = measure_end_to_end(settings, arm, compiled, run_pretrain)
-            step, e2e = results["step"][key], results["end_to_end"][key]
-            if step.get("ran") and e2e.get("ran"):
-                e2e["ratio_to_step"] = e2e["img_s"] / step["img_s"]
+            if "skipped" in device_decoding:
+                results["end_to_end_device_decoding"][key] = {"ran": False, "error": device_decoding["skipped"]}
+            else:
+                log(f"(c) run_pretrain.py end to end, --image_decoding device: {key}")
+                results["end_to_end_device_decoding"][key] = measure_end_to_end(
+                    settings, arm, compiled, run_pretrain, image_decoding="device"
+                )
+            step = results["step"][key]
+            for e2e in (results["end_to_end"][key], results["end_to_end_device_decoding"][key]):
+                if step.get("ran") and e2e.get("ran"):
+                    e2e["ratio_to_step"] = e2e["img_s"] / step["img_s"]
     results["seconds"] = time.perf_counter() - start
     return results
 
@@ -644,7 +664,8 @@ def markdown(results: dict) -> str:
         "uint8_pipeline": "uint8 pipeline (run_pretrain.py's)",
         "float32_baseline": "float32 baseline (the pipeline it replaced)",
         "bare_decode_crop_resize": "bare PIL decode + crop-resize of one image",
-        "gpu_decode": "nvJPEG on the GPU, batched, crops on the GPU",
+        "device_decoding_workers": "--image_decoding device, the workers' part (file bytes, JPEG header, crop box)",
+        "gpu_decode": "--image_decoding device, the GPU's part (nvJPEG, batched; crop, resize, flip, normalise)",
     }
     for key, name in names.items():
         row = pipeline[key]
@@ -672,16 +693,19 @@ def markdown(results: dict) -> str:
         "earlier run). End to end: run_pretrain.py's Trainer over the image "
         f"folder, timed after the first {settings['warmup_steps']} of {settings['e2e_steps']} steps.",
         "",
-        "| arm | step alone, images/s | first call, s | end to end, images/s | end to end / step |",
-        "|---|---|---|---|---|",
+        "| arm | step alone, images/s | first call, s | end to end, images/s | end to end / step | "
+        "end to end, `--image_decoding device`, images/s | its end to end / step |",
+        "|---|---|---|---|---|---|---|",
     ]
+    device_runs = results.get("end_to_end_device_decoding", {})
     for key, step in results["step"].items():
-        e2e = results["end_to_end"][key]
+        e2e, device = results["end_to_end"][key], device_runs.get(key, {"error": "-"})
         step_text = _fmt(step.get("img_s")) if step.get("ran") else step.get("error")
         e2e_text = _fmt(e2e.get("img_s")) if e2e.get("ran") else e2e.get("error")
+        device_text = _fmt(device.get("img_s")) if device.get("ran") else device.get("error")
         lines.append(
             f"| {key} | {step_text} | {_fmt(step.get('first_call_s'), '.1f')} | {e2e_text} | "
-            f"{_fmt(e2e.get('ratio_to_step'), '.2f')} |"
+            f"{_fmt(e2e.get('ratio_to_step'), '.2f')} | {device_text} | {_fmt(device.get('ratio_to_step'), '.2f')} |"
         )
     return "\n".join(lines) + "\n"
 

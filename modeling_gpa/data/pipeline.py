@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNREADABLE_KEY = "unreadable_images"
+# Undecoded JPEGs of a batch, decoded on the training device (modeling_gpa.data.device_decoding).
+ENCODED_KEY = "encoded_images"
 # An image that fails to decode is replaced by the next one; this many failures in a row mean the data is broken.
 MAX_UNREADABLE_IN_A_ROW = 100
 
@@ -254,12 +256,15 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def _read(self, index: int) -> tuple[Image.Image, Any]:
+    def _example(self, index: int) -> dict[str, Any]:
+        """The row at `index`: its image decoded and cropped, and its label; raises [`UnreadableImageError`]."""
         row = self.source[index]
         if self.image_column is None:
-            return decode_image(row, index), None
-        label = row[self.label_column] if self.label_column is not None else None
-        return decode_image(row[self.image_column], index), label
+            return {"pixel_values": self.crop(decode_image(row, index))}
+        example = {"pixel_values": self.crop(decode_image(row[self.image_column], index))}
+        if self.label_column is not None:
+            example["labels"] = row[self.label_column]
+        return example
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
@@ -268,16 +273,13 @@ class ImageDataset(Dataset):
         unreadable = 0
         for offset in range(min(len(self), MAX_UNREADABLE_IN_A_ROW)):
             try:
-                image, label = self._read((index + offset) % len(self))
+                example = self._example((index + offset) % len(self))
             except UnreadableImageError as error:
                 if self.strict:
                     raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
                 logger.warning(f"Skipping {error}; the next image takes its place.")
                 unreadable += 1
                 continue
-            example = {"pixel_values": self.crop(image)}
-            if self.label_column is not None:
-                example["labels"] = label
             if unreadable:
                 example[UNREADABLE_KEY] = unreadable
             return example
@@ -291,8 +293,16 @@ def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
 
     In a DataLoader worker the batch is stacked straight into shared memory (as torch's `default_collate` does).
     When some images were unreadable, ``"unreadable_images"`` holds how many (an int; pop it before calling a model).
+    Examples holding undecoded JPEGs (device decoding) are gathered by
+    `modeling_gpa.data.device_decoding.collate_encoded` instead.
     """
-    batch = {"pixel_values": default_collate([example["pixel_values"] for example in examples])}
+    if any(ENCODED_KEY in example for example in examples):
+        # Imported here: device_decoding builds on this module.
+        from .device_decoding import collate_encoded
+
+        batch = collate_encoded(examples)
+    else:
+        batch = {"pixel_values": default_collate([example["pixel_values"] for example in examples])}
     unreadable = sum(example.get(UNREADABLE_KEY, 0) for example in examples)
     if unreadable:
         batch[UNREADABLE_KEY] = unreadable

@@ -1,0 +1,250 @@
+"""JPEG decoding on the training device (nvJPEG through torchvision), for hosts with few CPU cores per GPU.
+
+With ``--image_decoding device`` the DataLoader workers no longer decode: [`DeviceDecodingImageDataset`] reads each
+file's bytes and its JPEG header (for the size), draws MAE's RandomResizedCrop box and flip there (the same draws, from
+the same RNG, as [`TrainCrop`]) and hands the undecoded bytes to the main process. [`collate_pixel_values`] gathers a
+batch's JPEGs into one [`EncodedImages`]; the trainer's [`DeviceInputsMixin`] decodes them in one batched call on the
+device, crops, resizes (bicubic, antialiased) and flips there ([`decode_on_device`]), and normalises the resulting
+uint8 (B, C, S, S) batch as usual. Images nvJPEG should not get (PNG, CMYK or other-mode JPEGs) are decoded and
+cropped in the worker as before and travel in ``pixel_values``; the decoded JPEGs take their places beside them.
+
+A JPEG whose header reads but whose data does not decode is found on the device: the batch is decoded image by image
+to name it, a warning names the file and the next readable image of the batch takes its place (counted like a worker
+skip), or with ``strict`` [`UnreadableImageError`] names it.
+
+torchvision is imported only when the decoder is asked for ([`nvjpeg_decoder`]): the CPU set-up does not have it, and
+everything else here is plain torch and PIL.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .pipeline import (
+    ENCODED_KEY,
+    ImageDataset,
+    TrainCrop,
+    UnreadableImageError,
+    decode_image,
+    image_name,
+    random_resized_crop_box,
+)
+
+logger = logging.getLogger(__name__)
+
+# (list of 1-D uint8 tensors of file bytes, num_channels, device) -> list of (C, H, W) uint8 tensors on the device.
+JpegDecoder = Callable[[list[torch.Tensor], int, torch.device], list[torch.Tensor]]
+PIL_MODES = {1: "L", 3: "RGB"}
+
+
+class DeviceDecodingUnavailable(ValueError):
+    """``--image_decoding device`` on a machine without torchvision's CUDA JPEG decoder; the message says what to do."""
+
+
+@dataclass
+class EncodedJpeg:
+    """One undecoded JPEG and the crop to take from it: ``data`` (N,) uint8 file bytes, ``box`` (top, left, h, w)."""
+
+    data: torch.Tensor
+    box: tuple[int, int, int, int]
+    flip: bool
+    name: str
+    image_size: int
+    num_channels: int
+    strict: bool = False
+
+
+@dataclass
+class EncodedImages:
+    """A batch's undecoded JPEGs (at least one): ``jpegs[i]`` goes to row ``positions[i]`` of the (B, C, S, S) batch.
+
+    Not a tensor and without ``.to``, so accelerate and the DataLoader's pin-memory thread pass it through as it is:
+    the bytes stay on the host, where nvJPEG reads them.
+    """
+
+    jpegs: list[EncodedJpeg]
+    positions: list[int]
+    batch_size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(B, C, S, S) of the decoded batch."""
+        first = self.jpegs[0]
+        return (self.batch_size, first.num_channels, first.image_size, first.image_size)
+
+
+class DeviceDecodingImageDataset(ImageDataset):
+    """[`ImageDataset`] for pretraining with device decoding: JPEGs leave the worker undecoded, with their crop drawn.
+
+    Rows are ``{"encoded_images": EncodedJpeg}`` for a JPEG in the crop's colour mode (baseline RGB for 3 channels,
+    grayscale for 1) and ``{"pixel_values": (C, S, S) uint8}`` (decoded and cropped here by ``crop``) for anything
+    else. Only the header is parsed in the worker, so a JPEG whose data is damaged is caught on the device.
+    """
+
+    def __init__(self, source, crop: TrainCrop, image_column: str | None = None, strict: bool = False) -> None:
+        if not isinstance(crop, TrainCrop):
+            raise ValueError("device decoding takes the pretraining crop (TrainCrop): evaluation decodes on the CPU")
+        super().__init__(source, crop, image_column, strict=strict)
+
+    def _example(self, index: int) -> dict[str, Any]:
+        value = self.source[index] if self.image_column is None else self.source[index][self.image_column]
+        data = _file_bytes(value, index)
+        if data is None:
+            return {"pixel_values": self.crop(decode_image(value, index))}
+        try:
+            header = Image.open(io.BytesIO(data))
+        except Exception as error:  # PIL raises many types for a file that is not an image
+            raise UnreadableImageError(
+                f"unreadable image {image_name(value, index)} ({type(error).__name__}: {error})"
+            ) from None
+        if header.format != "JPEG" or header.mode != PIL_MODES[self.crop.num_channels]:
+            header.load()
+            return {"pixel_values": self.crop(header)}
+        top, left, h, w = random_resized_crop_box(header.width, header.height, self.crop.scale, self.crop.ratio)
+        flip = torch.rand(1).item() < 0.5
+        pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        jpeg = EncodedJpeg(
+            pixels,
+            (top, left, h, w),
+            flip,
+            image_name(value, index),
+            self.crop.image_size,
+            self.crop.num_channels,
+            self.strict,
+        )
+        return {ENCODED_KEY: jpeg}
+
+
+def _file_bytes(value: Any, index: int) -> bytes | None:
+    """The encoded bytes of a path or a `datasets.Image` value; None for an in-memory PIL image."""
+    if isinstance(value, Image.Image):
+        return None
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return value["bytes"]
+    path = value if isinstance(value, str) else value.get("path") if isinstance(value, dict) else None
+    if not path:
+        raise UnreadableImageError(f"unreadable image {image_name(value, index)} (ValueError: missing image)")
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise UnreadableImageError(f"unreadable image {path} ({type(error).__name__}: {error.strerror})") from None
+
+
+def collate_encoded(examples: list[dict]) -> dict[str, Any]:
+    """Examples of [`DeviceDecodingImageDataset`], at least one a JPEG -> ``{"encoded_images": EncodedImages}`` plus,
+    when some images were decoded in the worker, ``"pixel_values"`` (B, C, S, S) uint8 holding them (zeros where a
+    JPEG goes)."""
+    positions = [i for i, example in enumerate(examples) if ENCODED_KEY in example]
+    encoded = EncodedImages([examples[i][ENCODED_KEY] for i in positions], positions, len(examples))
+    batch: dict[str, Any] = {ENCODED_KEY: encoded}
+    if len(positions) < len(examples):
+        pixels = torch.zeros(encoded.shape, dtype=torch.uint8)
+        for i, example in enumerate(examples):
+            if ENCODED_KEY not in example:
+                pixels[i] = example["pixel_values"]
+        batch["pixel_values"] = pixels
+    return batch
+
+
+def crop_resize(images: list[torch.Tensor], jpegs: list[EncodedJpeg], image_size: int) -> torch.Tensor:
+    """Decoded (C, H_i, W_i) uint8 images and their crops -> (k, C, S, S) uint8: box, bicubic antialiased resize, flip.
+
+    One resize per image: decoded images differ in size, so they cannot share one tensor before the crop; on a GPU
+    these launches are asynchronous and the host only queues them.
+    """
+    crops = []
+    for image, jpeg in zip(images, jpegs, strict=True):
+        top, left, h, w = jpeg.box
+        crop = image[None, :, top : top + h, left : left + w].float()
+        crop = torch.nn.functional.interpolate(crop, size=(image_size, image_size), mode="bicubic", antialias=True)
+        crops.append(crop.flip(-1) if jpeg.flip else crop)
+    return torch.cat(crops).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def decode_on_device(
+    encoded: EncodedImages, pixel_values: torch.Tensor | None, device: torch.device, decoder: JpegDecoder
+) -> tuple[torch.Tensor, int]:
+    """The batch's (B, C, S, S) uint8 pixels on ``device``, and how many JPEGs could not be decoded.
+
+    ``pixel_values`` (B, C, S, S) uint8 on ``device`` holds the images decoded in the workers, or is None when every
+    image is a JPEG. An undecodable JPEG is replaced by the next decodable one of the batch (or raises
+    [`UnreadableImageError`] naming it when the dataset was strict).
+    """
+    pixels = torch.empty(encoded.shape, dtype=torch.uint8, device=device) if pixel_values is None else pixel_values
+    _, num_channels, image_size, _ = encoded.shape
+    jpegs = encoded.jpegs
+    try:
+        images = decoder([jpeg.data for jpeg in jpegs], num_channels, device)
+        failed = 0
+    except Exception:  # one bad file fails the batched call: decode one by one to name it
+        images, jpegs, failed = _decode_each(jpegs, num_channels, device, decoder)
+    crops = crop_resize(images, jpegs, image_size)
+    index = torch.tensor(encoded.positions, device=device)
+    return pixels.index_copy_(0, index, crops), failed
+
+
+def _decode_each(
+    jpegs: list[EncodedJpeg], num_channels: int, device: torch.device, decoder: JpegDecoder
+) -> tuple[list[torch.Tensor], list[EncodedJpeg], int]:
+    """Decodes JPEGs one at a time; each failure is replaced by the next decodable JPEG (its image and crop)."""
+    decoded: list[tuple[torch.Tensor, EncodedJpeg] | None] = []
+    for jpeg in jpegs:
+        try:
+            decoded.append((decoder([jpeg.data], num_channels, device)[0], jpeg))
+        except Exception as error:
+            reason = str(error).splitlines()[0] if str(error) else ""
+            message = f"unreadable image {jpeg.name} ({type(error).__name__}: {reason})"
+            if jpeg.strict:
+                raise UnreadableImageError(f"{message}: remove it, or drop --strict_images to skip it") from None
+            logger.warning(f"Skipping {message}; the next image takes its place.")
+            decoded.append(None)
+    readable = [i for i, item in enumerate(decoded) if item is not None]
+    if not readable:
+        raise UnreadableImageError(f"no JPEG of a batch of {len(jpegs)} decodes: check the image files")
+    filled = [decoded[i] or decoded[next((j for j in readable if j > i), readable[0])] for i in range(len(jpegs))]
+    images, kept = zip(*filled, strict=True)
+    return list(images), list(kept), len(jpegs) - len(readable)
+
+
+def nvjpeg_decoder(device: torch.device) -> JpegDecoder:
+    """torchvision's batched ``decode_jpeg`` on ``device`` (nvJPEG); raises [`DeviceDecodingUnavailable`] when that
+    cannot run here (torchvision missing or built for another torch, or a device that is not CUDA)."""
+    if device.type != "cuda":
+        raise DeviceDecodingUnavailable(
+            f"--image_decoding device decodes JPEGs with nvJPEG on a CUDA GPU, but training runs on {device.type}: "
+            "use --image_decoding cpu"
+        )
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except Exception as error:  # absent, or its C extension does not load beside this torch build
+        raise DeviceDecodingUnavailable(
+            f"--image_decoding device needs torchvision built for this torch ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}): install it, or use --image_decoding cpu"
+        ) from None
+    modes = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+
+    def decode(datas: list[torch.Tensor], num_channels: int, target: torch.device) -> list[torch.Tensor]:
+        return decode_jpeg(datas, mode=modes[num_channels], device=target)
+
+    return decode
+
+
+__all__ = [
+    "ENCODED_KEY",
+    "DeviceDecodingImageDataset",
+    "DeviceDecodingUnavailable",
+    "EncodedImages",
+    "EncodedJpeg",
+    "collate_encoded",
+    "crop_resize",
+    "decode_on_device",
+    "nvjpeg_decoder",
+]
