@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""End-to-end fine-tuning of any GPA, ViTMAE or ViT checkpoint for image classification (MAE's recipe).
+"""End-to-end fine-tuning of any GPA, ViTMAE, ViT or Swin checkpoint for image classification (MAE's recipe).
 
     python run_scripts/run_finetune.py --model_name_or_path outputs/gpa --dataset_name fashion_mnist \\
         --output_dir outputs/finetune --num_train_epochs 10 --layer_decay 0.75 --mixup 0.8 --cutmix 1.0 \\
         --label_smoothing 0.1
 
-``ViTForImageClassification.from_pretrained(<checkpoint>)`` trained with HF Trainer: AdamW with layer-wise lr decay
-(``lr * layer_decay ** (num_layers + 1 - layer_id)``, as MAE/BEiT), weight decay 0.05, cosine schedule after a 5%
+``ViTForImageClassification.from_pretrained(<checkpoint>)`` (``SwinForImageClassification`` for a Swin checkpoint, such
+as run_mim.py's) trained with HF Trainer: AdamW with layer-wise lr decay (``lr * layer_decay ** (num_layers + 1 -
+layer_id)``, as MAE/BEiT; for a Swin, SimMIM's layer ids over all blocks), weight decay 0.05, cosine schedule after a 5%
 warm-up (MAE's defaults; Trainer flags override them), optional mixup / CutMix with label smoothing, accuracy on the
 eval split. Every Trainer flag works (``--per_device_train_batch_size``, ``--learning_rate`` or
 ``--base_learning_rate``, ``--warmup_steps``...). Writes ``<output_dir>/results.json`` and prints a one-line summary.
@@ -18,7 +19,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import AutoConfig, HfArgumentParser, Trainer, TrainingArguments, ViTForImageClassification
+from transformers import (
+    AutoConfig,
+    HfArgumentParser,
+    SwinForImageClassification,
+    Trainer,
+    TrainingArguments,
+    ViTForImageClassification,
+)
 
 from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import collate_pixel_values_and_labels, transforms_from_processor, with_pixel_values
@@ -31,6 +39,7 @@ from modeling_gpa.evaluation import (
     report_results,
     soft_target_cross_entropy,
 )
+from modeling_gpa.evaluation.features import swin_checkpoint
 from modeling_gpa.trainer import DeviceInputsMixin
 
 
@@ -110,12 +119,16 @@ class FinetuneTrainer(DeviceInputsMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def load_classifier(name_or_path: str, id2label: dict[int, str]) -> ViTForImageClassification:
-    """``ViTForImageClassification`` with a fresh head; a one-line error when the checkpoint has no ViT encoder."""
+def load_classifier(
+    name_or_path: str, id2label: dict[int, str]
+) -> ViTForImageClassification | SwinForImageClassification:
+    """``ViTForImageClassification`` (``SwinForImageClassification`` for a Swin checkpoint, such as run_mim.py's) with
+    a fresh head; a one-line error when the checkpoint has no encoder weights."""
+    swin = swin_checkpoint(name_or_path)
     return load_vit(
-        ViTForImageClassification,
+        SwinForImageClassification if swin else ViTForImageClassification,
         name_or_path,
-        encoder_prefix="vit.",
+        encoder_prefix="swin." if swin else "vit.",
         num_labels=len(id2label),
         id2label=id2label,
         label2id={name: index for index, name in id2label.items()},

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from tiny import swin_student, tiny_kwargs
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, SwinForImageClassification, SwinForMaskedImageModeling
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 
@@ -112,6 +112,21 @@ def test_finetune_script_trains_with_layer_decay_and_mixup(image_folder, checkpo
     assert 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["eval_loss"])
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["id2label"] == {"0": "class0", "1": "class1", "2": "class2"}
+
+
+def test_finetune_script_fine_tunes_a_swin_simmim_checkpoint(image_folder, swin_checkpoint, tmp_path):
+    args = ["--model_name_or_path", str(swin_checkpoint), "--num_train_epochs", "1"]
+    args += ["--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--report_to", "none"]
+    args += ["--save_strategy", "no", "--use_cpu"]
+    results = run_finetune.main(args + data_args(image_folder, tmp_path))
+    assert results["num_classes"] == 3 and 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["eval_loss"])
+    model = SwinForImageClassification.from_pretrained(tmp_path)
+    pretrained = SwinForMaskedImageModeling.from_pretrained(swin_checkpoint)
+    # Every encoder weight came from the SimMIM checkpoint and was then trained.
+    embedding = "swin.embeddings.patch_embeddings.projection.weight"
+    assert model.state_dict()[embedding].shape == pretrained.state_dict()[embedding].shape
+    assert not torch.equal(model.state_dict()[embedding], pretrained.state_dict()[embedding])
+    assert model.config.num_labels == 3
 
 
 def test_scripts_reject_a_checkpoint_without_an_encoder(image_folder, tmp_path):

@@ -29,7 +29,7 @@ from .features import (
     load_vit,
     pool,
 )
-from .finetune import param_groups_layer_decay, vit_layer_id
+from .finetune import param_groups_layer_decay, swin_layer_id, vit_layer_id
 from .knn import knn_accuracy, knn_scores
 from .linear_probe import (
     MAE_LARS_LR,
@@ -76,6 +76,7 @@ __all__ = [
     "report_results",
     "soft_target_cross_entropy",
     "train_linear_probe",
+    "swin_layer_id",
     "vit_layer_id",
     "write_results",
 ]
