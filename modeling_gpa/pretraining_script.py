@@ -314,23 +314,23 @@ def with_crops(
     processor,
     num_channels: int,
     image_column: str,
-    strict: bool,
-    image_decoding: str = "cpu",
-    device: torch.device | None = None,
+    data_args: ImageDataArguments,
+    device: torch.device,
 ) -> tuple[datasets.Dataset | None, datasets.Dataset | None]:
     """Both splits with uint8 ``pixel_values`` (C, H, W): the processor's random crop for train, its fixed one for eval.
 
-    The trainer normalises each batch on the device with the processor's mean/std. With ``image_decoding="device"``
-    the train split's JPEGs stay undecoded until they reach ``device``
-    (`modeling_gpa.data.device_decoding.DeviceDecodingImageDataset`); a machine that cannot decode them there fails
-    here, with a one-line `DeviceDecodingUnavailable`.
+    The trainer normalises each batch on ``device`` with the processor's mean/std. ``data_args`` gives
+    ``strict_images`` and ``image_decoding``; with ``--image_decoding device`` the train split's JPEGs stay undecoded
+    until they reach ``device`` (`modeling_gpa.data.device_decoding.DeviceDecodingImageDataset`), and a machine that
+    cannot decode them there fails here, with a one-line `DeviceDecodingUnavailable`.
     """
-    if image_decoding not in IMAGE_DECODING:
-        raise ValueError(f"image_decoding={image_decoding!r}: choose one of {', '.join(IMAGE_DECODING)}")
+    strict = data_args.strict_images
+    if data_args.image_decoding not in IMAGE_DECODING:
+        raise ValueError(f"--image_decoding {data_args.image_decoding!r}: choose one of {', '.join(IMAGE_DECODING)}")
     if train is not None:
         crop = transforms_from_processor(processor, num_channels, train=True)
-        if image_decoding == "device":
-            nvjpeg_decoder(device if device is not None else torch.device("cpu"))
+        if data_args.image_decoding == "device":
+            nvjpeg_decoder(device)
             train = DeviceDecodingImageDataset(train, crop, image_column, strict=strict)
         else:
             train = with_pixel_values(train, crop, image_column, strict=strict)

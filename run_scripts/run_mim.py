@@ -240,14 +240,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
     )
     train, eval_ = with_crops(
-        train,
-        eval_,
-        processor,
-        config.num_channels,
-        image_column,
-        data_args.strict_images,
-        data_args.image_decoding,
-        training_args.device,
+        train, eval_, processor, config.num_channels, image_column, data_args, training_args.device
     )
     trainer = SimMIMTrainer(
         model=model,
