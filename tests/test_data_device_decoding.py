@@ -130,6 +130,23 @@ def test_an_undecodable_jpeg_is_replaced_and_counted_or_stops_a_strict_run(photo
         )
 
 
+def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_host(photos, tmp_path):
+    Image.open(photos["chelsea"]).save(tmp_path / "progressive.jpg", quality=90, progressive=True)
+    files = [str(photos["coffee"]), str(tmp_path / "progressive.jpg")]
+
+    def baseline_only(datas, num_channels, device):
+        # nvJPEG's hardware path, for one, takes baseline JPEGs only: start-of-frame marker 0xFFC2 is progressive.
+        if any(b"\xff\xc2" in data.numpy().tobytes() for data in datas):
+            raise RuntimeError("unsupported JPEG")
+        return pil_jpeg_decoder(datas, num_channels, device)
+
+    crop = TrainCrop(32, 3)
+    batch = device_batch(DeviceDecodingImageDataset(files, crop), range(2), seed=0)
+    pixels, failed = decode_on_device(batch[ENCODED_KEY], None, torch.device("cpu"), baseline_only)
+    expected, _ = decode_on_device(batch[ENCODED_KEY], None, torch.device("cpu"), pil_jpeg_decoder)
+    assert failed == 0 and torch.equal(pixels, expected)
+
+
 def test_files_that_are_not_images_are_skipped_in_the_worker(photos, tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     files = [str(tmp_path / "junk.jpg"), str(tmp_path / "missing.jpg"), str(photos["coffee"])]

@@ -55,36 +55,42 @@ FEWSHOT_IMAGES = 10
 GEOMETRY = {"plain": (32, 4, 8), "cluttered": (64, 8, 16)}
 
 
-PROTOCOL = """Protocol. Images zero-padded to 32 px (plain: model patch 4, mask patch 8) or 64 px (cluttered canvas:
-model patch 8, mask patch 16): an 8x8 model grid and a 4x4 mask grid, ceil(16 * 0.6) = 10 masked mask patches per
-image in both arms. Students: ViTForMaskedImageModeling (hidden 64, 4 blocks, 4 heads) and SwinForMaskedImageModeling
-(embed 32, depths [2, 2], heads [2, 4], window 2), trained from the same initial weights, data order and flips per
-seed with AdamW (lr = blr * batch / 256, cosine, 1 warm-up epoch). simmim_random: run_mim.py's uniform mask.
-simmim_gpa: the seed's MAE teacher (GPAForPreTraining without MAM, uniform noise at mask ratio 0.75, the student ViT's
-size and patch grid, trained with the same schedule), frozen; block and head by few-shot selection on 10 training
-images; its scores area-pooled from the 8x8 teacher grid to the 4x4 mask grid; soft 0.5 -> 0, hard 0 -> 0.5 of the
-masked mask patches over training (Eq. 6). random_init: the seed's initial student, not pretrained; raw_pixels: the
-normalised pixels as features. Features: mean of the last hidden states (ViT: patch tokens)."""
+def protocol(settings: dict) -> str:
+    """The method paragraph of the report, for the settings (a ``Settings`` as a dict) that produced it."""
+    return f"""Protocol. Images zero-padded to 32 px (plain: model patch 4, mask patch 8) or 64 px (cluttered canvas:
+model patch 8, mask patch 16): an 8x8 model grid and a 4x4 mask grid, ceil(16 * {settings["mask_ratio"]}) masked mask
+patches per image in both arms. Students: ViTForMaskedImageModeling (hidden {settings["hidden_size"]},
+{settings["num_layers"]} blocks, {settings["num_heads"]} heads) and SwinForMaskedImageModeling (embed
+{settings["swin_embed_dim"]}, depths [2, 2], heads [2, 4], window 2), trained from the same initial weights, data order
+and flips per seed for {settings["epochs"]} epochs over {settings["train_samples"]:,} images with AdamW (lr = blr *
+batch / 256, blr {settings["blr"]}, batch {settings["batch_size"]}, cosine, {settings["warmup_epochs"]:g} warm-up
+epoch). simmim_random: run_mim.py's uniform mask. simmim_gpa: the seed's MAE teacher (GPAForPreTraining without MAM,
+uniform noise at mask ratio {settings["mae_mask_ratio"]}, the student ViT's size and patch grid, trained with the same
+schedule), frozen; block and head by few-shot selection on 10 training images; its scores area-pooled from the 8x8
+teacher grid to the 4x4 mask grid; soft 0.5 -> 0, hard 0 -> 0.5 of the masked mask patches over training (Eq. 6).
+random_init: the seed's initial student, not pretrained; raw_pixels: the normalised pixels as features. Features:
+mean of the last hidden states (ViT: patch tokens), on {settings["test_samples"]:,} test images; linear probe
+{settings["probe_epochs"]} epochs."""
 
 
 @dataclasses.dataclass
 class Settings:
     """Everything that defines a run; results are cached under a hash of these fields."""
 
-    train_samples: int = 4000
-    test_samples: int = 1000
-    epochs: int = 4
+    train_samples: int = 20000
+    test_samples: int = 5000
+    epochs: int = 8
     batch_size: int = 128
     blr: float = 5e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     mae_mask_ratio: float = 0.75
     mask_ratio: float = 0.6
-    hidden_size: int = 64
+    hidden_size: int = 96
     num_layers: int = 4
     num_heads: int = 4
-    swin_embed_dim: int = 32
-    probe_epochs: int = 30
+    swin_embed_dim: int = 48
+    probe_epochs: int = 50
     probe_lr: float = 6.4
     knn_k: int = 20
     knn_temperature: float = 0.07
@@ -400,7 +406,8 @@ def summarize(results: list[dict]) -> dict:
 
 def markdown(summary: dict, meta: dict) -> str:
     lines = [
-        "# SimMIM with random vs GPA masks: Fashion-MNIST, CPU scale",
+        f"# SimMIM with random vs GPA masks: Fashion-MNIST, {meta['settings']['train_samples']:,} images, "
+        f"{meta['settings']['epochs']} epochs",
         "",
         f"Command: `{meta['command']}`",
         "",
@@ -422,7 +429,7 @@ def markdown(summary: dict, meta: dict) -> str:
             f"{100 * knn['mean']:.1f} ± {100 * knn['std']:.1f} | {100 * linear['mean']:.1f} ± "
             f"{100 * linear['std']:.1f} | {recall_cell} |"
         )
-    lines += ["", PROTOCOL, ""]
+    lines += ["", protocol(meta["settings"]), ""]
     return "\n".join(lines)
 
 

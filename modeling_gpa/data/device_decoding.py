@@ -8,9 +8,10 @@ device, crops, resizes (bicubic, antialiased) and flips there ([`decode_on_devic
 uint8 (B, C, S, S) batch as usual. Images nvJPEG should not get (PNG, CMYK or other-mode JPEGs) are decoded and
 cropped in the worker as before and travel in ``pixel_values``; the decoded JPEGs take their places beside them.
 
-A JPEG whose header reads but whose data does not decode is found on the device: the batch is decoded image by image
-to name it, a warning names the file and the next readable image of the batch takes its place (counted like a worker
-skip), or with ``strict`` [`UnreadableImageError`] names it.
+A JPEG whose header reads but whose data the device decoder refuses is found on the device: the batch is then decoded
+image by image, a refused JPEG by PIL on the host (a variant nvJPEG does not handle still trains); one PIL cannot read
+either is named in a warning and the next readable image of the batch takes its place (counted like a worker skip),
+or with ``strict`` [`UnreadableImageError`] names it.
 
 torchvision is imported only when the decoder is asked for ([`nvjpeg_decoder`]): the CPU set-up does not have it, and
 everything else here is plain torch and PIL.
@@ -36,6 +37,8 @@ from .pipeline import (
     decode_image,
     image_name,
     random_resized_crop_box,
+    to_num_channels,
+    to_uint8_tensor,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,13 +104,10 @@ class DeviceDecodingImageDataset(ImageDataset):
             return {"pixel_values": self.crop(decode_image(value, index))}
         try:
             header = Image.open(io.BytesIO(data))
-        except Exception as error:  # PIL raises many types for a file that is not an image
-            raise UnreadableImageError(
-                f"unreadable image {image_name(value, index)} ({type(error).__name__}: {error})"
-            ) from None
-        if header.format != "JPEG" or header.mode != PIL_MODES[self.crop.num_channels]:
-            header.load()
-            return {"pixel_values": self.crop(header)}
+        except Exception:  # PIL raises many types for a file that is not an image; decode_image names it below
+            header = None
+        if header is None or header.format != "JPEG" or header.mode != PIL_MODES[self.crop.num_channels]:
+            return {"pixel_values": self.crop(decode_image({"bytes": data, "path": image_name(value, index)}))}
         top, left, h, w = random_resized_crop_box(header.width, header.height, self.crop.scale, self.crop.ratio)
         flip = torch.rand(1).item() < 0.5
         pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
@@ -194,17 +194,21 @@ def decode_on_device(
 def _decode_each(
     jpegs: list[EncodedJpeg], num_channels: int, device: torch.device, decoder: JpegDecoder
 ) -> tuple[list[torch.Tensor], list[EncodedJpeg], int]:
-    """Decodes JPEGs one at a time; each failure is replaced by the next decodable JPEG (its image and crop)."""
+    """Decodes JPEGs one at a time, with PIL on the host where the device decoder refuses one (a JPEG variant it does
+    not handle); a JPEG PIL cannot read either is replaced by the next decodable one (its image and crop)."""
     decoded: list[tuple[torch.Tensor, EncodedJpeg] | None] = []
     for jpeg in jpegs:
         try:
             decoded.append((decoder([jpeg.data], num_channels, device)[0], jpeg))
-        except Exception as error:
-            reason = str(error).splitlines()[0] if str(error) else ""
-            message = f"unreadable image {jpeg.name} ({type(error).__name__}: {reason})"
+            continue
+        except Exception:  # the decoder's own error types differ by backend; PIL below says what is wrong
+            pass
+        try:
+            decoded.append((_decode_on_host(jpeg, num_channels).to(device), jpeg))
+        except UnreadableImageError as error:
             if jpeg.strict:
-                raise UnreadableImageError(f"{message}: remove it, or drop --strict_images to skip it") from None
-            logger.warning(f"Skipping {message}; the next image takes its place.")
+                raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
+            logger.warning(f"Skipping {error}; the next image takes its place.")
             decoded.append(None)
     readable = [i for i, item in enumerate(decoded) if item is not None]
     if not readable:
@@ -212,6 +216,12 @@ def _decode_each(
     filled = [decoded[i] or decoded[next((j for j in readable if j > i), readable[0])] for i in range(len(jpegs))]
     images, kept = zip(*filled, strict=True)
     return list(images), list(kept), len(jpegs) - len(readable)
+
+
+def _decode_on_host(jpeg: EncodedJpeg, num_channels: int) -> torch.Tensor:
+    """(C, H, W) uint8 of ``jpeg`` decoded by PIL; raises [`UnreadableImageError`] naming the file."""
+    image = decode_image({"bytes": jpeg.data.numpy().tobytes(), "path": jpeg.name})
+    return to_uint8_tensor(to_num_channels(image, num_channels))
 
 
 def nvjpeg_decoder(device: torch.device) -> JpegDecoder:
