@@ -13,6 +13,9 @@ Images are zero-padded to a size the SimMIM mask grid divides: 28 -> 32 px (plai
 present, so an interrupted run resumes with the same command.
 
     python benchmarks/benchmark_simmim_transfer.py --work_dir outputs/simmim_transfer            # default size
+    # On 2 CPU cores, about 1 h 50 min as two processes sharing the work dir, then the line above for the report:
+    #   ... --work_dir outputs/simmim_transfer --datasets plain --threads 1 &
+    #   ... --work_dir outputs/simmim_transfer --datasets cluttered --threads 1
     python benchmarks/benchmark_simmim_transfer.py --work_dir outputs/simmim_quick --quick        # about a minute
 
 The summary goes to ``--output`` (``.md``, ``.json``, ``.png``; default ``outputs/benchmarks/simmim_transfer``).
