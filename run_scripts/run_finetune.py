@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (OSError, ValueError) as error:
         raise ValueError(
             f"No checkpoint config at {args.model_name_or_path!r}: pass --model_name_or_path a directory saved by "
-            "run_pretrain.py, ViTMAEForPreTraining or ViTModel."
+            "run_pretrain.py, run_mim.py, ViTMAEForPreTraining or ViTModel."
         ) from error
     data = load_labelled_splits(args, config.image_size, config.num_channels, args.model_name_or_path)
     model = load_classifier(args.model_name_or_path, data["id2label"])

@@ -94,9 +94,9 @@ def test_load_encoder_rejects_a_checkpoint_without_an_encoder(tmp_path):
     BertModel(BertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)).save_pretrained(
         tmp_path
     )
-    with pytest.raises(ValueError, match="has no ViT encoder weights"):
+    with pytest.raises(ValueError, match="has no encoder weights"):
         load_encoder(str(tmp_path))
-    with pytest.raises(ValueError, match="Cannot load a ViT encoder"):
+    with pytest.raises(ValueError, match="Cannot load an encoder"):
         load_encoder(str(tmp_path / "missing"))
 
 

@@ -17,11 +17,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **kwargs):
-    """``model_class.from_pretrained`` of a GPA, ViTMAE or ViT checkpoint, refusing one without ViT encoder weights.
+    """``model_class.from_pretrained`` of a GPA, ViTMAE, ViT or Swin checkpoint, refusing one without encoder weights.
 
-    ``encoder_prefix`` is where the encoder sits in ``model_class`` (``""`` for ``ViTModel``, ``"vit."`` for
-    ``ViTForImageClassification``). Raises a one-line ``ValueError`` when loading fails or when any encoder weight
-    is missing (it would silently stay random).
+    ``encoder_prefix`` is where the encoder sits in ``model_class`` (``""`` for ``ViTModel`` / ``SwinModel``,
+    ``"vit."`` for ``ViTForImageClassification``, ``"swin."`` for ``SwinForImageClassification``). Raises a one-line
+    ``ValueError`` when loading fails or when any encoder weight is missing (it would silently stay random).
     """
     # Transformers' load report tabulates every decoder weight a pretraining checkpoint carries; the checks below say
     # what matters in one line instead.
@@ -31,8 +31,9 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
         model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(
-            f"Cannot load a ViT encoder from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
-            "pass --model_name_or_path a directory saved by run_pretrain.py, ViTMAEForPreTraining or ViTModel."
+            f"Cannot load an encoder from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "pass --model_name_or_path a directory saved by run_pretrain.py, run_mim.py, ViTMAEForPreTraining or "
+            "ViTModel."
         ) from error
     finally:
         transformers_logging.set_verbosity(verbosity)
@@ -42,8 +43,8 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
     missing_encoder = [key for key in missing if key.startswith(encoder_keys)]
     if missing_encoder:
         raise ValueError(
-            f"{name_or_path!r} has no ViT encoder weights ({len(missing_encoder)} missing, e.g. "
-            f"{missing_encoder[0]!r}); pass --model_name_or_path a GPA, ViTMAE or ViT checkpoint."
+            f"{name_or_path!r} has no encoder weights ({len(missing_encoder)} missing, e.g. "
+            f"{missing_encoder[0]!r}); pass --model_name_or_path a GPA, ViTMAE, ViT or Swin checkpoint."
         )
     if missing:
         logger.warning("Newly initialised (train them before use): %s.", ", ".join(missing))
