@@ -23,7 +23,6 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +34,7 @@ from .pipeline import (
     TrainCrop,
     UnreadableImageError,
     decode_image,
+    image_bytes,
     image_name,
     random_resized_crop_box,
     to_num_channels,
@@ -99,43 +99,23 @@ class DeviceDecodingImageDataset(ImageDataset):
 
     def _example(self, index: int) -> dict[str, Any]:
         value = self.source[index] if self.image_column is None else self.source[index][self.image_column]
-        data = _file_bytes(value, index)
-        if data is None:
-            return {"pixel_values": self.crop(decode_image(value, index))}
+        if isinstance(value, Image.Image):
+            return {"pixel_values": self.crop(value)}
+        name = image_name(value, index)
+        data = image_bytes(value, index)
         try:
             header = Image.open(io.BytesIO(data))
         except Exception:  # PIL raises many types for a file that is not an image; decode_image names it below
             header = None
         if header is None or header.format != "JPEG" or header.mode != PIL_MODES[self.crop.num_channels]:
-            return {"pixel_values": self.crop(decode_image({"bytes": data, "path": image_name(value, index)}))}
+            return {"pixel_values": self.crop(decode_image({"bytes": data, "path": name}))}
         top, left, h, w = random_resized_crop_box(header.width, header.height, self.crop.scale, self.crop.ratio)
         flip = torch.rand(1).item() < 0.5
         pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         jpeg = EncodedJpeg(
-            pixels,
-            (top, left, h, w),
-            flip,
-            image_name(value, index),
-            self.crop.image_size,
-            self.crop.num_channels,
-            self.strict,
+            pixels, (top, left, h, w), flip, name, self.crop.image_size, self.crop.num_channels, self.strict
         )
         return {ENCODED_KEY: jpeg}
-
-
-def _file_bytes(value: Any, index: int) -> bytes | None:
-    """The encoded bytes of a path or a `datasets.Image` value; None for an in-memory PIL image."""
-    if isinstance(value, Image.Image):
-        return None
-    if isinstance(value, dict) and value.get("bytes") is not None:
-        return value["bytes"]
-    path = value if isinstance(value, str) else value.get("path") if isinstance(value, dict) else None
-    if not path:
-        raise UnreadableImageError(f"unreadable image {image_name(value, index)} (ValueError: missing image)")
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise UnreadableImageError(f"unreadable image {path} ({type(error).__name__}: {error.strerror})") from None
 
 
 def collate_encoded(examples: list[dict]) -> dict[str, Any]:

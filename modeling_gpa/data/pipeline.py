@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,23 @@ def image_name(value: Any, index: int | None = None) -> str:
     return f"example {index}" if index is not None else "an in-memory image"
 
 
+def image_bytes(value: Any, index: int | None = None) -> bytes:
+    """The encoded bytes of a file path or a `datasets.Image` value ``{"bytes", "path"}``.
+
+    Raises [`UnreadableImageError`] (one line, naming the file) when the value holds no image or its file cannot be
+    read.
+    """
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return value["bytes"]
+    path = value if isinstance(value, str) else value.get("path") if isinstance(value, dict) else None
+    if not path:
+        raise UnreadableImageError(f"unreadable image {image_name(value, index)} (ValueError: missing image)")
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise UnreadableImageError(f"unreadable image {path} ({type(error).__name__}: {error.strerror})") from None
+
+
 def decode_image(value: Any, index: int | None = None) -> Image.Image:
     """A loaded PIL image from a file path, a PIL image, or a `datasets.Image` value ``{"bytes", "path"}``.
 
@@ -67,13 +85,9 @@ def decode_image(value: Any, index: int | None = None) -> Image.Image:
     """
     if isinstance(value, Image.Image):
         return value
+    data = image_bytes(value, index)
     try:
-        if isinstance(value, dict) and value.get("bytes") is not None:
-            image = Image.open(io.BytesIO(value["bytes"]))
-        elif isinstance(value, dict | str) and (value if isinstance(value, str) else value.get("path")):
-            image = Image.open(value if isinstance(value, str) else value["path"])
-        else:
-            raise ValueError("missing image")
+        image = Image.open(io.BytesIO(data))
         image.load()
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
         reason = str(error).splitlines()[0] if str(error) else ""
@@ -365,6 +379,7 @@ __all__ = [
     "collate_pixel_values",
     "collate_pixel_values_and_labels",
     "decode_image",
+    "image_bytes",
     "random_resized_crop_box",
     "to_num_channels",
     "to_uint8_tensor",
