@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from .features import is_swin
+
 
 def vit_layer_id(name: str, num_layers: int) -> int:
     """BEiT/MAE layer id of a ``ViTForImageClassification`` parameter: 0 for the embeddings (CLS, position and patch
@@ -46,7 +48,7 @@ def param_groups_layer_decay(
     Biases, norm weights (1-D) and the names in ``no_weight_decay`` get no weight decay. Each group carries its
     ``lr`` (schedulers such as HF Trainer's scale each group's initial lr) and its ``lr_scale``.
     """
-    if model.config.model_type == "swin":
+    if is_swin(model.config):
         num_layers = sum(model.config.depths)
         layer_id_of = functools.partial(swin_layer_id, depths=list(model.config.depths))
     else:
