@@ -22,6 +22,7 @@ import torch
 from transformers import (
     AutoConfig,
     HfArgumentParser,
+    PretrainedConfig,
     SwinForImageClassification,
     Trainer,
     TrainingArguments,
@@ -39,7 +40,7 @@ from modeling_gpa.evaluation import (
     report_results,
     soft_target_cross_entropy,
 )
-from modeling_gpa.evaluation.features import swin_checkpoint
+from modeling_gpa.evaluation.features import is_swin
 from modeling_gpa.trainer import DeviceInputsMixin
 
 
@@ -120,11 +121,11 @@ class FinetuneTrainer(DeviceInputsMixin, Trainer):
 
 
 def load_classifier(
-    name_or_path: str, id2label: dict[int, str]
+    name_or_path: str, config: PretrainedConfig, id2label: dict[int, str]
 ) -> ViTForImageClassification | SwinForImageClassification:
-    """``ViTForImageClassification`` (``SwinForImageClassification`` for a Swin checkpoint, such as run_mim.py's) with
+    """``ViTForImageClassification`` (``SwinForImageClassification`` for a Swin ``config``, such as run_mim.py's) with
     a fresh head; a one-line error when the checkpoint has no encoder weights."""
-    swin = swin_checkpoint(name_or_path)
+    swin = is_swin(config)
     return load_vit(
         SwinForImageClassification if swin else ViTForImageClassification,
         name_or_path,
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
             "run_pretrain.py, run_mim.py, ViTMAEForPreTraining or ViTModel."
         ) from error
     data = load_labelled_splits(args, config.image_size, config.num_channels, args.model_name_or_path)
-    model = load_classifier(args.model_name_or_path, data["id2label"])
+    model = load_classifier(args.model_name_or_path, config, data["id2label"])
     train_crop = transforms_from_processor(data["processor"], config.num_channels, train=True)
     train_dataset = with_pixel_values(data["splits"]["train"], train_crop, data["image_column"], data["label_column"])
     if args.base_learning_rate is not None:
