@@ -97,8 +97,8 @@ class DeviceDecodingImageDataset(ImageDataset):
             raise ValueError("device decoding takes the pretraining crop (TrainCrop): evaluation decodes on the CPU")
         super().__init__(source, crop, image_column, strict=strict)
 
-    def _example(self, index: int) -> dict[str, Any]:
-        value = self.source[index] if self.image_column is None else self.source[index][self.image_column]
+    def example_of_row(self, row: Any, index: int | None = None) -> dict[str, Any]:
+        value = row if self.image_column is None else row[self.image_column]
         if isinstance(value, Image.Image):
             return {"pixel_values": self.crop(value)}
         name = image_name(value, index)

@@ -271,8 +271,12 @@ class ImageDataset(Dataset):
         return len(self.source)
 
     def _example(self, index: int) -> dict[str, Any]:
-        """The row at `index`: its image decoded and cropped, and its label; raises [`UnreadableImageError`]."""
-        row = self.source[index]
+        """The row at `index` as an example ([`example_of_row`])."""
+        return self.example_of_row(self.source[index], index)
+
+    def example_of_row(self, row: Any, index: int | None = None) -> dict[str, Any]:
+        """A source row (a file path, or a dict with the image and label columns) -> its image decoded and cropped,
+        and its label. ``index`` names the row in errors. Raises [`UnreadableImageError`]."""
         if self.image_column is None:
             return {"pixel_values": self.crop(decode_image(row, index))}
         example = {"pixel_values": self.crop(decode_image(row[self.image_column], index))}
