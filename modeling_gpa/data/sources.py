@@ -10,7 +10,12 @@ channel mismatch between a dataset and a model is never an error.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import socket
+import time
 from collections.abc import Sequence
 
 import datasets
@@ -38,6 +43,8 @@ from .pipeline import (
     random_resized_crop_box,
     to_num_channels,
 )
+
+logger = logging.getLogger(__name__)
 
 FASHION_MNIST_NAMES = ("fashion_mnist", "zalando-datasets/fashion_mnist", "fashion-mnist")
 CLUTTERED_FASHION_MNIST_NAME = "cluttered_fashion_mnist"
@@ -75,6 +82,8 @@ def load_image_datasets(
     image_column_name: str | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    token: str | bool | None = None,
+    listing: str | None = None,
 ) -> tuple[datasets.DatasetDict, str]:
     """Load "train" and "validation" (and "test" when the source has one); return them and the image column's name.
 
@@ -82,9 +91,13 @@ def load_image_datasets(
     which are built offline; their test split serves as "validation" and stays as "test". For the cluttered set,
     `dataset_config_name` may override its generator, e.g. "canvas_size=112,seed=1" (see
     `modeling_gpa.data.cluttered.load_cluttered_fashion_mnist`). Otherwise `train_dir` (and optionally `validation_dir`)
-    are read with the "imagefolder" builder. Without a validation split, a seeded `train_val_split` fraction of "train"
-    becomes "validation". As in Hugging Face's run_mae.py, `max_train_samples` / `max_eval_samples` keep a seeded
-    random subset of "train" / "validation"; the cluttered set then only generates that many images.
+    are read with the "imagefolder" builder; a `train_dir` that holds parquet or webdataset tar shards is read as
+    `dataset_name` would be. Without a validation split, a seeded `train_val_split` fraction of "train" becomes
+    "validation" (the count is logged); `train_val_split=0` keeps all of "train" and leaves no "validation". As in
+    Hugging Face's run_mae.py, `max_train_samples` / `max_eval_samples` keep a seeded random subset of "train" /
+    "validation"; the cluttered set then only generates that many images. `token` reaches the Hub. `listing` shares
+    one listing of an image folder between the processes of a node: "write" lists it and records the result, "reuse"
+    reads that record (no glob, no `stat` per file, no hash of the file list); see [`load_image_folder`].
     """
     if dataset_name in FASHION_MNIST_NAMES or dataset_name == CLUTTERED_FASHION_MNIST_NAME:
         if dataset_name == CLUTTERED_FASHION_MNIST_NAME:
@@ -99,16 +112,10 @@ def load_image_datasets(
         else:
             raw = load_fashion_mnist()
         dataset = datasets.DatasetDict({"train": raw["train"], "validation": raw["test"], "test": raw["test"]})
-    elif dataset_name is not None:
-        dataset = _load_from_hub(dataset_name, dataset_config_name, cache_dir)
+    elif dataset_name is not None or (train_dir is not None and holds_shards(train_dir)):
+        dataset = load_from_hub_or_folder(dataset_name or train_dir, dataset_config_name, cache_dir, token)
     elif train_dir is not None:
-        data_files = {"train": os.path.join(train_dir, "**")}
-        if validation_dir is not None:
-            data_files["validation"] = os.path.join(validation_dir, "**")
-        for directory in (train_dir, validation_dir):
-            if directory is not None and not os.path.isdir(directory):
-                raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing --train_dir")
-        dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+        dataset = load_image_folder(train_dir, validation_dir, cache_dir, listing)
     else:
         raise ValueError(
             "no dataset given: pass --dataset_name (e.g. fashion_mnist) or --train_dir with an image folder"
@@ -116,24 +123,31 @@ def load_image_datasets(
 
     if "train" not in dataset:
         raise ValueError(f"dataset {dataset_name} has no 'train' split (splits: {sorted(dataset)})")
-    if "validation" not in dataset:
-        if not train_val_split or not 0.0 < train_val_split < 1.0:
+    if "validation" not in dataset and train_val_split:
+        if not 0.0 < train_val_split < 1.0:
             raise ValueError(
                 f"dataset has no validation split and train_val_split={train_val_split}: "
-                "pass --train_val_split in (0, 1) or --validation_dir"
+                "pass --train_val_split in (0, 1), 0 to train on every image, or --validation_dir"
             )
         split = dataset["train"].train_test_split(test_size=train_val_split, seed=seed)
         dataset["train"], dataset["validation"] = split["train"], split["test"]
+        logger.warning(
+            f"Holding out {len(dataset['validation']):,} of {len(split['train']) + len(split['test']):,} training "
+            f"images (--train_val_split {train_val_split}) for eval_loss; they are not pretrained on. Pass "
+            "--train_val_split 0 to train on all of them, or --validation_dir for a separate validation set."
+        )
     limits = (("train", "max_train_samples", max_train_samples), ("validation", "max_eval_samples", max_eval_samples))
     for split, name, limit in limits:
-        if limit is not None:
+        if limit is not None and split in dataset:
             if limit < 1:
                 raise ValueError(f"{name}={limit} must be a positive number of examples")
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(min(limit, len(dataset[split]))))
     return dataset, image_column(dataset["train"], image_column_name)
 
 
-def load_image_datasets_of(flags, cache_dir: str | None, seed: int) -> tuple[datasets.DatasetDict, str]:
+def load_image_datasets_of(
+    flags, cache_dir: str | None, seed: int, token: str | bool | None = None, listing: str | None = None
+) -> tuple[datasets.DatasetDict, str]:
     """[`load_image_datasets`] of the dataset flags every script shares: ``flags`` has ``dataset_name``,
     ``dataset_config_name``, ``train_dir``, ``validation_dir``, ``train_val_split`` and ``image_column_name``."""
     return load_image_datasets(
@@ -145,7 +159,79 @@ def load_image_datasets_of(flags, cache_dir: str | None, seed: int) -> tuple[dat
         cache_dir=cache_dir,
         seed=seed,
         image_column_name=flags.image_column_name,
+        token=token,
+        listing=listing,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Image folders, listed once per node
+# ----------------------------------------------------------------------------------------------------------------------
+
+LISTINGS = ("write", "reuse")
+
+
+def listing_record_path(train_dir: str, validation_dir: str | None, cache_dir: str | None) -> str:
+    """Where the processes of this machine share the listing of these folders: a small JSON file in the cache."""
+    key = json.dumps(
+        [os.path.abspath(train_dir), validation_dir and os.path.abspath(validation_dir), socket.gethostname()]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "image_folder_listings", f"{digest}.json")
+
+
+def load_image_folder(
+    train_dir: str, validation_dir: str | None, cache_dir: str | None, listing: str | None = None
+) -> datasets.DatasetDict:
+    """ "train" (and "validation") of `datasets`' imagefolder builder over the folders (class subfolders -> labels).
+
+    Building it lists every file, `stat`s each and hashes the list; the Arrow table it writes holds paths only. With
+    ``listing="write"`` (the main process of a node) the table's files are recorded at [`listing_record_path`], and
+    with ``listing="reuse"`` (the node's other processes, after the main one) they are opened from that record
+    directly: no process but one per node lists the folders.
+    """
+    if listing is not None and listing not in LISTINGS:
+        raise ValueError(f"listing={listing!r}: choose one of {', '.join(LISTINGS)} or None")
+    record = listing_record_path(train_dir, validation_dir, cache_dir)
+    if listing == "reuse" and os.path.isfile(record):
+        with open(record) as file:
+            files = json.load(file)
+        dataset = datasets.DatasetDict(
+            {
+                split: datasets.concatenate_datasets([datasets.Dataset.from_file(path) for path in paths])
+                for split, paths in files.items()
+            }
+        )
+        logger.info(f"Reused this machine's listing of {train_dir} ({len(dataset['train']):,} training images).")
+        return dataset
+    data_files = {"train": os.path.join(train_dir, "**")}
+    if validation_dir is not None:
+        data_files["validation"] = os.path.join(validation_dir, "**")
+    for flag, directory in (("--train_dir", train_dir), ("--validation_dir", validation_dir)):
+        if directory is not None and not os.path.isdir(directory):
+            raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing {flag}")
+    started = time.perf_counter()
+    try:
+        dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
+    except (FileNotFoundError, ValueError) as error:
+        if "corresponds to no data" in str(error) or isinstance(error, datasets.exceptions.DataFilesNotFoundError):
+            raise ValueError(
+                f"no images in {train_dir}"
+                + (f" or {validation_dir}" if validation_dir else "")
+                + ": put image files (in one subfolder per class, or directly) there"
+            ) from None
+        raise
+    logger.info(
+        f"Listed {train_dir}: {len(dataset['train']):,} training images in {time.perf_counter() - started:.1f} s."
+    )
+    if listing == "write":
+        os.makedirs(os.path.dirname(record), exist_ok=True)
+        files = {split: [cache["filename"] for cache in dataset[split].cache_files] for split in dataset}
+        temporary = f"{record}.{os.getpid()}"
+        with open(temporary, "w") as file:
+            json.dump(files, file)
+        os.replace(temporary, record)
+    return dataset
 
 
 def _cluttered_options(config_name: str | None) -> dict[str, float | int]:
@@ -167,17 +253,73 @@ def _cluttered_options(config_name: str | None) -> dict[str, float | int]:
     return options
 
 
-def _load_from_hub(name: str, config_name: str | None, cache_dir: str | None) -> datasets.DatasetDict:
-    """`datasets.load_dataset` with a one-line error when the Hub cannot be reached."""
+# ----------------------------------------------------------------------------------------------------------------------
+# The Hub, and folders of shards in its layout
+# ----------------------------------------------------------------------------------------------------------------------
+
+SHARD_SUFFIXES = (".parquet", ".tar")
+
+
+def holds_shards(directory: str) -> bool:
+    """Whether ``directory`` (or its ``data/`` subfolder, the Hub's layout) holds parquet or webdataset tar shards.
+
+    Reads two directory entries lists at most: an image folder's class subfolders are not walked."""
+    for folder in (directory, os.path.join(directory, "data")):
+        if os.path.isdir(folder):
+            with os.scandir(folder) as entries:
+                if any(entry.is_file() and entry.name.endswith(SHARD_SUFFIXES) for entry in entries):
+                    return True
+    return False
+
+
+def hub_error_message(name: str, error: Exception) -> str | None:
+    """One line saying why `datasets.load_dataset(name)` failed and what to do, for the failures a user can fix."""
+    text = str(error)
+    if isinstance(error, datasets.exceptions.DatasetNotFoundError) and "gated" in text:
+        return (
+            f"dataset {name} is gated on the Hub: accept its conditions on its page with your account, then pass "
+            "--token (or set HF_TOKEN, or run `hf auth login`)"
+        )
+    if isinstance(error, datasets.exceptions.DatasetNotFoundError) and "Revision" in text:
+        return f"{text.rstrip('.')}: pass an existing --dataset_config_name / revision"
+    if isinstance(error, datasets.exceptions.DatasetNotFoundError | datasets.exceptions.DataFilesNotFoundError):
+        if os.path.isdir(name):
+            return f"no images or shards in {name}: put parquet or webdataset tar shards (or image files) there"
+        return (
+            f"dataset {name} does not exist on the Hub, or is private: check the name, pass --token for a private "
+            "dataset, or give a local folder"
+        )
+    if isinstance(error, ConnectionError):
+        return (
+            f"cannot reach the Hub for dataset {name} (no network, or HF_HUB_OFFLINE=1): pass a local folder "
+            "(--train_dir, or --dataset_name DIR for parquet / webdataset shards) or --dataset_name fashion_mnist"
+        )
+    return None
+
+
+def load_from_hub_or_folder(
+    name: str,
+    config_name: str | None,
+    cache_dir: str | None,
+    token: str | bool | None = None,
+    streaming: bool = False,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """`datasets.load_dataset(name, ...)` as a dict of splits, with a one-line error for the failures a user can fix
+    ([`hub_error_message`]). ``name`` is a Hub id or a local folder of shards (parquet, webdataset tars)."""
     try:
-        dataset = datasets.load_dataset(name, config_name, cache_dir=cache_dir)
-    except (ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise ValueError(
-            f"could not load dataset {name} from the Hub (no network?): pass --train_dir with a local image folder "
-            "or --dataset_name fashion_mnist"
-        ) from error
-    if not isinstance(dataset, datasets.DatasetDict):
-        dataset = datasets.DatasetDict({"train": dataset})
+        dataset = datasets.load_dataset(name, config_name, cache_dir=cache_dir, token=token, streaming=streaming)
+    except (
+        ConnectionError,
+        datasets.exceptions.DatasetNotFoundError,
+        datasets.exceptions.DataFilesNotFoundError,
+    ) as error:
+        message = hub_error_message(name, error)
+        if message is None:
+            raise
+        raise ValueError(message) from error
+    if not isinstance(dataset, datasets.DatasetDict | datasets.IterableDatasetDict):
+        dictionary = datasets.IterableDatasetDict if streaming else datasets.DatasetDict
+        dataset = dictionary({"train": dataset})
     return dataset
 
 
@@ -273,6 +415,10 @@ __all__ = [
     "load_fashion_mnist",
     "load_image_datasets",
     "load_image_datasets_of",
+    "load_image_folder",
+    "load_from_hub_or_folder",
+    "holds_shards",
+    "hub_error_message",
     "random_resized_crop_box",
     "to_num_channels",
     "transforms_from_processor",
