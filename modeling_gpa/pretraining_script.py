@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from transformers import (
 
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
-from .data.pipeline import UnreadableImageError, decode_image
+from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
+from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
 from .trainer import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,36 @@ class ImageDataArguments:
         default=False,
         metadata={"help": "Stop with an error at the first unreadable image instead of skipping (and counting) them."},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Stream the dataset instead of building an Arrow cache of it first (a Hub dataset, a folder of parquet "
+                "or webdataset tar shards, or an image folder): the start does not grow with the dataset, each "
+                "process reads its own shards, and a checkpoint records the position in the stream. Shuffling is "
+                "per-epoch shard order plus --shuffle_buffer_size; --num_train_epochs needs the number of examples "
+                "(from the dataset's metadata, or --train_examples), else pass --max_steps."
+            )
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=DEFAULT_SHUFFLE_BUFFER_SIZE,
+        metadata={
+            "help": (
+                "With --streaming: examples each DataLoader worker draws from at random (undecoded, about 0.55 GB per "
+                "worker for ImageNet at the default); 0 keeps the stream's order."
+            )
+        },
+    )
+    train_examples: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "With --streaming: the number of training examples per epoch, when the dataset's metadata does not "
+                "record it; --num_train_epochs then sets --max_steps from it."
+            )
+        },
+    )
     image_decoding: str = field(
         default="cpu",
         metadata={
@@ -158,15 +190,21 @@ def hub_kwargs(model_args: HubArguments) -> dict:
     }
 
 
-def image_geometry(dataset: datasets.Dataset, image_column: str, probe: int = 16) -> tuple[int | None, int]:
+def image_geometry(
+    dataset: datasets.Dataset | datasets.IterableDataset, image_column: str, probe: int = 16
+) -> tuple[int | None, int]:
     """(side, channels) of the readable images among the first ``probe``: side when all are equal squares, else None;
-    1 if all are gray."""
-    head = dataset.select(range(min(probe, len(dataset))))
-    feature = head.features[image_column]
+    1 if all are gray. A stream is read only that far."""
+    if isinstance(dataset, datasets.IterableDataset):
+        head = dataset.take(probe)
+    else:
+        head = dataset.select(range(min(probe, len(dataset))))
+    feature = head.features[image_column] if head.features is not None else None
     if getattr(feature, "decode", False):
         head = head.cast_column(image_column, type(feature)(decode=False))
+    values = [row[image_column] for row in head] if isinstance(head, datasets.IterableDataset) else head[image_column]
     images = []
-    for index, value in enumerate(head[image_column]):
+    for index, value in enumerate(values):
         try:
             images.append(decode_image(value, index))
         except UnreadableImageError:
@@ -297,15 +335,92 @@ def load_splits(
     ``model_args`` gives ``cache_dir``; ``data_args`` the dataset flags (``dataset_name``, ``train_dir``, ...,
     ``max_train_samples``, ``max_eval_samples``). A split that is not asked for is ``None``.
     """
-    # The main process builds the dataset cache first; the others then read it.
+    if data_args.streaming:
+        return load_stream_splits(model_args, data_args, training_args)
+    # The main process of each machine lists an image folder and builds the dataset cache first; the others then
+    # open what it built, without listing the folder again.
+    listing = None
+    if training_args.world_size > 1:
+        listing = "write" if training_args.local_process_index == 0 else "reuse"
     with training_args.main_process_first(desc="loading the dataset"):
-        dataset, image_column = load_image_datasets_of(data_args, model_args.cache_dir, training_args.seed)
+        dataset, image_column = load_image_datasets_of(
+            data_args, model_args.cache_dir, training_args.seed, model_args.token, listing
+        )
     train = eval_ = None
     if training_args.do_train:
         train = prepare_split(dataset["train"], "train", data_args.max_train_samples, training_args)
     if training_args.do_eval:
+        if "validation" not in dataset:
+            raise ValueError(
+                "--do_eval needs a validation split: pass --validation_dir, or --train_val_split above 0, or drop "
+                "--do_eval"
+            )
         eval_ = prepare_split(dataset["validation"], "validation", data_args.max_eval_samples, training_args)
     return train, eval_, image_column
+
+
+def load_stream_splits(
+    model_args, data_args, training_args: TrainingArguments
+) -> tuple[datasets.IterableDataset | None, datasets.IterableDataset | None, str]:
+    """[`load_splits`] with --streaming: this process's part of the train stream and the validation stream.
+
+    Sets ``training_args.max_steps`` from --num_train_epochs and the number of training examples (metadata or
+    --train_examples) when --max_steps is not given, so the mask schedule's progress stays exact, and records that
+    number in ``data_args.train_examples``.
+    """
+    streams = load_image_streams(
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        train_dir=data_args.train_dir,
+        validation_dir=data_args.validation_dir,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+        image_column_name=data_args.image_column_name,
+    )
+    examples = data_args.train_examples or streams.train_examples
+    if data_args.max_train_samples is not None:
+        examples = min(examples, data_args.max_train_samples) if examples else data_args.max_train_samples
+    train = eval_ = None
+    if training_args.do_train:
+        train = streams.train
+        if data_args.max_train_samples is not None:
+            train = train.take(data_args.max_train_samples)
+        train, node_split = split_stream(train, training_args.process_index, training_args.world_size)
+        logger.info(node_split.describe()) if node_split.whole_shards else logger.warning(node_split.describe())
+        set_max_steps_from_examples(training_args, examples)
+        # with_crops hands it to the StreamingImageDataset (an epoch-based mask schedule counts epochs in examples).
+        data_args.train_examples = examples
+    if training_args.do_eval:
+        if streams.validation is None:
+            raise ValueError(
+                "--do_eval with --streaming needs a 'validation' (or 'test') split: pass --validation_dir, a dataset "
+                "with one, or drop --do_eval"
+            )
+        eval_ = streams.validation
+        if data_args.max_eval_samples is not None:
+            eval_ = eval_.take(data_args.max_eval_samples)
+    return train, eval_, streams.image_column
+
+
+def set_max_steps_from_examples(training_args: TrainingArguments, examples: int | None) -> None:
+    """--max_steps for --num_train_epochs over a stream of ``examples`` training examples (None: unknown)."""
+    if training_args.max_steps > 0:
+        if getattr(training_args, "mask_schedule", "step") == "epoch" and not examples:
+            raise ValueError(
+                "--mask_schedule epoch with --streaming needs the number of training examples: pass --train_examples"
+            )
+        return
+    if not examples:
+        raise ValueError(
+            "a streamed dataset has no length and its metadata records no number of examples: pass --max_steps, or "
+            "--train_examples N with --num_train_epochs"
+        )
+    total_batch = training_args.train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    training_args.max_steps = math.ceil(training_args.num_train_epochs * examples / total_batch)
+    logger.info(
+        f"--num_train_epochs {training_args.num_train_epochs:g} over {examples:,} streamed examples in batches of "
+        f"{total_batch}: --max_steps {training_args.max_steps}."
+    )
 
 
 def with_crops(
@@ -316,13 +431,17 @@ def with_crops(
     image_column: str,
     data_args: ImageDataArguments,
     device: torch.device,
-) -> tuple[datasets.Dataset | None, datasets.Dataset | None]:
+    seed: int = 0,
+    rank: int = 0,
+) -> tuple[ImageDataset | StreamingImageDataset | None, ImageDataset | StreamingImageDataset | None]:
     """Both splits with uint8 ``pixel_values`` (C, H, W): the processor's random crop for train, its fixed one for eval.
 
     The trainer normalises each batch on ``device`` with the processor's mean/std. ``data_args`` gives
     ``strict_images`` and ``image_decoding``; with ``--image_decoding device`` the train split's JPEGs stay undecoded
     until they reach ``device`` (`modeling_gpa.data.device_decoding.DeviceDecodingImageDataset`), and a machine that
-    cannot decode them there fails here, with a one-line `DeviceDecodingUnavailable`.
+    cannot decode them there fails here, with a one-line `DeviceDecodingUnavailable`. With ``--streaming`` the
+    splits are streams and become [`StreamingImageDataset`]s; the train one shuffles through a buffer seeded by
+    ``seed`` and ``rank``.
     """
     strict = data_args.strict_images
     if data_args.image_decoding not in IMAGE_DECODING:
@@ -334,9 +453,19 @@ def with_crops(
             train = DeviceDecodingImageDataset(train, crop, image_column, strict=strict)
         else:
             train = with_pixel_values(train, crop, image_column, strict=strict)
+        if data_args.streaming:
+            train = StreamingImageDataset(
+                train,
+                data_args.shuffle_buffer_size,
+                seed=seed,
+                rank=rank,
+                num_examples=data_args.train_examples,
+            )
     if eval_ is not None:
         crop = transforms_from_processor(processor, num_channels, train=False)
         eval_ = with_pixel_values(eval_, crop, image_column, strict=strict)
+        if data_args.streaming:
+            eval_ = StreamingImageDataset(eval_)
     return train, eval_
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, ViTModel
 
 from .simmim_masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
+from .streaming_trainer import StreamingTrainerMixin
 from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
 from .trainer import DeviceInputsMixin, GPATrainer
 
@@ -187,7 +188,7 @@ class EMAMaskTeacherCallback(TrainerCallback):
         self.masker.update_teacher(extract_model_from_parallel(model))
 
 
-class SimMIMTrainer(DeviceInputsMixin, Trainer):
+class SimMIMTrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
     The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with

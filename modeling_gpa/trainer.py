@@ -26,6 +26,7 @@ from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from .data.image_inputs import ImageSettings
 from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
 from .masking import progress_tensor
+from .streaming_trainer import StreamingTrainerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -299,7 +300,7 @@ class DeviceInputsMixin:
         return int(self.accelerator.reduce(count, reduction="sum").item())
 
 
-class GPATrainer(DeviceInputsMixin, Trainer):
+class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
@@ -374,6 +375,11 @@ class GPATrainer(DeviceInputsMixin, Trainer):
         state = self.state
         if not state.max_steps:
             return 0.0
+        if getattr(self.args, "mask_schedule", "step") == "epoch" and self.streams_training_data:
+            # A stream has no length: its epochs are counted in examples (the script requires their number).
+            examples = self.train_dataset.num_examples
+            epochs_done = state.global_step * self.args.total_train_batch_size // examples
+            return min(epochs_done / self.args.num_train_epochs, 1.0)
         if getattr(self.args, "mask_schedule", "step") == "epoch":
             # Trainer rounds a fractional --num_train_epochs up in its state; the schedule runs over the real count.
             epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else state.num_train_epochs

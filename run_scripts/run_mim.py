@@ -240,7 +240,15 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
     )
     train, eval_ = with_crops(
-        train, eval_, processor, config.num_channels, image_column, data_args, training_args.device
+        train,
+        eval_,
+        processor,
+        config.num_channels,
+        image_column,
+        data_args,
+        training_args.device,
+        seed=training_args.seed,
+        rank=training_args.process_index,
     )
     trainer = SimMIMTrainer(
         model=model,

@@ -489,7 +489,15 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         )
 
     train, eval_ = with_crops(
-        train, eval_, processor, config.num_channels, image_column, data_args, training_args.device
+        train,
+        eval_,
+        processor,
+        config.num_channels,
+        image_column,
+        data_args,
+        training_args.device,
+        seed=training_args.seed,
+        rank=training_args.process_index,
     )
     num_patches = (config.image_size // config.patch_size) ** 2
     collator = RandomMaskingCollator(num_patches) if model_args.mask_method == "random" else collate_pixel_values

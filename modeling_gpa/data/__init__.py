@@ -16,7 +16,16 @@ from __future__ import annotations
 import importlib
 
 # Searched in this order; the modules that need only torch and numpy come first.
-_SUBMODULES = ("pipeline", "fashion_mnist", "image_inputs", "ground_truth", "arrays", "sources", "cluttered")
+_SUBMODULES = (
+    "pipeline",
+    "fashion_mnist",
+    "image_inputs",
+    "ground_truth",
+    "arrays",
+    "sources",
+    "streaming",
+    "cluttered",
+)
 
 
 def __getattr__(name: str):

@@ -1,0 +1,284 @@
+"""Streamed image datasets: shards read as they are needed, each process and DataLoader worker on its own shards.
+
+``--streaming`` reads a Hub dataset, a folder of parquet shards in the Hub layout, webdataset tar shards or an image
+folder through `datasets.load_dataset(..., streaming=True)`: nothing is listed, copied or cached before the first
+step, so the start does not grow with the dataset. The train stream is split between processes by
+`datasets.distributed.split_dataset_by_node` (whole shards when the shard count divides by the number of processes)
+and, inside each process, between its DataLoader workers by `datasets` itself.
+
+Shuffling is not a global permutation: every epoch `datasets` reorders the shards (seeded by the epoch), and each
+worker draws its examples from a buffer of ``shuffle_buffer_size`` undecoded rows ([`StreamingImageDataset`], seeded
+by the seed, epoch, process and worker). Two images closer than about a buffer apart in one shard tend to stay close.
+
+Resuming: [`StreamingImageDataset`] hands `datasets`' position (shard and row of each worker, epoch) to torchdata's
+``StatefulDataLoader``, which the trainer saves in every checkpoint and restores without reading anything again. The
+rows waiting in a buffer when the checkpoint was written are not saved (their bytes would make the checkpoint as large
+as the buffer), so each worker skips at most ``shuffle_buffer_size`` examples of the epoch it resumes in; none is seen
+twice. (`datasets`' own buffered ``shuffle`` is not used: its state restores wrongly with two or more workers.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow.parquet
+import torch
+from datasets.distributed import split_dataset_by_node
+
+from .pipeline import UNREADABLE_KEY, ImageDataset, UnreadableImageError
+from .sources import (
+    CLUTTERED_FASHION_MNIST_NAME,
+    FASHION_MNIST_NAMES,
+    holds_shards,
+    image_column,
+    load_from_hub_or_folder,
+    load_image_datasets,
+)
+
+logger = logging.getLogger(__name__)
+
+# Rows each DataLoader worker keeps to draw from. ImageNet's JPEGs average about 110 kB, so 5,000 rows hold about
+# 0.55 GB per worker; the timm/imagenet-1k-wds shards hold about 1,250 images, so one buffer mixes four shards.
+DEFAULT_SHUFFLE_BUFFER_SIZE = 5000
+
+
+@dataclass
+class NodeSplit:
+    """How a stream's shards are divided between ``world_size`` processes."""
+
+    num_shards: int
+    world_size: int
+
+    @property
+    def whole_shards(self) -> bool:
+        """Each process reads its own shards (True), or every shard, keeping one example in ``world_size``."""
+        return self.num_shards % self.world_size == 0
+
+    def describe(self) -> str:
+        """One log line on the split."""
+        if self.world_size == 1:
+            return f"Streaming {self.num_shards} shards in one process."
+        if self.whole_shards:
+            return (
+                f"Streaming {self.num_shards} shards over {self.world_size} processes: "
+                f"{self.num_shards // self.world_size} whole shards each."
+            )
+        return (
+            f"Streaming {self.num_shards} shards over {self.world_size} processes: {self.num_shards} is not a "
+            f"multiple of {self.world_size}, so every process reads every shard and keeps one example in "
+            f"{self.world_size} ({self.world_size}x the reading). Write a multiple of {self.world_size} shards "
+            "(run_scripts/prepare_shards.py --num_shards) to read each shard once."
+        )
+
+
+def split_stream(
+    stream: datasets.IterableDataset, rank: int, world_size: int
+) -> tuple[datasets.IterableDataset, NodeSplit]:
+    """The part of ``stream`` that process ``rank`` of ``world_size`` reads, and how the shards were divided."""
+    split = NodeSplit(stream.num_shards, world_size)
+    if world_size > 1:
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    return stream, split
+
+
+class StreamingImageDataset(torch.utils.data.IterableDataset):
+    """Examples of a streamed split, decoded and cropped where they are read, drawn through a shuffle buffer.
+
+    Args:
+        rows: an [`ImageDataset`] (or `DeviceDecodingImageDataset`) over a `datasets.IterableDataset`: it holds the
+            stream (``rows.source``, image column undecoded) and turns each row into an example.
+        shuffle_buffer_size: rows each worker draws from; 0 or 1 keeps the stream's order (evaluation).
+        seed: seeds the buffer's draws, with the epoch, ``rank`` and the worker.
+        rank: this process's index, for the buffer's seed.
+        num_examples: examples per epoch over all processes, where known (an epoch-based mask schedule needs it).
+
+    An unreadable image is skipped (its successor takes its place) and counted in the next example's
+    ``"unreadable_images"``, or with ``rows.strict`` raises [`UnreadableImageError`]. ``state_dict`` /
+    ``load_state_dict`` and ``set_epoch`` make it a resumable ``StatefulDataLoader`` dataset.
+    """
+
+    def __init__(
+        self,
+        rows: ImageDataset,
+        shuffle_buffer_size: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        num_examples: int | None = None,
+    ) -> None:
+        if shuffle_buffer_size < 0:
+            raise ValueError(f"shuffle_buffer_size={shuffle_buffer_size} must be 0 (no shuffling) or more")
+        self.rows, self.shuffle_buffer_size, self.seed, self.rank = rows, shuffle_buffer_size, seed, rank
+        self.num_examples = num_examples
+        self.epoch_offset = 0
+
+    @property
+    def stream(self) -> datasets.IterableDataset:
+        return self.rows.source
+
+    @property
+    def epoch(self) -> int:
+        """The stream's epoch: it decides the shard order and the buffer's seed."""
+        return self.stream.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Starts pass ``epoch`` of this run over the stream (``Trainer`` counts from 0 again when it resumes)."""
+        self.stream.set_epoch(self.epoch_offset + epoch)
+
+    def continue_from_epoch(self, epoch: int) -> None:
+        """Resuming: this run's pass 0 is the stream's epoch ``epoch``, where the checkpoint was written."""
+        self.epoch_offset = epoch
+        self.stream.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        """The stream's position in this worker (shards, rows and epoch), as `datasets` records it."""
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stream.load_state_dict(state)
+
+    def _buffer_rng(self) -> np.random.Generator:
+        worker = torch.utils.data.get_worker_info()
+        return np.random.default_rng([self.seed, self.epoch, self.rank, worker.id if worker is not None else 0])
+
+    def _shuffled_rows(self) -> Iterator[tuple[int, Any]]:
+        """(position in this worker's stream, row), in the buffer's order."""
+        rows = enumerate(self.stream)
+        if self.shuffle_buffer_size <= 1:
+            yield from rows
+            return
+        rng = self._buffer_rng()
+        buffer: list[tuple[int, Any]] = []
+        for item in rows:
+            if len(buffer) < self.shuffle_buffer_size:
+                buffer.append(item)
+                continue
+            slot = int(rng.integers(len(buffer)))
+            yield buffer[slot]
+            buffer[slot] = item
+        for slot in rng.permutation(len(buffer)):
+            yield buffer[slot]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        unreadable = 0
+        for position, row in self._shuffled_rows():
+            try:
+                example = self.rows.example_of_row(row, position)
+            except UnreadableImageError as error:
+                if self.rows.strict:
+                    raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
+                logger.warning(f"Skipping {error}; the next image takes its place.")
+                unreadable += 1
+                continue
+            if unreadable:
+                example[UNREADABLE_KEY], unreadable = unreadable, 0
+            yield example
+
+
+# Shards of an in-memory dataset (Fashion-MNIST) turned into a stream: enough for several processes and workers.
+IN_MEMORY_SHARDS = 64
+
+
+@dataclass
+class ImageStreams:
+    """The streamed splits of a source: ``train`` and ``validation`` (None when the source has none), the image
+    column, and the number of training examples where the source records it (else None)."""
+
+    train: datasets.IterableDataset
+    validation: datasets.IterableDataset | None
+    image_column: str
+    train_examples: int | None
+
+
+def load_image_streams(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+    image_column_name: str | None = None,
+) -> ImageStreams:
+    """The splits of a Hub dataset, a folder of parquet / webdataset shards, an image folder or Fashion-MNIST as
+    streams, with nothing read before the first example is asked for.
+
+    "validation" falls back to "test"; a stream has no cheap held-out split, so without either it is None. The number
+    of training examples comes from the split's metadata, else from the parquet files' footers (local shards); None
+    when neither records it (webdataset tars, image folders).
+    """
+    if dataset_name in FASHION_MNIST_NAMES or dataset_name == CLUTTERED_FASHION_MNIST_NAME:
+        splits, column = load_image_datasets(dataset_name, dataset_config_name, cache_dir=cache_dir)
+        streams = datasets.IterableDatasetDict(
+            {
+                name: split.to_iterable_dataset(num_shards=min(IN_MEMORY_SHARDS, len(split)))
+                for name, split in splits.items()
+            }
+        )
+        counts = {name: len(split) for name, split in splits.items()}
+    elif dataset_name is not None or (train_dir is not None and holds_shards(train_dir)):
+        source = dataset_name or train_dir
+        streams = load_from_hub_or_folder(source, dataset_config_name, cache_dir, token, streaming=True)
+        counts = {
+            name: _recorded_examples(stream, source, dataset_config_name, name, token)
+            for name, stream in streams.items()
+        }
+    elif train_dir is not None:
+        streams = _stream_image_folder(train_dir, validation_dir)
+        counts = {}
+        logger.warning(
+            f"Streaming the image folder {train_dir}: `datasets` reads it as one shard, so one DataLoader worker per "
+            "process decodes it and every process reads every file name. Write it as shards once "
+            "(run_scripts/prepare_shards.py) to stream in parallel."
+        )
+    else:
+        raise ValueError("no dataset given: pass --dataset_name (a Hub dataset or a folder of shards) or --train_dir")
+    if "train" not in streams:
+        raise ValueError(f"dataset {dataset_name or train_dir} has no 'train' split (splits: {sorted(streams)})")
+    validation = streams.get("validation", streams.get("test"))
+    column = image_column(streams["train"], image_column_name)
+    return ImageStreams(streams["train"], validation, column, counts.get("train"))
+
+
+def _stream_image_folder(train_dir: str, validation_dir: str | None) -> datasets.IterableDatasetDict:
+    data_files = {"train": os.path.join(train_dir, "**")}
+    if validation_dir is not None:
+        data_files["validation"] = os.path.join(validation_dir, "**")
+    for flag, directory in (("--train_dir", train_dir), ("--validation_dir", validation_dir)):
+        if directory is not None and not os.path.isdir(directory):
+            raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing {flag}")
+    try:
+        return datasets.load_dataset("imagefolder", data_files=data_files, streaming=True)
+    except (FileNotFoundError, ValueError) as error:
+        if "corresponds to no data" in str(error) or isinstance(error, datasets.exceptions.DataFilesNotFoundError):
+            raise ValueError(f"no images in {train_dir}: put image files (in one subfolder per class) there") from None
+        raise
+
+
+def _recorded_examples(
+    stream: datasets.IterableDataset, source: str, config_name: str | None, split: str, token: str | bool | None
+) -> int | None:
+    """The examples of a split as its metadata records them, else as its local parquet files' footers do."""
+    recorded = stream.info.splits.get(split) if stream.info.splits else None
+    if recorded is not None and recorded.num_examples:
+        return recorded.num_examples
+    if not os.path.isdir(source):
+        return None
+    files = datasets.load_dataset_builder(source, config_name, token=token).config.data_files.get(split, [])
+    if not files or not all(str(path).endswith(".parquet") and os.path.isfile(path) for path in files):
+        return None
+    return sum(pyarrow.parquet.read_metadata(path).num_rows for path in files)
+
+
+__all__ = [
+    "DEFAULT_SHUFFLE_BUFFER_SIZE",
+    "ImageStreams",
+    "NodeSplit",
+    "StreamingImageDataset",
+    "load_image_streams",
+    "split_stream",
+]
