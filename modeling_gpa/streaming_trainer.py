@@ -88,7 +88,7 @@ class StreamingTrainerMixin:
             )
         dataloader.load_state_dict(saved["loader"])
         self.train_dataset.continue_from_epoch(saved["epoch"])
-        logger.info(f"Resuming the stream at its position in {checkpoint} (epoch {saved['epoch']}).")
+        logger.warning(f"Resuming the stream at its position in {checkpoint} (epoch {saved['epoch']}).")
         return dataloader
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):

@@ -251,12 +251,10 @@ def _stream_image_folder(train_dir: str, validation_dir: str | None) -> datasets
     for flag, directory in (("--train_dir", train_dir), ("--validation_dir", validation_dir)):
         if directory is not None and not os.path.isdir(directory):
             raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing {flag}")
-    try:
-        return datasets.load_dataset("imagefolder", data_files=data_files, streaming=True)
-    except (FileNotFoundError, ValueError) as error:
-        if "corresponds to no data" in str(error) or isinstance(error, datasets.exceptions.DataFilesNotFoundError):
-            raise ValueError(f"no images in {train_dir}: put image files (in one subfolder per class) there") from None
-        raise
+    # A stream lists nothing before it is read: look for one file (the first one found ends the walk).
+    if not any(files for _, _, files in os.walk(train_dir)):
+        raise ValueError(f"no images in {train_dir}: put image files (in one subfolder per class) there")
+    return datasets.load_dataset("imagefolder", data_files=data_files, streaming=True)
 
 
 def _recorded_examples(

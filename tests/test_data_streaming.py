@@ -1,0 +1,119 @@
+"""Streamed splits: sources, the node split, the shuffle buffer, the position a StatefulDataLoader saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from modeling_gpa.data.pipeline import EvalCrop, ImageDataset, collate_pixel_values
+from modeling_gpa.data.shards import prepare_shards
+from modeling_gpa.data.streaming import NodeSplit, StreamingImageDataset, load_image_streams, split_stream
+
+
+def solid_image_folder(root, count: int, classes: int = 2):
+    """``count`` 8x8 PNGs of one gray level each, the image's id (0-255), in ``classes`` class subfolders."""
+    for index in range(count):
+        folder = root / f"class_{index % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), index, dtype=np.uint8), "L").convert("RGB").save(folder / f"{index:03d}.png")
+    return root
+
+
+def ids_of(batch) -> list[int]:
+    """The ids of a batch of solid images: every pixel of an image holds its id."""
+    return batch["pixel_values"][:, 0, 0, 0].tolist()
+
+
+@pytest.fixture
+def parquet_shards(tmp_path):
+    prepare_shards(str(solid_image_folder(tmp_path / "images", 48)), str(tmp_path / "shards"), num_shards=4)
+    return tmp_path / "shards"
+
+
+def streamed(shards, buffer: int = 0, rank: int = 0, world_size: int = 1) -> StreamingImageDataset:
+    streams = load_image_streams(dataset_name=str(shards))
+    train, _ = split_stream(streams.train, rank, world_size)
+    return StreamingImageDataset(ImageDataset(train, EvalCrop(8, 3), streams.image_column), buffer, seed=0, rank=rank)
+
+
+def test_parquet_shards_stream_every_image_once_with_their_count_from_the_footers(parquet_shards):
+    streams = load_image_streams(dataset_name=str(parquet_shards))
+    assert (streams.image_column, streams.train_examples, streams.train.num_shards) == ("image", 48, 4)
+    ids = [example["pixel_values"][0, 0, 0].item() for example in streamed(parquet_shards)]
+    assert sorted(ids) == list(range(48))
+
+
+def test_webdataset_shards_and_a_train_dir_of_shards_stream_too(tmp_path):
+    folder = solid_image_folder(tmp_path / "images", 12)
+    prepare_shards(str(folder), str(tmp_path / "wds"), shard_format="webdataset", num_shards=3)
+    streams = load_image_streams(train_dir=str(tmp_path / "wds"))
+    assert streams.image_column == "png" and streams.train.num_shards == 3 and streams.train_examples is None
+    rows = ImageDataset(streams.train, EvalCrop(8, 3), streams.image_column)
+    assert sorted(example["pixel_values"][0, 0, 0].item() for example in StreamingImageDataset(rows)) == list(range(12))
+
+
+def test_processes_read_disjoint_whole_shards(parquet_shards):
+    per_rank = [{e["pixel_values"][0, 0, 0].item() for e in streamed(parquet_shards, 0, r, 2)} for r in (0, 1)]
+    assert not per_rank[0] & per_rank[1] and len(per_rank[0] | per_rank[1]) == 48
+    assert NodeSplit(4, 2).whole_shards and not NodeSplit(4, 3).whole_shards
+    assert "3x the reading" in NodeSplit(4, 3).describe()
+
+
+def test_the_buffer_shuffles_by_seed_and_epoch_and_keeps_every_image(parquet_shards):
+    dataset = streamed(parquet_shards, buffer=8)
+    first = [e["pixel_values"][0, 0, 0].item() for e in dataset]
+    again = [e["pixel_values"][0, 0, 0].item() for e in dataset]
+    dataset.set_epoch(1)
+    other = [e["pixel_values"][0, 0, 0].item() for e in dataset]
+    assert sorted(first) == sorted(other) == list(range(48))
+    assert first == again and first != other and first != sorted(first)
+
+
+def test_a_restored_loader_continues_without_replaying_and_loses_at_most_the_buffers(parquet_shards):
+    """Two workers, a buffer of 4 each: resumed after 3 batches, no id comes twice and at most 8 are skipped."""
+
+    def loader(dataset):
+        return StatefulDataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_pixel_values)
+
+    first = loader(streamed(parquet_shards, buffer=4))
+    batches = iter(first)
+    before = [i for _ in range(3) for i in ids_of(next(batches))]
+    state = first.state_dict()
+    del batches
+    resumed = loader(streamed(parquet_shards, buffer=4))
+    resumed.load_state_dict(state)
+    after = [i for batch in resumed for i in ids_of(batch)]
+    assert len(set(before + after)) == len(before) + len(after)
+    assert 48 - 2 * 4 <= len(before) + len(after) <= 48
+
+
+def test_in_memory_datasets_stream_in_shards(fashion_mnist):
+    streams = load_image_streams(dataset_name="fashion_mnist")
+    assert streams.train_examples == 60_000 and streams.train.num_shards == 64 and streams.validation is not None
+
+
+def test_an_empty_image_folder_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images in"):
+        load_image_streams(train_dir=str(tmp_path / "empty"))
+
+
+def test_strict_streams_name_an_unreadable_image(tmp_path):
+    folder = solid_image_folder(tmp_path / "images", 4)
+    (folder / "class_0" / "broken.png").write_bytes(b"not an image")
+    streams = load_image_streams(train_dir=str(folder))
+    rows = ImageDataset(streams.train, EvalCrop(8, 3), streams.image_column)
+    examples = list(StreamingImageDataset(rows))
+    assert len(examples) == 4 and sum(e.get("unreadable_images", 0) for e in examples) == 1
+    rows.strict = True
+    with pytest.raises(ValueError, match="broken.png"):
+        list(StreamingImageDataset(rows))
+
+
+def test_negative_buffer_is_refused(parquet_shards):
+    with pytest.raises(ValueError, match="shuffle_buffer_size=-1"):
+        streamed(parquet_shards, buffer=-1)
+    assert torch.utils.data.IterableDataset in type(streamed(parquet_shards)).__mro__
