@@ -144,6 +144,13 @@ class DataTrainingArguments(ImageDataArguments):
         },
     )
 
+    def __post_init__(self):
+        if self.streaming and self.gpa_selection_images:
+            raise ValueError(
+                "--gpa_selection_images reads the first training images, which differ between processes when they "
+                "stream their own shards: with --streaming pass --gpa_layer/--gpa_head instead."
+            )
+
 
 def parse_arguments(argv: list[str] | None = None):
     return parse_script_arguments((ModelArguments, DataTrainingArguments, GPATrainingArguments), __doc__, argv)

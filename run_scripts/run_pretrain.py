@@ -332,6 +332,11 @@ class DataTrainingArguments(ImageDataArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
+        if self.streaming and self.gpa_selection_images and not self.gpa_selection_image_dir:
+            raise ValueError(
+                "--gpa_selection_images reads the first training images, which differ between processes when they "
+                "stream their own shards: with --streaming pass --gpa_selection_image_dir with annotated images."
+            )
         if self.gpa_selection_steps is not None and (self.gpa_selection_steps < 1 or not self.gpa_selection_images):
             raise ValueError(
                 f"--gpa_selection_steps {self.gpa_selection_steps} is invalid; pass a positive number of steps, "

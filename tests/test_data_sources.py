@@ -1,3 +1,4 @@
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +24,8 @@ from modeling_gpa.data import (
 )
 from modeling_gpa.data.fashion_mnist import FASHION_MNIST_DIR, read_idx
 from modeling_gpa.data.pipeline import EvalCrop, PixelNormalizer, TrainCrop, UnreadableImageError
+from modeling_gpa.data.shards import prepare_shards
+from modeling_gpa.data.sources import hub_error_message, listing_record_path, load_from_hub_or_folder
 
 
 def test_fashion_mnist_splits_labels_and_pixels(fashion_mnist):
@@ -89,9 +92,47 @@ def test_image_folder_with_validation_dir(image_folder):
     with pytest.raises(ValueError, match=r"must be one of \['image', 'label'\]"):
         load_image_datasets(train_dir=str(image_folder), image_column_name="pixels")
     with pytest.raises(ValueError, match="train_val_split"):
-        load_image_datasets(train_dir=str(image_folder), train_val_split=0.0)
+        load_image_datasets(train_dir=str(image_folder), train_val_split=1.5)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_image_datasets(train_dir=str(image_folder / "missing"))
+
+
+def test_train_val_split_zero_trains_on_every_image_and_the_held_out_count_is_logged(image_folder, caplog):
+    everything, _ = load_image_datasets(train_dir=str(image_folder), train_val_split=0)
+    assert len(everything["train"]) == 12 and "validation" not in everything
+    with caplog.at_level("WARNING", logger="modeling_gpa.data.sources"):
+        load_image_datasets(train_dir=str(image_folder), train_val_split=0.25)
+    assert "Holding out 3 of 12 training images (--train_val_split 0.25)" in caplog.text
+    assert "--train_val_split 0 to train on all of them" in caplog.text
+
+
+def test_an_empty_train_dir_is_one_line(tmp_path):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images in .*empty: put image files"):
+        load_image_datasets(train_dir=str(tmp_path / "empty"))
+
+
+def test_the_other_processes_open_the_main_ones_listing_without_listing_the_folder(image_folder, tmp_path):
+    """The record holds the Arrow files the main process built: opening them needs no folder at all."""
+    cache = str(tmp_path / "cache")
+    written, _ = load_image_datasets(
+        train_dir=str(image_folder), cache_dir=cache, train_val_split=0.25, listing="write"
+    )
+    moved = image_folder.rename(image_folder.parent / "moved")
+    reused, _ = load_image_datasets(train_dir=str(image_folder), cache_dir=cache, train_val_split=0.25, listing="reuse")
+    assert reused["train"]["label"] == written["train"]["label"]
+    assert [row["path"] for row in reused["train"].cast_column("image", datasets.Image(decode=False))["image"]] == [
+        row["path"] for row in written["train"].cast_column("image", datasets.Image(decode=False))["image"]
+    ]
+    moved.rename(image_folder)
+    assert os.path.isfile(listing_record_path(str(image_folder), None, cache))
+
+
+def test_a_train_dir_of_parquet_shards_is_read_as_a_dataset(tmp_path, image_folder):
+    prepare_shards(str(image_folder), str(tmp_path / "shards"), num_shards=2)
+    dataset, column = load_image_datasets(train_dir=str(tmp_path / "shards"), train_val_split=0)
+    assert column == "image" and len(dataset["train"]) == 12
+    assert dataset["train"].features["label"].names == ["cat", "dog"]
 
 
 def test_image_column_falls_back_to_first_image_feature():
@@ -105,12 +146,55 @@ def test_image_column_falls_back_to_first_image_feature():
 
 def test_hub_name_without_network_gives_one_line_error(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ValueError) as error:
-        load_image_datasets("someone/cifar10")
-    message = str(error.value)
-    assert "\n" not in message
-    assert message.startswith("could not load dataset someone/cifar10 from the Hub (no network?)")
-    assert "--dataset_name fashion_mnist" in message
+    for streaming in (False, True):
+        with pytest.raises(ValueError) as error:
+            load_from_hub_or_folder("someone/cifar10", None, None, token="hf_abc", streaming=streaming)
+        message = str(error.value)
+        assert "\n" not in message
+        assert message.startswith("cannot reach the Hub for dataset someone/cifar10 (no network, or HF_HUB_OFFLINE=1)")
+        assert "--dataset_name fashion_mnist" in message
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            datasets.exceptions.DatasetNotFoundError(
+                "Dataset 'ILSVRC/imagenet-1k' is a gated dataset on the Hub. You must be authenticated to access it."
+            ),
+            "dataset ILSVRC/imagenet-1k is gated on the Hub: accept its conditions on its page with your account, "
+            "then pass --token (or set HF_TOKEN",
+        ),
+        (
+            datasets.exceptions.DatasetNotFoundError(
+                "Dataset 'ILSVRC/imagenet-1k' doesn't exist on the Hub or cannot be accessed."
+            ),
+            "dataset ILSVRC/imagenet-1k does not exist on the Hub, or is private: check the name, pass --token",
+        ),
+        (
+            ConnectionError("Couldn't reach 'ILSVRC/imagenet-1k' on the Hub (LocalEntryNotFoundError)"),
+            "cannot reach the Hub for dataset ILSVRC/imagenet-1k",
+        ),
+    ],
+)
+def test_hub_failures_say_their_cause_and_what_to_do(error, expected):
+    message = hub_error_message("ILSVRC/imagenet-1k", error)
+    assert message.startswith(expected) and "\n" not in message
+    assert hub_error_message("ILSVRC/imagenet-1k", KeyError("other")) is None
+
+
+def test_the_token_reaches_the_hub_loader(monkeypatch):
+    """`datasets` rejects an offline load before it uses the token; record what it was given."""
+    given = {}
+
+    def load_dataset(*args, **kwargs):
+        given.update(kwargs)
+        raise ConnectionError("Couldn't reach 'a/b' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(ValueError, match="cannot reach the Hub"):
+        load_image_datasets("a/b", token="hf_secret")
+    assert given["token"] == "hf_secret"
 
 
 def test_image_processor_defaults_round_trip_and_drive_transforms(tmp_path):

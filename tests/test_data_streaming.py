@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from PIL import Image
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from modeling_gpa.data.pipeline import EvalCrop, ImageDataset, collate_pixel_values
+from modeling_gpa.data.device_decoding import ENCODED_KEY, DeviceDecodingImageDataset, decode_on_device
+from modeling_gpa.data.pipeline import EvalCrop, ImageDataset, TrainCrop, collate_pixel_values
 from modeling_gpa.data.shards import prepare_shards
 from modeling_gpa.data.streaming import NodeSplit, StreamingImageDataset, load_image_streams, split_stream
 
@@ -117,3 +119,23 @@ def test_negative_buffer_is_refused(parquet_shards):
     with pytest.raises(ValueError, match="shuffle_buffer_size=-1"):
         streamed(parquet_shards, buffer=-1)
     assert torch.utils.data.IterableDataset in type(streamed(parquet_shards)).__mro__
+
+
+def test_device_decoding_takes_its_jpegs_from_a_stream(tmp_path):
+    """--streaming with --image_decoding device: the stream's JPEG bytes reach the device decoder undecoded."""
+    from test_data_device_decoding import pil_jpeg_decoder
+
+    folder = tmp_path / "photos" / "cats"
+    folder.mkdir(parents=True)
+    for index in range(4):
+        Image.fromarray(skimage.data.chelsea()[index * 10 :]).save(folder / f"{index}.jpg", quality=90)
+    prepare_shards(str(tmp_path / "photos"), str(tmp_path / "shards"), num_shards=2)
+    streams = load_image_streams(dataset_name=str(tmp_path / "shards"))
+    rows = DeviceDecodingImageDataset(streams.train, TrainCrop(32, 3), streams.image_column)
+    batch = collate_pixel_values(list(StreamingImageDataset(rows)))
+    encoded = batch[ENCODED_KEY]
+    assert encoded.positions == [0, 1, 2, 3] and {jpeg.name for jpeg in encoded.jpegs} == {
+        f"cats/{index}.jpg" for index in range(4)
+    }
+    pixels, failed = decode_on_device(encoded, batch.get("pixel_values"), torch.device("cpu"), pil_jpeg_decoder)
+    assert failed == 0 and pixels.shape == (4, 3, 32, 32) and pixels.dtype == torch.uint8

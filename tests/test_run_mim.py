@@ -176,3 +176,17 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, t
     pixel_values, objects = annotated_inputs(encoder, train, 6, image_settings=settings)
     expected = select_attention_head(encoder, pixel_values, objects, mask_ratio=0.6)
     assert (masker.layer, masker.settings.head) == (expected.best_layer, expected.best_head)
+
+
+def test_streams_webdataset_shards_and_records_the_position(images, tmp_path):
+    from modeling_gpa.data.shards import prepare_shards
+
+    shards = tmp_path / "wds"
+    prepare_shards(str(images / "train"), str(shards), shard_format="webdataset", num_shards=2)
+    args = ["--dataset_name", str(shards), "--streaming", "--train_examples", "16", "--num_train_epochs", "1"]
+    args += ["--output_dir", str(tmp_path / "run"), "--do_train", "--per_device_train_batch_size", "4"]
+    args += ["--mask_method", "random", "--save_steps", "2", "--report_to", "none", "--disable_tqdm", "true"]
+    metrics = run_mim.main([*args, *VIT, "--config_overrides", VIT_OVERRIDES])
+    assert metrics["train_loss"] > 0 and (tmp_path / "run" / "checkpoint-4" / "stream_state_rank0.json").is_file()
+    with pytest.raises(SystemExit, match="with --streaming pass --gpa_layer/--gpa_head instead"):
+        run_mim.main([*args, *VIT, "--config_overrides", VIT_OVERRIDES, "--gpa_selection_images", "4"])

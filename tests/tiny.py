@@ -157,6 +157,8 @@ def check_two_cpu_processes_train_one_model(script: str, args: list[str], output
     for rank in (0, 1):
         assert f"Process rank: {rank}, device: cpu" in out and f"Process rank {rank}: trained to step 2." in out
     assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
+    # The main process lists the image folder; the other one opens what it built.
+    assert out.count("that this machine's main process made") == 1
     assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == ["checkpoint-2"]
     torch.testing.assert_close(
         model_class.from_pretrained(output_dir).state_dict(),

@@ -202,7 +202,11 @@ def load_image_folder(
                 for split, paths in files.items()
             }
         )
-        logger.info(f"Reused this machine's listing of {train_dir} ({len(dataset['train']):,} training images).")
+        # Warning level, like the "Process rank" lines: replicas log nothing below it.
+        logger.warning(
+            f"Opened the listing of {train_dir} that this machine's main process made ({len(dataset['train']):,} "
+            "training images), without listing the folder."
+        )
         return dataset
     data_files = {"train": os.path.join(train_dir, "**")}
     if validation_dir is not None:
