@@ -28,6 +28,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -710,13 +711,13 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(results: dict, output: str) -> tuple[Path, Path]:
-    """Writes ``<output>.json`` and ``<output>.md``."""
+def save(results: dict, output: str, render: Callable[[dict], str] = markdown) -> tuple[Path, Path]:
+    """Writes ``<output>.json`` and ``<output>.md`` (the results as ``render`` writes them)."""
     base = Path(output)
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    md_path.write_text(markdown(results))
+    md_path.write_text(render(results))
     return json_path, md_path
 
 
