@@ -386,7 +386,8 @@ def load_stream_splits(
         if data_args.max_train_samples is not None:
             train = train.take(data_args.max_train_samples)
         train, node_split = split_stream(train, training_args.process_index, training_args.world_size)
-        logger.info(node_split.describe()) if node_split.whole_shards else logger.warning(node_split.describe())
+        log = logger.info if node_split.whole_shards else logger.warning
+        log(node_split.describe())
         set_max_steps_from_examples(training_args, examples)
         # with_crops hands it to the StreamingImageDataset (an epoch-based mask schedule counts epochs in examples).
         data_args.train_examples = examples

@@ -61,7 +61,10 @@ def test_processes_read_disjoint_whole_shards(parquet_shards):
     per_rank = [{e["pixel_values"][0, 0, 0].item() for e in streamed(parquet_shards, 0, r, 2)} for r in (0, 1)]
     assert not per_rank[0] & per_rank[1] and len(per_rank[0] | per_rank[1]) == 48
     assert NodeSplit(4, 2).whole_shards and not NodeSplit(4, 3).whole_shards
-    assert "3x the reading" in NodeSplit(4, 3).describe()
+    assert NodeSplit(4, 3).strategy == "shards" and "1 processes read 2 whole shards" in NodeSplit(4, 3).describe()
+    assert NodeSplit(2, 3).strategy == "examples" and "3x the reading" in NodeSplit(2, 3).describe()
+    three = [{e["pixel_values"][0, 0, 0].item() for e in streamed(parquet_shards, 0, r, 3)} for r in range(3)]
+    assert sorted(len(ids) for ids in three) == [12, 12, 24] and len(set.union(*three)) == 48
 
 
 def test_the_buffer_shuffles_by_seed_and_epoch_and_keeps_every_image(parquet_shards):

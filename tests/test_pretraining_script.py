@@ -62,7 +62,9 @@ def test_load_splits_truncates_with_the_seed_and_leaves_out_what_is_not_asked_fo
     )
     hub = HubArguments(cache_dir=str(image_dirs / "cache"))
     one_process = contextlib.nullcontext
-    training = SimpleNamespace(seed=0, do_train=True, do_eval=False, main_process_first=lambda desc: one_process())
+    training = SimpleNamespace(
+        seed=0, do_train=True, do_eval=False, world_size=1, main_process_first=lambda desc: one_process()
+    )
     train, eval_, image_column = load_splits(hub, data, training)
     assert len(train) == 4 and eval_ is None and image_column == "image"
     assert image_geometry(train, image_column) == (20, 1)

@@ -3,8 +3,9 @@
 ``--streaming`` reads a Hub dataset, a folder of parquet shards in the Hub layout, webdataset tar shards or an image
 folder through `datasets.load_dataset(..., streaming=True)`: nothing is listed, copied or cached before the first
 step, so the start does not grow with the dataset. The train stream is split between processes by
-`datasets.distributed.split_dataset_by_node` (whole shards when the shard count divides by the number of processes)
-and, inside each process, between its DataLoader workers by `datasets` itself.
+`datasets.distributed.split_dataset_by_node` (whole shards of its own for each process, one more for some when the
+shard count does not divide by the number of processes) and, inside each process, between its DataLoader workers by
+`datasets` itself.
 
 Shuffling is not a global permutation: every epoch `datasets` reorders the shards (seeded by the epoch), and each
 worker draws its examples from a buffer of ``shuffle_buffer_size`` undecoded rows ([`StreamingImageDataset`], seeded
@@ -56,24 +57,36 @@ class NodeSplit:
     world_size: int
 
     @property
+    def strategy(self) -> str:
+        """`split_dataset_by_node`'s: "shards" (each process reads whole shards of its own) or "examples" (each reads
+        every shard and keeps one example in ``world_size``), only with fewer shards than processes."""
+        return "shards" if self.num_shards >= self.world_size else "examples"
+
+    @property
     def whole_shards(self) -> bool:
-        """Each process reads its own shards (True), or every shard, keeping one example in ``world_size``."""
+        """Every process reads the same number of whole shards of its own."""
         return self.num_shards % self.world_size == 0
 
     def describe(self) -> str:
         """One log line on the split."""
         if self.world_size == 1:
             return f"Streaming {self.num_shards} shards in one process."
+        per_process = self.num_shards // self.world_size
         if self.whole_shards:
             return (
-                f"Streaming {self.num_shards} shards over {self.world_size} processes: "
-                f"{self.num_shards // self.world_size} whole shards each."
+                f"Streaming {self.num_shards} shards over {self.world_size} processes: {per_process} whole shards each."
+            )
+        if self.strategy == "shards":
+            return (
+                f"Streaming {self.num_shards} shards over {self.world_size} processes: {self.num_shards} is not a "
+                f"multiple of {self.world_size}, so {self.num_shards % self.world_size} processes read "
+                f"{per_process + 1} whole shards and the others {per_process} (those finish their epochs sooner). "
+                f"A multiple of {self.world_size} shards (run_scripts/prepare_shards.py --num_shards) balances them."
             )
         return (
-            f"Streaming {self.num_shards} shards over {self.world_size} processes: {self.num_shards} is not a "
-            f"multiple of {self.world_size}, so every process reads every shard and keeps one example in "
-            f"{self.world_size} ({self.world_size}x the reading). Write a multiple of {self.world_size} shards "
-            "(run_scripts/prepare_shards.py --num_shards) to read each shard once."
+            f"Streaming {self.num_shards} shards over {self.world_size} processes: fewer shards than processes, so "
+            f"every process reads every shard and keeps one example in {self.world_size} ({self.world_size}x the "
+            f"reading). Write at least {self.world_size} shards (run_scripts/prepare_shards.py --num_shards)."
         )
 
 
@@ -83,7 +96,7 @@ def split_stream(
     """The part of ``stream`` that process ``rank`` of ``world_size`` reads, and how the shards were divided."""
     split = NodeSplit(stream.num_shards, world_size)
     if world_size > 1:
-        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size, strategy=split.strategy)
     return stream, split
 
 
