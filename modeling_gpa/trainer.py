@@ -18,14 +18,15 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
+from .checkpoint_files import checkpoint_problem
 from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from .data.image_inputs import ImageSettings
 from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
 from .masking import progress_tensor
+from .training_guards import TrainingGuardsMixin
 
 logger = logging.get_logger(__name__)
 
@@ -103,7 +104,18 @@ class GPATrainingArguments(TrainingArguments):
         },
     )
 
+    max_nonfinite_steps: int = field(
+        default=10,
+        metadata={
+            "help": (
+                "An optimizer step whose loss or gradients are NaN or inf is skipped (weights and optimizer state "
+                "unchanged) and counted; this many skipped steps in a row stop training with an error naming the step."
+            )
+        },
+    )
+
     def __post_init__(self):
+        self._check_guard_arguments()
         if not self.use_cpu and _world_size_from_launcher() > 1 and not torch.cuda.is_available():
             # A launcher started several processes on a machine without GPUs (e.g. accelerate's cpu_2proc.yaml):
             # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
@@ -137,6 +149,16 @@ class GPATrainingArguments(TrainingArguments):
                 f"learning_rate = base_learning_rate {self.base_learning_rate} * total batch size "
                 f"{self.total_train_batch_size} / 256 = {self.learning_rate:g}"
             )
+
+    def _check_guard_arguments(self) -> None:
+        """--max_steps 0 would train one step; --max_nonfinite_steps must allow at least one skip."""
+        if self.max_steps == 0:
+            raise ValueError(
+                "--max_steps 0 is invalid; pass a positive number of optimizer steps, or -1 to train "
+                "--num_train_epochs epochs."
+            )
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} is invalid; pass a number >= 1.")
 
     def _set_loader_defaults(self) -> None:
         """Persistent workers and a prefetch factor when there are workers, unless the flags were given; pinned
@@ -198,9 +220,10 @@ class RunningMeans:
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The highest-step ``checkpoint-N`` in ``output_dir`` whose trainer state was written, or None.
+    """The highest-step ``checkpoint-N`` in ``output_dir`` that can be loaded, or None; warnings name the others.
 
-    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save.
+    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save;
+    one with a truncated file (`modeling_gpa.checkpoint_files.checkpoint_problem`) is passed over the same way.
     """
     if not os.path.isdir(output_dir):
         return None
@@ -211,9 +234,10 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             steps.append((int(match.group(1)), name))
     for _, name in sorted(steps, reverse=True):
         path = os.path.join(output_dir, name)
-        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+        problem = checkpoint_problem(path)
+        if problem is None:
             return path
-        logger.warning(f"Skipping incomplete checkpoint {path}: it has no {TRAINER_STATE_NAME} (cut off while saving).")
+        logger.warning(f"Skipping checkpoint {path}, which cannot be loaded: {problem}.")
     return None
 
 
@@ -299,7 +323,7 @@ class DeviceInputsMixin:
         return int(self.accelerator.reduce(count, reduction="sum").item())
 
 
-class GPATrainer(DeviceInputsMixin, Trainer):
+class GPATrainer(DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.

@@ -264,3 +264,76 @@ def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images,
     assert "library_name: transformers" in card and "--hub_model_id" in card
     loaded = GPAForPreTraining.from_pretrained(output_dir)
     assert loaded.config.gpa_teacher == "self"
+
+
+def test_sigterm_checkpoints_exits_143_publishes_nothing_and_the_same_command_resumes(
+    images, tmp_path, monkeypatch, caplog
+):
+    """What a preemptible GPU sends before it is taken away: the run saves where it is and says so in one line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    output_dir = tmp_path / "preempted"
+    settings = ["--max_steps", "30", "--save_steps", "1000", "--gpa_teacher", "ema"]
+    publish = ["--push_to_hub", "--hub_model_id", "someone/gpa-tiny"]
+    command = [sys.executable, "run_scripts/run_pretrain.py", *pretrain_args(images, output_dir, *settings, *publish)]
+    process = run_subprocess(command, PYTHONUNBUFFERED="1")
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "'loss'" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    out = "".join(lines) + process.communicate(timeout=120)[0]
+
+    assert process.returncode == 143, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert (
+        last.startswith("run_pretrain.py: stopped by SIGTERM at step ") and "no final model, model card or push" in last
+    )
+    step = int(last.split("at step ")[1].split()[0])
+    assert 1 <= step < 30 and f"saved {output_dir / f'checkpoint-{step}'}" in last
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == [f"checkpoint-{step}"]
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / "README.md").exists()
+    assert "Hugging Face Hub" not in out
+
+    with caplog.at_level("INFO"):
+        run_pretrain.main(pretrain_args(images, output_dir, *settings))
+    assert f"resuming training at {output_dir / f'checkpoint-{step}'}" in caplog.text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, 31))
+    assert (output_dir / "README.md").is_file()
+
+
+def test_a_diverging_run_exits_in_one_line_without_saving_or_publishing(images, tmp_path):
+    output_dir = tmp_path / "diverged"
+    argv = pretrain_args(
+        images, output_dir, "--learning_rate", "1e3", "--max_steps", "20", "--max_nonfinite_steps", "3"
+    )
+    message = error_of(argv)
+    assert message.startswith("run_pretrain.py: error: training stopped at step ") and "\n" not in message
+    assert "NaN or inf at 3 optimizer steps in a row" in message
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / "README.md").exists()
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("broken", ["trainer_state.json", "model.safetensors"])
+def test_resume_falls_back_past_a_last_checkpoint_that_cannot_load(images, tmp_path, caplog, broken):
+    output_dir = tmp_path / "run"
+    settings = ["--max_steps", "4", "--save_steps", "2"]
+    run_pretrain.main(pretrain_args(images, output_dir, *settings))
+    for name in ("model.safetensors", "trainer_state.json", "README.md"):
+        (output_dir / name).unlink()
+    truncate(output_dir / "checkpoint-4" / broken)
+
+    with caplog.at_level("INFO"):
+        run_pretrain.main(pretrain_args(images, output_dir, *settings))
+    assert f"Skipping checkpoint {output_dir / 'checkpoint-4'}, which cannot be loaded: {broken}" in caplog.text
+    assert "resuming training at " + str(output_dir / "checkpoint-2") in caplog.text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+    explicit = error_of(pretrain_args(images, tmp_path / "other", "--resume_from_checkpoint", str(output_dir / "x")))
+    assert explicit.startswith(f"run_pretrain.py: error: cannot resume from {output_dir / 'x'}: no such directory")
