@@ -33,7 +33,7 @@ from .data import build_image_processor, load_image_datasets_of, transforms_from
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.pipeline import UnreadableImageError, decode_image
 from .trainer import last_complete_checkpoint
-from .training_guards import NonFiniteTrainingError, TrainingInterrupted
+from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def exit_on_training_failure(script: str, trainer: Trainer) -> Iterator[None]:
     except TrainingInterrupted as error:
         print(f"{script}: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except NonFiniteTrainingError as error:
+    except (NonFiniteTrainingError, NotEnoughSpace) as error:
         sys.exit(f"{script}: error: {error}")
     except pickle.UnpicklingError as error:
         sys.exit(f"{script}: error: {pickle_refusal(error)}")

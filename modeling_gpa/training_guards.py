@@ -48,6 +48,10 @@ class NonFiniteTrainingError(RuntimeError):
     """Training produced NaN or inf (loss, gradients or weights); the message fits on one line and says what to do."""
 
 
+class NotEnoughSpace(OSError):
+    """``output_dir`` has less free space than one checkpoint takes; the message fits on one line."""
+
+
 class TrainingInterrupted(RuntimeError):
     """SIGTERM stopped training after writing a checkpoint; the message names it."""
 
@@ -222,7 +226,7 @@ class TrainingGuardsMixin:
         return output
 
     def check_free_space(self) -> None:
-        """Raises ``OSError`` (one line) when ``output_dir`` has less free space than about one checkpoint."""
+        """Raises [`NotEnoughSpace`] when ``output_dir`` has less free space than about one checkpoint."""
         output_dir = self.args.output_dir
         if not self.args.should_save or not output_dir:
             return
@@ -234,7 +238,7 @@ class TrainingGuardsMixin:
         needed = weight_bytes * CHECKPOINT_BYTES_PER_WEIGHT_BYTE
         free = shutil.disk_usage(existing).free
         if free < needed:
-            raise OSError(
+            raise NotEnoughSpace(
                 f"--output_dir {output_dir} has {free / 2**20:.1f} MiB free but a checkpoint of this model takes "
                 f"about {needed / 2**20:.1f} MiB: free some space or pick another --output_dir"
             )
@@ -242,6 +246,7 @@ class TrainingGuardsMixin:
 
 __all__ = [
     "NonFiniteTrainingError",
+    "NotEnoughSpace",
     "SigtermCheckpointCallback",
     "TrainingGuardsMixin",
     "TrainingInterrupted",

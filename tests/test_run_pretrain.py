@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,9 +19,10 @@ from tiny import (
     tiny_kwargs,
     write_image_folders,
 )
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import TrainerCallback, ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
+from modeling_gpa.pretraining_script import train_or_exit
 from modeling_gpa.trainer import GPATrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,3 +339,55 @@ def test_resume_falls_back_past_a_last_checkpoint_that_cannot_load(images, tmp_p
 
     explicit = error_of(pretrain_args(images, tmp_path / "other", "--resume_from_checkpoint", str(output_dir / "x")))
     assert explicit.startswith(f"run_pretrain.py: error: cannot resume from {output_dir / 'x'}: no such directory")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted at tmp_path/disk (needs root, as on the training machines' containers)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+class FillDiskAfterFirstStep(TrainerCallback):
+    def __init__(self, disk: Path):
+        self.disk = disk
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            with open(self.disk / "filler", "wb") as file, contextlib.suppress(OSError):
+                while True:
+                    file.write(b"\0" * 2**16)
+
+
+def test_a_disk_that_fills_up_during_a_save_ends_in_one_line(images, small_disk):
+    output_dir = small_disk / "run"
+    argv = pretrain_args(images, output_dir, "--max_steps", "3", "--save_steps", "2")
+    model_args, data_args, training_args = run_pretrain.parse_arguments(argv)
+    trainer, checkpoint = run_pretrain.build_trainer(model_args, data_args, training_args)
+    trainer.add_callback(FillDiskAfterFirstStep(small_disk))
+    with pytest.raises(SystemExit) as exit_info:
+        train_or_exit("run_pretrain.py", trainer, training_args, checkpoint)
+    message = str(exit_info.value.code)
+    assert message.startswith(f"run_pretrain.py: error: writing to --output_dir {output_dir} failed at step 2 (")
+    assert "No space left on device" in message and "\n" not in message
+
+
+def test_a_disk_without_room_for_a_checkpoint_or_read_only_fails_before_training(images, small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (4 * 2**20 - 2**16))
+    message = error_of(pretrain_args(images, small_disk / "run", "--max_steps", "1"))
+    assert "MiB free but a checkpoint of this model takes about" in message and "\n" not in message
+    (small_disk / "filler").unlink()
+    (small_disk / "run").mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    # A --train_dir that does not exist: the output directory is checked before any data is read.
+    argv = pretrain_args(images, small_disk / "run", "--max_steps", "1", "--train_dir", str(small_disk / "missing"))
+    message = error_of(argv)
+    assert message == (
+        f"run_pretrain.py: error: --output_dir {small_disk / 'run'} is not writable (Read-only file system): pick "
+        "another --output_dir, or make it writable"
+    )

@@ -8,7 +8,7 @@ from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
-from modeling_gpa.training_guards import NonFiniteTrainingError, nonfinite_tensors
+from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, nonfinite_tensors
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 
@@ -154,6 +154,6 @@ def test_too_little_free_space_fails_before_training(tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=weight_bytes))
-    with pytest.raises(OSError, match="MiB free but a checkpoint of this model takes about"):
+    with pytest.raises(NotEnoughSpace, match="MiB free but a checkpoint of this model takes about"):
         trainer.train()
     assert trainer.state.global_step == 0
