@@ -31,6 +31,7 @@ from .checkpoint_files import check_resumable
 from .command_line import pickle_refusal
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
+from .data.folder_checks import check_image_folders
 from .data.pipeline import UnreadableImageError, decode_image
 from .trainer import last_complete_checkpoint
 from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
@@ -366,6 +367,7 @@ def load_splits(
     ``model_args`` gives ``cache_dir``; ``data_args`` the dataset flags (``dataset_name``, ``train_dir``, ...,
     ``max_train_samples``, ``max_eval_samples``). A split that is not asked for is ``None``.
     """
+    check_image_folders(data_args)
     # The main process builds the dataset cache first; the others then read it.
     with training_args.main_process_first(desc="loading the dataset"):
         dataset, image_column = load_image_datasets_of(data_args, model_args.cache_dir, training_args.seed)

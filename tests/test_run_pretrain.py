@@ -129,6 +129,10 @@ def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, 
         (["--strict_images", "--max_steps", "5"], "broken.png"),
         (["--model_name_or_path", "x"], "--config_overrides only applies to a model trained from scratch"),
         (["--image_decoding", "device"], "CUDA GPU, but training runs on cpu: use --image_decoding cpu"),
+        (["--max_steps", "0"], "--max_steps 0 is invalid; pass a positive number of optimizer steps"),
+        (["--mask_ratio", "0"], "GPAConfig.mask_ratio=0.0 is invalid; allowed values: a number in (0, 1)."),
+        (["--mask_ratio", "1"], "GPAConfig.mask_ratio=1.0 is invalid; allowed values: a number in (0, 1)."),
+        (["--gpa_loss_weight", "nan"], "GPAConfig.gpa_loss_weight=nan is invalid; allowed values: a finite number"),
     ],
 )
 def test_bad_input_gives_one_line_errors(images, tmp_path, extra, expected):
@@ -391,3 +395,61 @@ def test_a_disk_without_room_for_a_checkpoint_or_read_only_fails_before_training
         f"run_pretrain.py: error: --output_dir {small_disk / 'run'} is not writable (Read-only file system): pick "
         "another --output_dir, or make it writable"
     )
+
+
+def save_teacher(path: Path, num_channels: int = 1) -> Path:
+    torch.manual_seed(0)
+    ViTMAEForPreTraining(ViTMAEConfig(image_size=28, num_channels=num_channels, **TINY)).save_pretrained(path)
+    return path
+
+
+def three_channel_teacher(path: Path) -> tuple[list[str], str]:
+    flags = ["--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(save_teacher(path, num_channels=3))]
+    return flags, "takes 3-channel images but the student 1-channel ones"
+
+
+def truncated_teacher(path: Path) -> tuple[list[str], str]:
+    truncate(save_teacher(path) / "model.safetensors")
+    flags = ["--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(path)]
+    return flags, "cannot be loaded: model.safetensors is truncated"
+
+
+def nan_teacher(path: Path) -> tuple[list[str], str]:
+    teacher = ViTMAEForPreTraining.from_pretrained(save_teacher(path))
+    with torch.no_grad():
+        teacher.vit.layers[0].attention.k_proj.weight.fill_(float("nan"))
+    teacher.save_pretrained(path)
+    flags = ["--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(path)]
+    return flags, "has non-finite weights (NaN or inf) in 1 tensors (first: 'layers.0.attention.k_proj.weight')"
+
+
+def empty_train_dir(path: Path) -> tuple[list[str], str]:
+    (path / "sub").mkdir(parents=True)
+    (path / "notes.txt").write_text("no images here")
+    return ["--train_dir", str(path)], f"--train_dir {path} holds no image files"
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def malicious_pickle(path: Path) -> tuple[list[str], str]:
+    ViTMAEConfig(image_size=28, num_channels=1, **TINY).save_pretrained(path)
+    torch.save({"weight": RunsCode()}, path / "pytorch_model.bin")
+    return ["--model_name_or_path", str(path)], "refused to load a pickled checkpoint file that would run code"
+
+
+@pytest.mark.parametrize(
+    "make", [three_channel_teacher, truncated_teacher, nan_teacher, empty_train_dir, malicious_pickle]
+)
+def test_bad_models_and_data_fail_in_one_line_before_training(images, tmp_path, make):
+    flags, expected = make(tmp_path / "input")
+    argv = pretrain_args(images, tmp_path / "run", "--max_steps", "1", *flags)
+    if "--model_name_or_path" in flags:
+        argv[argv.index("--config_overrides") : argv.index("--config_overrides") + 2] = []
+    if "--train_dir" in flags:
+        argv[argv.index("--validation_dir") : argv.index("--validation_dir") + 2] = []
+    message = error_of(argv)
+    assert message.startswith("run_pretrain.py: error: ") and expected in message and "\n" not in message
+    assert not (tmp_path / "run" / "trainer_state.json").exists() and not list(tmp_path.rglob("pwned"))

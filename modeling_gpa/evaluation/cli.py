@@ -12,6 +12,7 @@ import torch
 from transformers import SwinModel, ViTModel
 
 from ..data.columns import named_column
+from ..data.folder_checks import check_image_folders
 from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
 from .features import POOLINGS, check_pooling, extract_features, load_encoder
 
@@ -82,6 +83,7 @@ def load_labelled_splits(args, image_size: int, num_channels: int, processor_pat
         with_pixel_values,
     )
 
+    check_image_folders(args, labels=True)
     splits, image_column = load_image_datasets_of(args, args.cache_dir, args.seed)
     label_column = find_label_column(splits["train"], args.label_column_name)
     find_label_column(splits["validation"], label_column)

@@ -10,6 +10,8 @@ import torch
 from transformers import AutoConfig, SwinModel, ViTModel
 from transformers.utils import logging as transformers_logging
 
+from ..training_guards import nonfinite_tensors
+
 POOLINGS = ("cls", "mean")
 SWIN_HAS_NO_CLS = "A Swin encoder has no CLS token: pass --pooling mean."
 
@@ -45,6 +47,11 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
         raise ValueError(
             f"{name_or_path!r} has no encoder weights ({len(missing_encoder)} missing, e.g. "
             f"{missing_encoder[0]!r}); pass --model_name_or_path a GPA, ViTMAE, ViT or Swin checkpoint."
+        )
+    if bad := nonfinite_tensors(model):
+        raise ValueError(
+            f"{name_or_path!r} has non-finite weights (NaN or inf) in {len(bad)} tensors (first: {bad[0]!r}): it "
+            "diverged in training and any score of it would be meaningless; evaluate an earlier checkpoint."
         )
     if missing:
         logger.warning("Newly initialised (train them before use): %s.", ", ".join(missing))
