@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-from accelerate.utils import extract_model_from_parallel
+from accelerate.utils import extract_model_from_parallel, gather_object
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
@@ -256,14 +257,20 @@ class DeviceInputsMixin:
 
     ``_prepare_inputs`` (called by ``training_step`` and ``prediction_step`` once the batch is on the device) turns
     uint8 pixels into float32 with [`PixelNormalizer`]: the mean and std of the trainer's image processor
-    (``processing_class``), else the defaults for the model's channels. It also takes the pipeline's
-    ``unreadable_images`` count out of the batch and adds it to ``unreadable_images["train"]`` or ``["eval"]``.
+    (``processing_class``), else the defaults for the model's channels. It also takes the names the pipeline lists
+    under ``unreadable_images`` out of the batch and adds them to ``unreadable_files["train"]`` or ``["eval"]``:
+    only batches that are trained on (or evaluated) count, and each file once however often it is met. The training
+    set of names is saved in every checkpoint ([`UnreadableFilesCallback`]) and restored on resume.
     Batches of ``--image_decoding device`` carry undecoded JPEGs: they are decoded, cropped and flipped on the device
     first (`modeling_gpa.data.device_decoding.decode_on_device`, with [`jpeg_decoder`]).
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(UnreadableFilesCallback(self.unreadable_files))
+
     def _prepare_inputs(self, inputs: dict) -> dict:
-        unreadable = inputs.pop(UNREADABLE_KEY, 0)
+        unreadable = list(inputs.pop(UNREADABLE_KEY, ()))
         inputs = super()._prepare_inputs(inputs)
         encoded = inputs.pop(ENCODED_KEY, None)
         if encoded is not None:
@@ -273,18 +280,23 @@ class DeviceInputsMixin:
             )
             unreadable += failed
         if unreadable:
-            self.unreadable_images["train" if self.model.training else "eval"] += int(unreadable)
+            self.unreadable_files["train" if self.model.training else "eval"].update(unreadable)
         pixel_values = inputs.get("pixel_values")
         if pixel_values is not None and pixel_values.dtype == torch.uint8:
             inputs["pixel_values"] = self.pixel_normalizer(pixel_values)
         return inputs
 
     @property
+    def unreadable_files(self) -> dict[str, set[str]]:
+        """Names of the images of this process's batches that could not be decoded and were replaced, per split."""
+        if "_unreadable_files" not in self.__dict__:
+            self._unreadable_files = {"train": set(), "eval": set()}
+        return self._unreadable_files
+
+    @property
     def unreadable_images(self) -> dict[str, int]:
-        """Images of this process's batches that could not be decoded and were replaced, per split."""
-        if "_unreadable_images" not in self.__dict__:
-            self._unreadable_images = {"train": 0, "eval": 0}
-        return self._unreadable_images
+        """How many distinct images of this process's batches could not be decoded, per split."""
+        return {split: len(names) for split, names in self.unreadable_files.items()}
 
     @property
     def pixel_normalizer(self) -> PixelNormalizer:
@@ -318,9 +330,42 @@ class DeviceInputsMixin:
         return super().floating_point_ops(inputs)
 
     def total_unreadable_images(self, split: str) -> int:
-        """``unreadable_images[split]`` summed over all processes. Collective call."""
-        count = torch.tensor(self.unreadable_images[split], device=self.accelerator.device)
-        return int(self.accelerator.reduce(count, reduction="sum").item())
+        """How many distinct files of ``split`` were unreadable on any process. Collective call."""
+        return len(self._gather_unreadable(split))
+
+    def _gather_unreadable(self, split: str) -> set[str]:
+        """``unreadable_files[split]`` of every process, united (and stored here). Collective call."""
+        names = self.unreadable_files[split]
+        if self.accelerator.num_processes > 1:
+            names.update(gather_object(sorted(names)))
+        return names
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """``Trainer``'s checkpoint, whose state records the unreadable training files of every process."""
+        self._gather_unreadable("train")
+        super()._save_checkpoint(model, trial)
+
+
+class UnreadableFilesCallback(TrainerCallback, ExportableState):
+    """Keeps a trainer's unreadable training files in ``trainer_state.json`` and restores them on resume.
+
+    ``Trainer`` saves the ``state()`` of such callbacks in every checkpoint; ``on_train_begin`` runs after a resumed
+    run loaded the checkpoint's state, so the names found before the checkpoint are counted once, not lost.
+    """
+
+    def __init__(self, files: dict[str, set[str]]) -> None:
+        self.files = files
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"train": sorted(self.files["train"])}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        name = type(self).__name__
+        saved = state.stateful_callbacks.get(name)
+        if isinstance(saved, dict):
+            self.files["train"].update(saved.get("attributes", {}).get("train", []))
+        # A checkpoint written before this callback existed has no entry, and Trainer's save expects one.
+        state.stateful_callbacks[name] = self.state()
 
 
 class GPATrainer(DeviceInputsMixin, TrainingGuardsMixin, Trainer):
@@ -448,7 +493,7 @@ class GPATrainer(DeviceInputsMixin, TrainingGuardsMixin, Trainer):
         for name, value in self._eval_means.pop(self.accelerator).items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         unreadable = self.total_unreadable_images("eval")
-        self.unreadable_images["eval"] = 0
+        self.unreadable_files["eval"].clear()
         if unreadable:
             output.metrics[f"{metric_key_prefix}_unreadable_images"] = unreadable
         return output
@@ -460,6 +505,7 @@ __all__ = [
     "GPATrainingArguments",
     "EMATeacherCallback",
     "RunningMeans",
+    "UnreadableFilesCallback",
     "last_complete_checkpoint",
     "restore_weights",
 ]

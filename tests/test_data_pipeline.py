@@ -179,7 +179,8 @@ def test_counts_of_unreadable_images_reach_the_main_process_from_workers(odd_fil
     )
     batches = list(loader)
     assert [batch["pixel_values"].shape for batch in batches] == [(3, 3, 16, 16)] * 2
-    assert sum(batch.get("unreadable_images", 0) for batch in batches) == 2
+    names = [name for batch in batches for name in batch.get("unreadable_images", [])]
+    assert names == [files[1], files[3]]
     strict = DataLoader(
         ImageDataset(files, TrainCrop(16, 3), strict=True), batch_size=3, collate_fn=collate_pixel_values
     )
@@ -187,3 +188,22 @@ def test_counts_of_unreadable_images_reach_the_main_process_from_workers(odd_fil
         list(strict)
     with pytest.raises(UnreadableImageError, match="2 unreadable images in a row"):
         ImageDataset([files[1], files[3]], TrainCrop(16, 3))[0]
+
+
+def test_consecutive_bad_files_are_each_named_once_per_index_and_decoded_once(odd_files, caplog):
+    """Index 1 meets both bad files, index 2 the second again: names, not counts, let the trainer count each once."""
+    files = [str(odd_files[name]) for name in ("gray", "corrupt", "truncated", "jpeg")]
+    dataset = ImageDataset(files, TrainCrop(16, 3))
+    with caplog.at_level("WARNING", logger="modeling_gpa.data.pipeline"):
+        rows = [dataset[index] for index in (0, 1, 2, 3, 1, 2)]
+    assert [row.get("unreadable_images") for row in rows] == [
+        None,
+        files[1:3],
+        files[2:3],
+        None,
+        files[1:3],
+        files[2:3],
+    ]
+    # Each bad file is decoded (and warned about) once per process.
+    assert caplog.text.count("corrupt.jpg") == 1 and caplog.text.count("truncated.jpg") == 1
+    assert collate_pixel_values(rows)["unreadable_images"] == [*files[1:3], files[2], *files[1:3], files[2]]

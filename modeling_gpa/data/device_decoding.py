@@ -151,8 +151,8 @@ def crop_resize(images: list[torch.Tensor], jpegs: list[EncodedJpeg], image_size
 
 def decode_on_device(
     encoded: EncodedImages, pixel_values: torch.Tensor | None, device: torch.device, decoder: JpegDecoder
-) -> tuple[torch.Tensor, int]:
-    """The batch's (B, C, S, S) uint8 pixels on ``device``, and how many JPEGs could not be decoded.
+) -> tuple[torch.Tensor, list[str]]:
+    """The batch's (B, C, S, S) uint8 pixels on ``device``, and the names of the JPEGs that could not be decoded.
 
     ``pixel_values`` (B, C, S, S) uint8 on ``device`` holds the images decoded in the workers, or is None when every
     image is a JPEG. An undecodable JPEG is replaced by the next decodable one of the batch (or raises
@@ -163,7 +163,7 @@ def decode_on_device(
     jpegs = encoded.jpegs
     try:
         images = decoder([jpeg.data for jpeg in jpegs], num_channels, device)
-        failed = 0
+        failed = []
     except Exception:  # one bad file fails the batched call: decode one by one to name it
         images, jpegs, failed = _decode_each(jpegs, num_channels, device, decoder)
     crops = crop_resize(images, jpegs, image_size)
@@ -173,7 +173,7 @@ def decode_on_device(
 
 def _decode_each(
     jpegs: list[EncodedJpeg], num_channels: int, device: torch.device, decoder: JpegDecoder
-) -> tuple[list[torch.Tensor], list[EncodedJpeg], int]:
+) -> tuple[list[torch.Tensor], list[EncodedJpeg], list[str]]:
     """Decodes JPEGs one at a time, with PIL on the host where the device decoder refuses one (a JPEG variant it does
     not handle); a JPEG PIL cannot read either is replaced by the next decodable one (its image and crop)."""
     decoded: list[tuple[torch.Tensor, EncodedJpeg] | None] = []
@@ -195,7 +195,7 @@ def _decode_each(
         raise UnreadableImageError(f"no JPEG of a batch of {len(jpegs)} decodes: check the image files")
     filled = [decoded[i] or decoded[next((j for j in readable if j > i), readable[0])] for i in range(len(jpegs))]
     images, kept = zip(*filled, strict=True)
-    return list(images), list(kept), len(jpegs) - len(readable)
+    return list(images), list(kept), [jpeg.name for jpeg, item in zip(jpegs, decoded, strict=True) if item is None]
 
 
 def _decode_on_host(jpeg: EncodedJpeg, num_channels: int) -> torch.Tensor:

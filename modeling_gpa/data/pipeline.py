@@ -9,8 +9,9 @@ pass through unchanged, so a model called directly on normalised floats behaves 
 
 Unreadable images are found where they are decoded, never in a pass over the dataset: [`ImageDataset`] logs a
 warning naming the file, takes the next readable image in its place (batches keep their size, so shapes stay fixed
-for ``torch.compile``) and reports the count in the batch (``unreadable_images``), or with ``strict=True`` raises
-[`UnreadableImageError`] naming the file.
+for ``torch.compile``) and lists the file's name in the batch (``unreadable_images``), or with ``strict=True`` raises
+[`UnreadableImageError`] naming the file. Names, not counts, travel with the batches: a bad file is met again by the
+index before it, in every epoch and by every worker, and the trainer counts each file once.
 
 No torchvision and no `datasets` import: the randomness comes from torch's global RNG, which torch seeds per
 DataLoader worker, so runs are reproducible and a resumed run draws what the uninterrupted one would.
@@ -240,7 +241,8 @@ class ImageDataset(Dataset):
 
     A `datasets.Dataset` is read with its image column undecoded (the file's bytes or path), so PIL decodes each image
     once, in the worker, and a bad file is caught there. An unreadable image is replaced by the next readable one in
-    the source; the row then carries ``"unreadable_images"``: how many it replaced.
+    the source; the row then carries ``"unreadable_images"``: the names of the images it replaced. A process remembers
+    the indices it found unreadable and passes over them without decoding (or warning) again.
     """
 
     def __init__(
@@ -284,29 +286,40 @@ class ImageDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index %= len(self)
-        unreadable = 0
+        unreadable = []
+        known_bad = self.__dict__.setdefault("_unreadable_names", {})
         for offset in range(min(len(self), MAX_UNREADABLE_IN_A_ROW)):
+            position = (index + offset) % len(self)
+            if position in known_bad:
+                unreadable.append(known_bad[position])
+                continue
             try:
-                example = self._example((index + offset) % len(self))
+                example = self._example(position)
             except UnreadableImageError as error:
                 if self.strict:
                     raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
                 logger.warning(f"Skipping {error}; the next image takes its place.")
-                unreadable += 1
+                known_bad[position] = self.image_name_at(position)
+                unreadable.append(known_bad[position])
                 continue
             if unreadable:
                 example[UNREADABLE_KEY] = unreadable
             return example
         raise UnreadableImageError(
-            f"{unreadable} unreadable images in a row from index {index}: check the image files or the dataset"
+            f"{len(unreadable)} unreadable images in a row from index {index}: check the image files or the dataset"
         )
+
+    def image_name_at(self, index: int) -> str:
+        """The name unreadable-image counts know the image at ``index`` by: its path, else "example {index}"."""
+        row = self.source[index]
+        return image_name(row if self.image_column is None else row[self.image_column], index)
 
 
 def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
     """Stack examples into ``{"pixel_values": (B, C, H, W)}`` (the examples' dtype, uint8 from [`ImageDataset`]).
 
     In a DataLoader worker the batch is stacked straight into shared memory (as torch's `default_collate` does).
-    When some images were unreadable, ``"unreadable_images"`` holds how many (an int; pop it before calling a model).
+    When some images were unreadable, ``"unreadable_images"`` lists their names (pop it before calling a model).
     Examples holding undecoded JPEGs (device decoding) are gathered by
     `modeling_gpa.data.device_decoding.collate_encoded` instead.
     """
@@ -317,7 +330,7 @@ def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
         batch = collate_encoded(examples)
     else:
         batch = {"pixel_values": default_collate([example["pixel_values"] for example in examples])}
-    unreadable = sum(example.get(UNREADABLE_KEY, 0) for example in examples)
+    unreadable = [name for example in examples for name in example.get(UNREADABLE_KEY, ())]
     if unreadable:
         batch[UNREADABLE_KEY] = unreadable
     return batch
