@@ -413,7 +413,7 @@ class GPATrainer(DeviceInputsMixin, TrainingGuardsMixin, Trainer):
                 f"Skipped {unreadable} unreadable training images (the next image took each one's place); the "
                 "warnings above name them. --strict_images stops at the first one instead."
             )
-            output.metrics["train_unreadable_images"] = unreadable
+        output.metrics["train_unreadable_images"] = unreadable
         return output
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
@@ -494,8 +494,7 @@ class GPATrainer(DeviceInputsMixin, TrainingGuardsMixin, Trainer):
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         unreadable = self.total_unreadable_images("eval")
         self.unreadable_files["eval"].clear()
-        if unreadable:
-            output.metrics[f"{metric_key_prefix}_unreadable_images"] = unreadable
+        output.metrics[f"{metric_key_prefix}_unreadable_images"] = unreadable
         return output
 
 

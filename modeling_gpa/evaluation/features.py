@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, SwinModel, ViTModel
 from transformers.utils import logging as transformers_logging
 
+from ..data.pipeline import UNREADABLE_KEY
 from ..training_guards import nonfinite_tensors
 
 POOLINGS = ("cls", "mean")
@@ -129,16 +130,20 @@ def extract_features(
     pooling: str = "cls",
     device: str = "cpu",
     normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    unreadable: set[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batches of ``{"pixel_values": (B, C, H, W), "labels": (B,)}`` -> (N, D) float32 features, (N,) int64 labels.
 
     uint8 pixels (the input pipeline's) are normalised on ``device`` by ``normalizer`` (a `PixelNormalizer`); float
-    pixels are taken as already normalised.
+    pixels are taken as already normalised. The names of replaced unreadable images (``"unreadable_images"``) are
+    added to ``unreadable`` when it is given.
     """
     encoder.eval().to(device)
     cls_token = not is_swin(encoder.config)
     features, labels = [], []
     for batch in batches:
+        if unreadable is not None:
+            unreadable.update(batch.get(UNREADABLE_KEY, ()))
         pixel_values = batch["pixel_values"].to(device, non_blocking=True)
         if pixel_values.dtype == torch.uint8:
             if normalizer is None:
