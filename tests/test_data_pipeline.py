@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import save_rotated
 from torch.utils.data import DataLoader
 
 from modeling_gpa.data.pipeline import (
@@ -207,3 +208,29 @@ def test_consecutive_bad_files_are_each_named_once_per_index_and_decoded_once(od
     # Each bad file is decoded (and warned about) once per process.
     assert caplog.text.count("corrupt.jpg") == 1 and caplog.text.count("truncated.jpg") == 1
     assert collate_pixel_values(rows)["unreadable_images"] == [*files[1:3], files[2], *files[1:3], files[2]]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decoding_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation):
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8), "RGB")
+    save_rotated(upright, orientation, tmp_path / "photo.png")
+    decoded = decode_image(str(tmp_path / "photo.png"))
+    assert decoded.size == (40, 24)
+    np.testing.assert_array_equal(np.asarray(decoded), np.asarray(upright))
+
+
+def test_an_image_above_pils_bomb_limit_is_named_in_one_warning_per_process(tmp_path, caplog):
+    import warnings
+
+    path = tmp_path / "panorama.png"
+    Image.new("L", (10_000, 10_000)).save(path)
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        caplog.at_level("WARNING", logger="modeling_gpa.data.pipeline"),
+    ):
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert decode_image(str(path)).size == (10_000, 10_000)
+    assert not [warning for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith(f"Image {path} is 10000x10000 (100 megapixels, above PIL's 89-")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import Dataset, default_collate
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ UNREADABLE_KEY = "unreadable_images"
 ENCODED_KEY = "encoded_images"
 # An image that fails to decode is replaced by the next one; this many failures in a row mean the data is broken.
 MAX_UNREADABLE_IN_A_ROW = 100
+EXIF_ORIENTATION = ExifTags.Base.Orientation
+# Files above PIL's decompression-bomb limit already named in a warning by this process.
+_LARGE_IMAGES_WARNED: set[str] = set()
 
 
 class UnreadableImageError(ValueError):
@@ -79,23 +83,57 @@ def image_bytes(value: Any, index: int | None = None) -> bytes:
         raise UnreadableImageError(f"unreadable image {path} ({type(error).__name__}: {error.strerror})") from None
 
 
-def decode_image(value: Any, index: int | None = None) -> Image.Image:
+def decode_image(value: Any, index: int | None = None, transpose: bool = True) -> Image.Image:
     """A loaded PIL image from a file path, a PIL image, or a `datasets.Image` value ``{"bytes", "path"}``.
 
-    Raises [`UnreadableImageError`] (one line, naming the file) when the image is missing or cannot be decoded.
+    The image is turned upright by its EXIF orientation (as `datasets`' own decoder does: phone photos store their
+    pixels sideways and say so in the tag) unless ``transpose`` is False. An image above PIL's decompression-bomb
+    limit (``Image.MAX_IMAGE_PIXELS``, 89 megapixels) is decoded with a warning naming it, once per process, instead
+    of PIL's unnamed one; twice the limit is refused. Raises [`UnreadableImageError`] (one line, naming the file)
+    when the image is missing or cannot be decoded.
     """
     if isinstance(value, Image.Image):
         return value
     data = image_bytes(value, index)
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            warn_large_image(image_name(value, index), image.size)
         image.load()
+        if transpose:
+            image = exif_transposed(image)
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
         reason = str(error).splitlines()[0] if str(error) else ""
         raise UnreadableImageError(
             f"unreadable image {image_name(value, index)} ({type(error).__name__}: {reason})"
         ) from None
     return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image: 1 (upright, also when absent) to 8."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
+def exif_transposed(image: Image.Image) -> Image.Image:
+    """``image`` turned upright by its EXIF orientation (the image itself when it is upright already)."""
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
+def warn_large_image(name: str, size: tuple[int, int]) -> None:
+    """One warning per process and file for an image above PIL's decompression-bomb limit."""
+    if name in _LARGE_IMAGES_WARNED:
+        return
+    _LARGE_IMAGES_WARNED.add(name)
+    width, height = size
+    logger.warning(
+        f"Image {name} is {width}x{height} ({width * height / 1e6:.0f} megapixels, above PIL's "
+        f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit): decoding it in full takes "
+        f"{width * height * 3 / 2**20:.0f} MiB and is slow; downscale it once, e.g. to a 1024-pixel side."
+    )
 
 
 def to_num_channels(image: Image.Image, num_channels: int) -> Image.Image:
@@ -392,6 +430,8 @@ __all__ = [
     "collate_pixel_values",
     "collate_pixel_values_and_labels",
     "decode_image",
+    "exif_orientation",
+    "exif_transposed",
     "image_bytes",
     "random_resized_crop_box",
     "to_num_channels",
