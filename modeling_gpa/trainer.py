@@ -393,11 +393,13 @@ class GPATrainer(DeviceInputsMixin, TrainingGuardsMixin, Trainer):
         self._eval_means = RunningMeans()
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the last *complete* checkpoint in ``output_dir``.
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the last checkpoint in ``output_dir`` that loads.
 
-        From a checkpoint at an epoch boundary the run continues bit for bit where the uninterrupted run would be. From
-        one inside an epoch, step, schedule, weights, EMA teacher and optimizer continue exactly, but the random draws
-        after it differ: ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved.
+        Step, schedules, weights, EMA teacher, optimizer and the images of every later step always continue exactly.
+        The random draws after the checkpoint (crops, flips, masks) are the uninterrupted run's only from a checkpoint
+        at an epoch boundary, with the loader in this process or without persistent workers: inside an epoch
+        ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and persistent
+        workers carry their own random state across epochs.
         """
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)

@@ -278,7 +278,7 @@ def test_sigterm_checkpoints_exits_143_publishes_nothing_and_the_same_command_re
     """What a preemptible GPU sends before it is taken away: the run saves where it is and says so in one line."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     output_dir = tmp_path / "preempted"
-    settings = ["--max_steps", "30", "--save_steps", "1000", "--gpa_teacher", "ema"]
+    settings = ["--max_steps", "30", "--save_strategy", "no", "--gpa_teacher", "ema"]
     publish = ["--push_to_hub", "--hub_model_id", "someone/gpa-tiny"]
     command = [sys.executable, "run_scripts/run_pretrain.py", *pretrain_args(images, output_dir, *settings, *publish)]
     process = run_subprocess(command, PYTHONUNBUFFERED="1")

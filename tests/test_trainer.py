@@ -336,3 +336,53 @@ def test_a_prefetched_batch_that_never_trains_is_not_counted(files_with_three_ba
     assert one_step.metrics["train_unreadable_images"] == 0
     two_steps = unreadable_run(files_with_three_bad, tmp_path / "two", max_steps=2, **workers).train()
     assert two_steps.metrics["train_unreadable_images"] == 3
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """16 constant images (image i is all i) plus fresh noise at every read, standing in for random crops."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": torch.full((1, 28, 28), float(index)) + 0.01 * torch.randn(1, 28, 28)}
+
+
+def resumable_run(output_dir, resume: str | None = None, **overrides) -> tuple[list[list[int]], list[float]]:
+    """8 steps of 4 images (4 steps per epoch, a checkpoint every 3 or 4): the images of each step, and its loss."""
+    model = tiny_model()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(kwargs["pixel_values"].mean((1, 2, 3)).round().int().tolist()),
+        with_kwargs=True,
+    )
+    settings = dict(per_device_train_batch_size=4, max_steps=8, save_strategy="steps", **overrides)
+    trainer = GPATrainer(model=model, args=arguments(output_dir, **settings), train_dataset=AugmentedImages())
+    trainer.train(resume_from_checkpoint=resume)
+    losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    return seen, [losses[step] for step in range(1, 9)]
+
+
+@pytest.mark.parametrize(
+    ("save_steps", "loader", "bit_for_bit"),
+    [
+        (4, dict(dataloader_num_workers=0), True),
+        (4, dict(dataloader_num_workers=2, dataloader_persistent_workers=False), True),
+        (4, dict(dataloader_num_workers=2), False),
+        (3, dict(dataloader_num_workers=0), False),
+    ],
+)
+def test_what_a_resumed_run_reproduces(tmp_path, save_steps, loader, bit_for_bit):
+    """The README's table: same images per step always; the same random draws (losses) only from an epoch boundary
+    without persistent workers."""
+    images, losses = resumable_run(tmp_path, save_steps=save_steps, **loader)
+    resumed_images, resumed_losses = resumable_run(
+        tmp_path, resume=str(tmp_path / f"checkpoint-{save_steps}"), save_steps=save_steps, **loader
+    )
+    assert resumed_images == images[save_steps:]
+    assert resumed_losses[:save_steps] == losses[:save_steps]
+    if bit_for_bit:
+        assert resumed_losses[save_steps:] == losses[save_steps:]
+    else:
+        assert resumed_losses[save_steps] != losses[save_steps]
+        assert resumed_losses[save_steps:] == pytest.approx(losses[save_steps:], rel=0.05)
