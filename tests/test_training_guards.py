@@ -1,5 +1,8 @@
 """The training guards on real Trainer runs of a tiny GPA model: non-finite steps, saves, the Hub token, free space."""
 
+import os
+import signal
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -8,7 +11,7 @@ from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
-from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, nonfinite_tensors
+from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted, nonfinite_tensors
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 
@@ -157,3 +160,29 @@ def test_too_little_free_space_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(NotEnoughSpace, match="MiB free but a checkpoint of this model takes about"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+class SigtermAtStep(TrainerCallback):
+    """Sends this process SIGTERM during optimizer step ``step``, as a preempting scheduler would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("jit_checkpoint", [False, True])
+def test_sigterm_finishes_the_step_saves_a_checkpoint_and_raises(tmp_path, jit_checkpoint):
+    """Transformers' own --enable_jit_checkpoint handler is replaced: it would save the partial model as final."""
+    args = arguments(tmp_path, max_steps=50, enable_jit_checkpoint=jit_checkpoint)
+    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=Images(8))
+    trainer.add_callback(SigtermAtStep(3))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as error:
+        trainer.train()
+    assert str(error.value).startswith(f"stopped by SIGTERM at step 3 of 50: saved {tmp_path / 'checkpoint-3'}")
+    assert error.value.exit_code == 143 and trainer.state.global_step == 3
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-3"]
+    assert signal.getsignal(signal.SIGTERM) is before
