@@ -13,8 +13,10 @@ import os
 import struct
 import zipfile
 
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+# transformers.trainer.TRAINER_STATE_NAME; importing that module needs `datasets`, which the model code must not.
+TRAINER_STATE_NAME = "trainer_state.json"
 
 # Files torch.save writes into a Trainer checkpoint (zip archives).
 TORCH_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth")

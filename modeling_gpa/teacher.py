@@ -16,8 +16,8 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from transformers.utils import logging as transformers_logging
 
 from .checkpoint_files import safetensors_problem
+from .finite_weights import nonfinite_tensors
 from .gpa import global_patch_attention
-from .training_guards import nonfinite_tensors
 
 TEACHER_CLASSES = {"vit_mae": ViTMAEModel, "vit": ViTModel, "gpa": ViTMAEModel}
 

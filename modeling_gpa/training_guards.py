@@ -35,6 +35,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .checkpoint_files import check_resumable
+from .finite_weights import nonfinite_tensors
 
 logger = logging.get_logger(__name__)
 
@@ -56,19 +57,6 @@ class TrainingInterrupted(RuntimeError):
     """SIGTERM stopped training after writing a checkpoint; the message names it."""
 
     exit_code = SIGTERM_EXIT_CODE
-
-
-def nonfinite_tensors(module: nn.Module) -> list[str]:
-    """Names of the floating-point parameters and buffers of ``module`` holding NaN or inf (one host sync)."""
-    named = [
-        (name, tensor)
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]
-        if tensor.is_floating_point() and tensor.numel()
-    ]
-    if not named:
-        return []
-    finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named]).tolist()
-    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
 
 
 def check_finite_weights(module: nn.Module, where: str, what_to_do: str) -> None:
@@ -251,5 +239,4 @@ __all__ = [
     "TrainingGuardsMixin",
     "TrainingInterrupted",
     "check_finite_weights",
-    "nonfinite_tensors",
 ]

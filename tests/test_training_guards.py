@@ -10,8 +10,9 @@ from tiny import tiny_kwargs
 from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
+from modeling_gpa.finite_weights import nonfinite_tensors
 from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
-from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted, nonfinite_tensors
+from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 

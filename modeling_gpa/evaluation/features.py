@@ -11,7 +11,7 @@ from transformers import AutoConfig, SwinModel, ViTModel
 from transformers.utils import logging as transformers_logging
 
 from ..data.pipeline import UNREADABLE_KEY
-from ..training_guards import nonfinite_tensors
+from ..finite_weights import nonfinite_tensors
 
 POOLINGS = ("cls", "mean")
 SWIN_HAS_NO_CLS = "A Swin encoder has no CLS token: pass --pooling mean."
