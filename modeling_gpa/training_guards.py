@@ -70,6 +70,17 @@ def check_finite_weights(module: nn.Module, where: str, what_to_do: str) -> None
         )
 
 
+class NonFiniteStepCallback(TrainerCallback):
+    """Runs the trainer's finite-loss guard before each optimizer step (``on_pre_optimizer_step`` follows the
+    gradients' reduction and clipping in every Transformers 5 release)."""
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        self.trainer.skip_nonfinite_step(model)
+
+
 class SigtermCheckpointCallback(TrainerCallback):
     """At the end of the step during which SIGTERM arrived (on any process): save a checkpoint and stop."""
 
@@ -92,6 +103,7 @@ class TrainingGuardsMixin:
         self._nonfinite_in_a_row = 0
         self._nonfinite_loss: torch.Tensor | None = None
         self._sigterm = threading.Event()
+        self.add_callback(NonFiniteStepCallback(self))
         self.add_callback(SigtermCheckpointCallback(self))
 
     # ---- finite-loss guard ---------------------------------------------------------------------------------------
@@ -103,17 +115,20 @@ class TrainingGuardsMixin:
         self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
         return loss
 
-    def _get_grad_norm(self, model: nn.Module, grad_norm=None):
-        """``Trainer``'s gradient norm of the step about to be applied; drops the gradients when it or a loss of the
-        step is not finite, so the optimizer step that follows changes nothing."""
-        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        if not self.is_deepspeed_enabled:
-            self._skip_nonfinite_step(model, grad_norm)
-        return grad_norm
-
-    def _skip_nonfinite_step(self, model: nn.Module, grad_norm) -> None:
+    def skip_nonfinite_step(self, model: nn.Module) -> None:
+        """Called between the gradients' reduction (and clipping) and ``optimizer.step()``: drops the gradients when
+        they or a loss of the step are not finite, so the optimizer step that follows changes nothing. One host sync;
+        raises [`NonFiniteTrainingError`] at ``max_nonfinite_steps`` in a row."""
+        if self.is_deepspeed_enabled:  # DeepSpeed keeps the gradients itself; its own overflow check applies
+            return
         device = self.accelerator.device
-        bad = ~torch.isfinite(torch.as_tensor(grad_norm, device=device, dtype=torch.float32))
+        grads = [parameter.grad for parameter in model.parameters() if parameter.grad is not None]
+        grad_norm = (
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+            if grads
+            else torch.zeros((), device=device)
+        )
+        bad = ~torch.isfinite(grad_norm.to(device))
         if self._nonfinite_loss is not None:
             bad = bad | self._nonfinite_loss.to(device)
         self._nonfinite_loss = None
@@ -233,6 +248,7 @@ class TrainingGuardsMixin:
 
 
 __all__ = [
+    "NonFiniteStepCallback",
     "NonFiniteTrainingError",
     "NotEnoughSpace",
     "SigtermCheckpointCallback",
