@@ -86,11 +86,16 @@ class SigtermCheckpointCallback(TrainerCallback):
 
     def __init__(self, trainer) -> None:
         self.trainer = trainer
+        self.saved = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.saved = False
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer.sigterm_received():
             control.should_save = True
             control.should_training_stop = True
+            self.saved = True
 
 
 class TrainingGuardsMixin:
@@ -104,7 +109,8 @@ class TrainingGuardsMixin:
         self._nonfinite_loss: torch.Tensor | None = None
         self._sigterm = threading.Event()
         self.add_callback(NonFiniteStepCallback(self))
-        self.add_callback(SigtermCheckpointCallback(self))
+        self._sigterm_callback = SigtermCheckpointCallback(self)
+        self.add_callback(self._sigterm_callback)
 
     # ---- finite-loss guard ---------------------------------------------------------------------------------------
 
@@ -219,6 +225,9 @@ class TrainingGuardsMixin:
         with self._checkpoint_on_sigterm():
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         if self.sigterm_received():
+            if not self._sigterm_callback.saved:
+                # SIGTERM came after the last step (during the final evaluation or logging): save that step now.
+                self._save_checkpoint(self.model, trial=None)
             checkpoint = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             raise TrainingInterrupted(
                 f"stopped by SIGTERM at step {self.state.global_step} of {self.state.max_steps}: saved {checkpoint}; "

@@ -367,8 +367,8 @@ def resumable_run(output_dir, resume: str | None = None, **overrides) -> tuple[l
     ("save_steps", "loader", "bit_for_bit"),
     [
         (4, dict(dataloader_num_workers=0), True),
-        (4, dict(dataloader_num_workers=2, dataloader_persistent_workers=False), True),
-        (4, dict(dataloader_num_workers=2), False),
+        (4, dict(dataloader_num_workers=1, dataloader_persistent_workers=False), True),
+        (4, dict(dataloader_num_workers=1), False),
         (3, dict(dataloader_num_workers=0), False),
     ],
 )

@@ -187,3 +187,16 @@ def test_sigterm_finishes_the_step_saves_a_checkpoint_and_raises(tmp_path, jit_c
     assert error.value.exit_code == 143 and trainer.state.global_step == 3
     assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint-3"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class SigtermAfterTheLastStep(TrainerCallback):
+    def on_train_end(self, args, state, control, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_after_the_last_step_still_leaves_the_checkpoint_it_names(tmp_path):
+    trainer = GPATrainer(model=tiny_model(), args=arguments(tmp_path, max_steps=2), train_dataset=Images(4))
+    trainer.add_callback(SigtermAfterTheLastStep())
+    with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at step 2 of 2"):
+        trainer.train()
+    assert (tmp_path / "checkpoint-2" / "trainer_state.json").is_file()
