@@ -242,9 +242,9 @@ class TrainingGuardsMixin:
         output_dir = self.args.output_dir
         if not self.args.should_save or not output_dir:
             return
-        existing = output_dir
-        while not os.path.isdir(existing) and os.path.dirname(os.path.abspath(existing)) != existing:
-            existing = os.path.dirname(os.path.abspath(existing))
+        existing = os.path.abspath(output_dir)
+        while not os.path.isdir(existing):  # the disk it will be created on
+            existing = os.path.dirname(existing)
         model = extract_model_from_parallel(self.model)
         weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         needed = weight_bytes * CHECKPOINT_BYTES_PER_WEIGHT_BYTE
