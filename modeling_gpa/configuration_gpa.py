@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from transformers import ViTMAEConfig
 
 GPA_TEACHERS = ("self", "ema", "pretrained")
@@ -127,7 +129,7 @@ class GPAConfig(ViTMAEConfig):
                     f"GPAConfig.hard_ratio_{stage} + soft_ratio_{stage} = {total} is invalid; "
                     "allowed values: fractions summing to at most 1."
                 )
-        _require_fraction("mask_ratio", self.mask_ratio)
+        self._validate_mask_ratio()
         if not isinstance(self.gpa_prediction, bool):
             raise ValueError(
                 f"GPAConfig.gpa_prediction={self.gpa_prediction!r} is invalid; allowed values: True, False."
@@ -135,10 +137,11 @@ class GPAConfig(ViTMAEConfig):
         if (
             isinstance(self.gpa_loss_weight, bool)
             or not isinstance(self.gpa_loss_weight, (int, float))
+            or not math.isfinite(self.gpa_loss_weight)
             or (self.gpa_loss_weight < 0)
         ):
             raise ValueError(
-                f"GPAConfig.gpa_loss_weight={self.gpa_loss_weight!r} is invalid; allowed values: a number >= 0."
+                f"GPAConfig.gpa_loss_weight={self.gpa_loss_weight!r} is invalid; allowed values: a finite number >= 0."
             )
         _require_choice("gpa_loss_patches", self.gpa_loss_patches, GPA_LOSS_PATCHES)
         _require_choice("gpa_target_norm", self.gpa_target_norm, GPA_TARGET_NORMS)
@@ -154,6 +157,21 @@ class GPAConfig(ViTMAEConfig):
         if self.gpa_teacher != "pretrained":
             self.resolved_gpa_layer(self.num_hidden_layers)
             self.resolved_gpa_head(self.num_attention_heads)
+
+    def _validate_mask_ratio(self) -> None:
+        """``mask_ratio`` in (0, 1), leaving at least one patch visible and one masked: 0 masks nothing (the pixel
+        loss averages over no patches: NaN from the first step) and 1 leaves the encoder no input."""
+        ratio = self.mask_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
+            raise ValueError(f"GPAConfig.mask_ratio={ratio!r} is invalid; allowed values: a number in (0, 1).")
+        (height, width), (patch_height, patch_width) = _pair(self.image_size), _pair(self.patch_size)
+        num_patches = (height // patch_height) * (width // patch_width)
+        visible = int(num_patches * (1 - ratio))
+        if num_patches and not 0 < visible < num_patches:
+            raise ValueError(
+                f"GPAConfig.mask_ratio={ratio!r} is invalid for {num_patches} patches: it keeps {visible} visible; "
+                "allowed values: a ratio that masks at least one patch and keeps at least one."
+            )
 
     def _validate_teacher_image_size(self) -> None:
         size = self.gpa_teacher_image_size

@@ -155,6 +155,13 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
         encoder = self.teacher_encoder
         teacher_grid = encoder.embeddings.patch_embeddings
         student_grid = self.vit.embeddings.patch_embeddings
+        if teacher_grid.num_channels != student_grid.num_channels:
+            raise ValueError(
+                f"GPAConfig.gpa_teacher_name_or_path={self.config.gpa_teacher_name_or_path!r} takes "
+                f"{teacher_grid.num_channels}-channel images but the student {student_grid.num_channels}-channel ones; "
+                f"allowed values: a teacher with num_channels={student_grid.num_channels} (or pass --num_channels "
+                f"{teacher_grid.num_channels} to convert the images for both)."
+            )
         if (tuple(teacher_grid.image_size), tuple(teacher_grid.patch_size)) != (
             tuple(student_grid.image_size),
             tuple(student_grid.patch_size),

@@ -4,11 +4,16 @@ logging, the checkpoint to resume, the image splits and their crops, and the tra
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import math
 import os
+import pickle
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import datasets
@@ -23,11 +28,15 @@ from transformers import (
     TrainingArguments,
 )
 
+from .checkpoint_files import check_resumable
+from .command_line import pickle_refusal
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
+from .data.folder_checks import check_image_folders
 from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
 from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
 from .trainer import last_complete_checkpoint
+from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +171,7 @@ def parse_head(value: str | int | None) -> int | None:
 def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does)."""
     if training_args.resume_from_checkpoint is not None:
-        return training_args.resume_from_checkpoint
+        return check_resumable(training_args.resume_from_checkpoint)
     output_dir = training_args.output_dir
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None
@@ -300,11 +309,72 @@ def start(parse_arguments: Callable[[list[str] | None], tuple], argv: list[str] 
 
 
 def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArguments, checkpoint: str | None) -> dict:
-    """[`train_and_evaluate`]; an unreadable image (with --strict_images) ends the process with one line."""
+    """[`train_and_evaluate`]; an unreadable image (with --strict_images) ends the process with one line, and so do
+    the training guards' stops ([`exit_on_training_failure`])."""
     try:
-        return train_and_evaluate(trainer, training_args, checkpoint)
+        with exit_on_training_failure(script, trainer):
+            return train_and_evaluate(trainer, training_args, checkpoint)
     except UnreadableImageError as error:
         sys.exit(f"{script}: error: {one_line(error)}")
+
+
+@contextlib.contextmanager
+def exit_on_training_failure(script: str, trainer: Trainer) -> Iterator[None]:
+    """Ends the process with one line when training cannot go on: SIGTERM (exit 143, after its checkpoint),
+    non-finite loss or weights, a full or read-only disk, a checkpoint that cannot be loaded or unpickled."""
+    try:
+        yield
+    except TrainingInterrupted as error:
+        print(f"{script}: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except (NonFiniteTrainingError, NotEnoughSpace) as error:
+        sys.exit(f"{script}: error: {error}")
+    except pickle.UnpicklingError as error:
+        sys.exit(f"{script}: error: {pickle_refusal(error)}")
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        output_dir = trainer.args.output_dir
+        free = shutil.disk_usage(output_dir).free / 2**20 if os.path.isdir(output_dir) else 0.0
+        sys.exit(
+            f"{script}: error: writing to --output_dir {output_dir} failed at step {trainer.state.global_step} "
+            f"({one_line(error)}; {free:.1f} MiB free): free some space or pick another --output_dir; the "
+            "checkpoints written before it are intact and the same command resumes from the last one"
+        )
+
+
+# Errors of a write that the disk refused: OSError numbers, and the messages of safetensors (which raises its own
+# error type) and of torch.save (whose zip writer reports only an offset).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
+WRITE_FAILURE_MESSAGES = (
+    "No space left on device",
+    "Read-only file system",
+    "Error while serializing",
+    "inline_container",
+)
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Whether ``error`` means the disk refused a write (full, read-only, quota), as far as its type and text say."""
+    if isinstance(error, OSError):
+        return error.errno in WRITE_ERRNOS
+    return any(message in str(error) for message in WRITE_FAILURE_MESSAGES)
+
+
+def check_output_dir_writable(training_args: TrainingArguments) -> None:
+    """Raises ``OSError`` (one line) before any data is read when --output_dir cannot be created or written to."""
+    if not (training_args.should_save and training_args.output_dir):
+        return
+    output_dir = training_args.output_dir
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise OSError(
+            f"--output_dir {output_dir} is not writable ({error.strerror or error}): pick another --output_dir, or "
+            "make it writable"
+        ) from None
 
 
 def parse_script_arguments(dataclass_types: tuple[type, ...], description: str | None, argv: list[str] | None = None):
@@ -342,6 +412,9 @@ def load_splits(
     listing = None
     if training_args.world_size > 1:
         listing = "write" if training_args.local_process_index == 0 else "reuse"
+    if listing != "reuse":
+        # It walks the folders: only the process that lists them checks them.
+        check_image_folders(data_args)
     with training_args.main_process_first(desc="loading the dataset"):
         dataset, image_column = load_image_datasets_of(
             data_args, model_args.cache_dir, training_args.seed, model_args.token, listing

@@ -25,6 +25,7 @@ from .simmim_masking import check_mask_geometry, gpa_bool_masked_pos, random_boo
 from .streaming_trainer import StreamingTrainerMixin
 from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
 from .trainer import DeviceInputsMixin, GPATrainer
+from .training_guards import TrainingGuardsMixin
 
 MASK_METHODS = ("gpa", "random")
 SIMMIM_TEACHERS = ("pretrained", "ema", "self")
@@ -188,7 +189,7 @@ class EMAMaskTeacherCallback(TrainerCallback):
         self.masker.update_teacher(extract_model_from_parallel(model))
 
 
-class SimMIMTrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
+class SimMIMTrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
     The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with

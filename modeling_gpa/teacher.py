@@ -12,8 +12,11 @@ import os
 import torch
 from torch import nn
 from transformers import AutoConfig, ViTMAEModel, ViTModel
+from transformers.utils import SAFE_WEIGHTS_NAME
 from transformers.utils import logging as transformers_logging
 
+from .checkpoint_files import safetensors_problem
+from .finite_weights import nonfinite_tensors
 from .gpa import global_patch_attention
 
 TEACHER_CLASSES = {"vit_mae": ViTMAEModel, "vit": ViTModel, "gpa": ViTMAEModel}
@@ -88,6 +91,12 @@ def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
             f"allowed values: a checkpoint of type {', '.join(sorted(TEACHER_CLASSES))}."
         )
     extra = {"add_pooling_layer": False} if teacher_class is ViTModel else {}
+    weights = os.path.join(name_or_path, SAFE_WEIGHTS_NAME)
+    if os.path.isfile(weights) and (problem := safetensors_problem(weights)):
+        raise ValueError(
+            f"GPA teacher checkpoint {name_or_path!r} cannot be loaded: {problem}; set gpa_teacher_name_or_path "
+            "(--gpa_teacher_name_or_path) to a complete copy of it."
+        )
     # An MAE or GPA checkpoint also holds a decoder (and a GPA one may hold its own teacher): loading the encoder
     # alone leaves those unused by design, so Transformers' load report would only alarm. Missing encoder weights
     # are a real problem and raise instead.
@@ -103,6 +112,13 @@ def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
             f"GPA teacher checkpoint {name_or_path!r} lacks {len(missing)} encoder weights (first: {missing[0]!r}): "
             "set gpa_teacher_name_or_path (--gpa_teacher_name_or_path) to a ViTMAE, ViT or GPA checkpoint that "
             "holds a whole encoder."
+        )
+    bad = nonfinite_tensors(teacher)
+    if bad:
+        raise ValueError(
+            f"GPA teacher checkpoint {name_or_path!r} has non-finite weights (NaN or inf) in {len(bad)} tensors "
+            f"(first: {bad[0]!r}): it diverged in training; set gpa_teacher_name_or_path (--gpa_teacher_name_or_path) "
+            "to an earlier checkpoint of it."
         )
     return freeze(teacher)
 

@@ -15,18 +15,20 @@ import re
 from dataclasses import dataclass, field
 
 import torch
-from accelerate.utils import extract_model_from_parallel
+from accelerate.utils import extract_model_from_parallel, gather_object
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
+from .checkpoint_files import checkpoint_problem
 from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from .data.image_inputs import ImageSettings
 from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
 from .masking import progress_tensor
 from .streaming_trainer import StreamingTrainerMixin
+from .training_guards import TrainingGuardsMixin
 
 logger = logging.get_logger(__name__)
 
@@ -104,7 +106,18 @@ class GPATrainingArguments(TrainingArguments):
         },
     )
 
+    max_nonfinite_steps: int = field(
+        default=10,
+        metadata={
+            "help": (
+                "An optimizer step whose loss or gradients are NaN or inf is skipped (weights and optimizer state "
+                "unchanged) and counted; this many skipped steps in a row stop training with an error naming the step."
+            )
+        },
+    )
+
     def __post_init__(self):
+        self._check_guard_arguments()
         if not self.use_cpu and _world_size_from_launcher() > 1 and not torch.cuda.is_available():
             # A launcher started several processes on a machine without GPUs (e.g. accelerate's cpu_2proc.yaml):
             # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
@@ -138,6 +151,16 @@ class GPATrainingArguments(TrainingArguments):
                 f"learning_rate = base_learning_rate {self.base_learning_rate} * total batch size "
                 f"{self.total_train_batch_size} / 256 = {self.learning_rate:g}"
             )
+
+    def _check_guard_arguments(self) -> None:
+        """--max_steps 0 would train one step; --max_nonfinite_steps must allow at least one skip."""
+        if self.max_steps == 0:
+            raise ValueError(
+                "--max_steps 0 is invalid; pass a positive number of optimizer steps, or -1 to train "
+                "--num_train_epochs epochs."
+            )
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} is invalid; pass a number >= 1.")
 
     def _set_loader_defaults(self) -> None:
         """Persistent workers and a prefetch factor when there are workers, unless the flags were given; pinned
@@ -199,9 +222,10 @@ class RunningMeans:
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The highest-step ``checkpoint-N`` in ``output_dir`` whose trainer state was written, or None.
+    """The highest-step ``checkpoint-N`` in ``output_dir`` that can be loaded, or None; warnings name the others.
 
-    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save.
+    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save;
+    one with a truncated file (`modeling_gpa.checkpoint_files.checkpoint_problem`) is passed over the same way.
     """
     if not os.path.isdir(output_dir):
         return None
@@ -212,9 +236,10 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             steps.append((int(match.group(1)), name))
     for _, name in sorted(steps, reverse=True):
         path = os.path.join(output_dir, name)
-        if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+        problem = checkpoint_problem(path)
+        if problem is None:
             return path
-        logger.warning(f"Skipping incomplete checkpoint {path}: it has no {TRAINER_STATE_NAME} (cut off while saving).")
+        logger.warning(f"Skipping checkpoint {path}, which cannot be loaded: {problem}.")
     return None
 
 
@@ -233,14 +258,20 @@ class DeviceInputsMixin:
 
     ``_prepare_inputs`` (called by ``training_step`` and ``prediction_step`` once the batch is on the device) turns
     uint8 pixels into float32 with [`PixelNormalizer`]: the mean and std of the trainer's image processor
-    (``processing_class``), else the defaults for the model's channels. It also takes the pipeline's
-    ``unreadable_images`` count out of the batch and adds it to ``unreadable_images["train"]`` or ``["eval"]``.
+    (``processing_class``), else the defaults for the model's channels. It also takes the names the pipeline lists
+    under ``unreadable_images`` out of the batch and adds them to ``unreadable_files["train"]`` or ``["eval"]``:
+    only batches that are trained on (or evaluated) count, and each file once however often it is met. The training
+    set of names is saved in every checkpoint ([`UnreadableFilesCallback`]) and restored on resume.
     Batches of ``--image_decoding device`` carry undecoded JPEGs: they are decoded, cropped and flipped on the device
     first (`modeling_gpa.data.device_decoding.decode_on_device`, with [`jpeg_decoder`]).
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(UnreadableFilesCallback(self.unreadable_files))
+
     def _prepare_inputs(self, inputs: dict) -> dict:
-        unreadable = inputs.pop(UNREADABLE_KEY, 0)
+        unreadable = list(inputs.pop(UNREADABLE_KEY, ()))
         inputs = super()._prepare_inputs(inputs)
         encoded = inputs.pop(ENCODED_KEY, None)
         if encoded is not None:
@@ -250,18 +281,23 @@ class DeviceInputsMixin:
             )
             unreadable += failed
         if unreadable:
-            self.unreadable_images["train" if self.model.training else "eval"] += int(unreadable)
+            self.unreadable_files["train" if self.model.training else "eval"].update(unreadable)
         pixel_values = inputs.get("pixel_values")
         if pixel_values is not None and pixel_values.dtype == torch.uint8:
             inputs["pixel_values"] = self.pixel_normalizer(pixel_values)
         return inputs
 
     @property
+    def unreadable_files(self) -> dict[str, set[str]]:
+        """Names of the images of this process's batches that could not be decoded and were replaced, per split."""
+        if "_unreadable_files" not in self.__dict__:
+            self._unreadable_files = {"train": set(), "eval": set()}
+        return self._unreadable_files
+
+    @property
     def unreadable_images(self) -> dict[str, int]:
-        """Images of this process's batches that could not be decoded and were replaced, per split."""
-        if "_unreadable_images" not in self.__dict__:
-            self._unreadable_images = {"train": 0, "eval": 0}
-        return self._unreadable_images
+        """How many distinct images of this process's batches could not be decoded, per split."""
+        return {split: len(names) for split, names in self.unreadable_files.items()}
 
     @property
     def pixel_normalizer(self) -> PixelNormalizer:
@@ -295,12 +331,45 @@ class DeviceInputsMixin:
         return super().floating_point_ops(inputs)
 
     def total_unreadable_images(self, split: str) -> int:
-        """``unreadable_images[split]`` summed over all processes. Collective call."""
-        count = torch.tensor(self.unreadable_images[split], device=self.accelerator.device)
-        return int(self.accelerator.reduce(count, reduction="sum").item())
+        """How many distinct files of ``split`` were unreadable on any process. Collective call."""
+        return len(self._gather_unreadable(split))
+
+    def _gather_unreadable(self, split: str) -> set[str]:
+        """``unreadable_files[split]`` of every process, united (and stored here). Collective call."""
+        names = self.unreadable_files[split]
+        if self.accelerator.num_processes > 1:
+            names.update(gather_object(sorted(names)))
+        return names
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        """``Trainer``'s checkpoint, whose state records the unreadable training files of every process."""
+        self._gather_unreadable("train")
+        super()._save_checkpoint(model, trial)
 
 
-class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
+class UnreadableFilesCallback(TrainerCallback, ExportableState):
+    """Keeps a trainer's unreadable training files in ``trainer_state.json`` and restores them on resume.
+
+    ``Trainer`` saves the ``state()`` of such callbacks in every checkpoint; ``on_train_begin`` runs after a resumed
+    run loaded the checkpoint's state, so the names found before the checkpoint are counted once, not lost.
+    """
+
+    def __init__(self, files: dict[str, set[str]]) -> None:
+        self.files = files
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"train": sorted(self.files["train"])}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        name = type(self).__name__
+        saved = state.stateful_callbacks.get(name)
+        if isinstance(saved, dict):
+            self.files["train"].update(saved.get("attributes", {}).get("train", []))
+        # A checkpoint written before this callback existed has no entry, and Trainer's save expects one.
+        state.stateful_callbacks[name] = self.state()
+
+
+class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
@@ -325,11 +394,13 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
         self._eval_means = RunningMeans()
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the last *complete* checkpoint in ``output_dir``.
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the last checkpoint in ``output_dir`` that loads.
 
-        From a checkpoint at an epoch boundary the run continues bit for bit where the uninterrupted run would be. From
-        one inside an epoch, step, schedule, weights, EMA teacher and optimizer continue exactly, but the random draws
-        after it differ: ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved.
+        Step, schedules, weights, EMA teacher, optimizer and the images of every later step always continue exactly.
+        The random draws after the checkpoint (crops, flips, masks) are the uninterrupted run's only from a checkpoint
+        at an epoch boundary, with the loader in this process or without persistent workers: inside an epoch
+        ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and persistent
+        workers carry their own random state across epochs.
         """
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
@@ -345,7 +416,7 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
                 f"Skipped {unreadable} unreadable training images (the next image took each one's place); the "
                 "warnings above name them. --strict_images stops at the first one instead."
             )
-            output.metrics["train_unreadable_images"] = unreadable
+        output.metrics["train_unreadable_images"] = unreadable
         return output
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
@@ -430,9 +501,8 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, Trainer):
         for name, value in self._eval_means.pop(self.accelerator).items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         unreadable = self.total_unreadable_images("eval")
-        self.unreadable_images["eval"] = 0
-        if unreadable:
-            output.metrics[f"{metric_key_prefix}_unreadable_images"] = unreadable
+        self.unreadable_files["eval"].clear()
+        output.metrics[f"{metric_key_prefix}_unreadable_images"] = unreadable
         return output
 
 
@@ -442,6 +512,7 @@ __all__ = [
     "GPATrainingArguments",
     "EMATeacherCallback",
     "RunningMeans",
+    "UnreadableFilesCallback",
     "last_complete_checkpoint",
     "restore_weights",
 ]

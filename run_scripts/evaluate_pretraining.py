@@ -69,14 +69,17 @@ def random_init_checkpoint(model_name_or_path: str, directory: str, seed: int) -
     return directory
 
 
-def knn_of(encoder_path: str, data: dict, args: argparse.Namespace) -> dict[str, float]:
-    """Top-1 weighted k-NN accuracy of one frozen encoder, per pooling."""
+def knn_of(
+    encoder_path: str, data: dict, args: argparse.Namespace, unreadable: set[str] | None = None
+) -> dict[str, float]:
+    """Top-1 weighted k-NN accuracy of one frozen encoder, per pooling; unreadable images' names go to
+    ``unreadable``."""
     encoder = load_encoder(encoder_path)
     accuracies = {}
     for pooling in POOLINGS:
         normalizer = data["normalizer"]
-        train = labelled_features(encoder, data["train"], pooling, args.batch_size, args.device, normalizer)
-        query = labelled_features(encoder, data["eval"], pooling, args.batch_size, args.device, normalizer)
+        train = labelled_features(encoder, data["train"], pooling, args.batch_size, args.device, normalizer, unreadable)
+        query = labelled_features(encoder, data["eval"], pooling, args.batch_size, args.device, normalizer, unreadable)
         metrics = knn_accuracy(*train, *query, data["num_classes"], args.k, args.temperature)
         accuracies[pooling] = metrics["top1_accuracy"]
     return accuracies
@@ -127,9 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_labelled_splits(
         args, encoder_config.image_size, encoder_config.num_channels, processor_path=args.model_name_or_path
     )
+    unreadable: set[str] = set()
     with tempfile.TemporaryDirectory() as scratch:
         accuracies = {
-            "pretrained": knn_of(args.model_name_or_path, data, args),
+            "pretrained": knn_of(args.model_name_or_path, data, args, unreadable),
             "random init": knn_of(random_init_checkpoint(args.model_name_or_path, scratch, args.seed), data, args),
         }
     results = {
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "temperature": args.temperature,
         "num_train": len(data["train"]),
         "num_eval": len(data["eval"]),
+        "unreadable_images": len(unreadable),
     }
     path = write_results(results, args.output_dir)
     name = os.path.basename(os.path.abspath(args.model_name_or_path))

@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_train": len(train_dataset),
         "num_eval": len(data["eval"]),
         "num_classes": data["num_classes"],
+        "unreadable_images": trainer.total_unreadable_images("train") + trainer.total_unreadable_images("eval"),
     }
     summary = f"fine-tune ({training_args.num_train_epochs:g} epochs, layer decay {args.layer_decay}): accuracy "
     return report_results(results, training_args.output_dir, summary + f"{results['accuracy']:.4f}")

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_train": len(train_labels),
         "num_eval": len(eval_labels),
         "num_classes": data["num_classes"],
+        "unreadable_images": data["unreadable_images"],
     }
     top5 = next((f", top-5 {value:.4f}" for key, value in metrics.items() if key != "top1_accuracy"), "")
     summary = f"knn k={args.k} T={args.temperature} pooling={args.pooling}: top-1 {metrics['top1_accuracy']:.4f}{top5}"

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_train": len(train_labels),
         "num_eval": len(eval_labels),
         "num_classes": data["num_classes"],
+        "unreadable_images": data["unreadable_images"],
     }
     summary = f"linear probe ({args.optimizer}, {args.epochs} epochs, pooling={args.pooling}): accuracy "
     return report_results(results, args.output_dir, summary + f"{metrics['accuracy']:.4f}")

@@ -17,6 +17,7 @@ SwinForImageClassification.from_pretrained. Run with `accelerate launch --config
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from transformers import (
     set_seed,
 )
 
+from modeling_gpa.command_line import pickle_refusal
 from modeling_gpa.data import (
     collate_pixel_values,
 )
@@ -37,6 +39,7 @@ from modeling_gpa.pretraining_script import (
     HubArguments,
     ImageDataArguments,
     build_image_processor_for,
+    check_output_dir_writable,
     checkpoint_to_resume,
     hub_kwargs,
     image_geometry,
@@ -224,6 +227,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
     """Everything before training: checkpoint to resume, data, config, model, masks, image processor, trainer."""
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
+    check_output_dir_writable(training_args)
     checkpoint = checkpoint_to_resume(training_args)
     train, eval_, image_column = load_splits(model_args, data_args, training_args)
     _, num_channels = image_geometry(train if train is not None else eval_, image_column)
@@ -275,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_mim.py: error: {one_line(error)}")
+    except pickle.UnpicklingError as error:
+        sys.exit(f"run_mim.py: error: {pickle_refusal(error)}")
     return train_or_exit("run_mim.py", trainer, training_args, checkpoint)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from transformers import AutoConfig, ViTMAEConfig, set_seed
 
 import modeling_gpa
 from modeling_gpa import GPAConfig, GPAForPreTraining
+from modeling_gpa.command_line import pickle_refusal
 from modeling_gpa.data import (
     collate_pixel_values,
 )
@@ -38,6 +40,7 @@ from modeling_gpa.pretraining_script import (
     HubArguments,
     ImageDataArguments,
     build_image_processor_for,
+    check_output_dir_writable,
     checkpoint_to_resume,
     hub_kwargs,
     image_geometry,
@@ -472,6 +475,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
     """Everything before training: checkpoint to resume, data, config, model, image processor, trainer."""
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
+    check_output_dir_writable(training_args)
     checkpoint = checkpoint_to_resume(training_args)
 
     train, eval_, image_column = load_splits(model_args, data_args, training_args)
@@ -614,6 +618,8 @@ def main(argv: list[str] | None = None) -> dict:
         trainer, checkpoint = build_trainer(model_args, data_args, training_args)
     except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"run_pretrain.py: error: {error}")
+    except pickle.UnpicklingError as error:
+        sys.exit(f"run_pretrain.py: error: {pickle_refusal(error)}")
 
     metrics = train_or_exit("run_pretrain.py", trainer, training_args, checkpoint)
     if training_args.do_train and trainer.is_world_process_zero():

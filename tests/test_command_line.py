@@ -23,3 +23,21 @@ def test_bad_values_and_missing_files_exit_with_one_line(error):
 def test_other_errors_are_not_swallowed():
     with pytest.raises(RuntimeError):
         exit_on_bad_input(_fails_with, RuntimeError("a bug"))
+
+
+def test_a_checkpoint_pickle_that_would_run_code_exits_with_one_line(tmp_path):
+    """torch.load refuses it (weights_only) with a paragraph; the script says which global it wanted, in one line."""
+    import os
+
+    import torch
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("touch pwned",))
+
+    torch.save({"weight": RunsCode()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(SystemExit) as exit_info:
+        exit_on_bad_input(torch.load, tmp_path / "pytorch_model.bin")
+    message = exit_info.value.code
+    assert message.startswith("error: refused to load a pickled checkpoint file that would run code (")
+    assert "GLOBAL posix.system" in message and "\n" not in message and not (tmp_path / "pwned").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
 from transformers import TrainingArguments
 
@@ -24,6 +24,7 @@ from modeling_gpa.data.device_decoding import (
     DeviceDecodingUnavailable,
     EncodedImages,
     decode_on_device,
+    exif_transpose_tensor,
     nvjpeg_decoder,
 )
 from modeling_gpa.data.pipeline import (
@@ -34,7 +35,7 @@ from modeling_gpa.data.pipeline import (
     random_resized_crop_box,
 )
 from modeling_gpa.trainer import GPATrainer
-from tests.tiny import tiny_kwargs
+from tests.tiny import save_rotated, tiny_kwargs
 
 MODES = {1: "L", 3: "RGB"}
 
@@ -89,7 +90,7 @@ def test_jpegs_leave_the_worker_undecoded_with_the_crop_the_cpu_pipeline_draws(p
     assert not batch["pixel_values"][[0, 3]].any()
 
     pixels, failed = decode_on_device(encoded, batch["pixel_values"], torch.device("cpu"), pil_jpeg_decoder)
-    assert failed == 0 and pixels.dtype == torch.uint8 and torch.equal(pixels[[1, 2, 4]], cpu[[1, 2, 4]])
+    assert failed == [] and pixels.dtype == torch.uint8 and torch.equal(pixels[[1, 2, 4]], cpu[[1, 2, 4]])
     # Same boxes and flips as PIL's crop; only the resampler differs (torch's antialiased bicubic vs PIL's).
     difference = (pixels[[0, 3]].float() - cpu[[0, 3]].float()).abs()
     assert difference.mean() < 0.5 and (difference > 2).float().mean() < 0.02
@@ -114,7 +115,7 @@ def test_an_undecodable_jpeg_is_replaced_and_counted_or_stops_a_strict_run(photo
     batch = device_batch(DeviceDecodingImageDataset(files, crop), range(3), seed=0)
     assert batch[ENCODED_KEY].positions == [0, 1, 2]
     pixels, failed = decode_on_device(batch[ENCODED_KEY], None, torch.device("cpu"), pil_jpeg_decoder)
-    assert failed == 1 and pixels.shape == (3, 3, 32, 32)
+    assert failed == [files[1]] and pixels.shape == (3, 3, 32, 32)
     # The next decodable image (chelsea, with its own crop) takes the damaged one's place.
     assert torch.equal(pixels[1], pixels[2])
     strict = device_batch(DeviceDecodingImageDataset(files, crop, strict=True), range(3), seed=0)
@@ -144,14 +145,14 @@ def test_a_jpeg_the_device_decoder_refuses_is_decoded_on_the_host(photos, tmp_pa
     batch = device_batch(DeviceDecodingImageDataset(files, crop), range(2), seed=0)
     pixels, failed = decode_on_device(batch[ENCODED_KEY], None, torch.device("cpu"), baseline_only)
     expected, _ = decode_on_device(batch[ENCODED_KEY], None, torch.device("cpu"), pil_jpeg_decoder)
-    assert failed == 0 and torch.equal(pixels, expected)
+    assert failed == [] and torch.equal(pixels, expected)
 
 
 def test_files_that_are_not_images_are_skipped_in_the_worker(photos, tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"not an image")
     files = [str(tmp_path / "junk.jpg"), str(tmp_path / "missing.jpg"), str(photos["coffee"])]
     example = DeviceDecodingImageDataset(files, TrainCrop(32, 3))[0]
-    assert example["unreadable_images"] == 2 and ENCODED_KEY in example
+    assert example["unreadable_images"] == files[:2] and ENCODED_KEY in example
     with pytest.raises(UnreadableImageError, match="junk.jpg"):
         DeviceDecodingImageDataset(files, TrainCrop(32, 3), strict=True)[0]
     with pytest.raises(ValueError, match="TrainCrop"):
@@ -213,4 +214,31 @@ def test_workers_pass_encoded_batches_through_a_dataloader(photos):
     encoded = batch[ENCODED_KEY]
     assert encoded.positions == [0, 1, 3] and [jpeg.data.dtype for jpeg in encoded.jpegs] == [torch.uint8] * 3
     pixels, failed = decode_on_device(encoded, batch["pixel_values"], torch.device("cpu"), pil_jpeg_decoder)
-    assert failed == 1 and pixels.shape == (4, 3, 32, 32)
+    assert failed == [files[3]] and pixels.shape == (4, 3, 32, 32)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 7, 8])
+def test_the_device_path_turns_rotated_jpegs_upright_like_the_cpu_path(photos, tmp_path, orientation):
+    """Coffee (600x400) stored as a camera stores it: the worker draws the crop on the upright size, the device
+    transposes the decoded pixels before cropping, and both paths give the same crops."""
+    path = tmp_path / f"rotated{orientation}.jpg"
+    save_rotated(Image.open(photos["coffee"]), orientation, path)
+    files, crop = [str(path)] * 6, TrainCrop(48, 3)
+    batch = device_batch(DeviceDecodingImageDataset(files, crop), range(6), seed=5)
+    assert [jpeg.orientation for jpeg in batch[ENCODED_KEY].jpegs] == [orientation] * 6
+    pixels, failed = decode_on_device(batch[ENCODED_KEY], None, torch.device("cpu"), pil_jpeg_decoder)
+    cpu = device_batch(ImageDataset(files, crop), range(6), seed=5)["pixel_values"]
+    assert failed == []
+    difference = (pixels.float() - cpu.float()).abs()
+    assert difference.mean() < 0.5 and (difference > 2).float().mean() < 0.02
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_transpose_of_a_tensor_is_pils(orientation):
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8), "RGB")
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.info["exif"] = exif.tobytes()
+    expected = torch.from_numpy(np.array(ImageOps.exif_transpose(stored))).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.array(stored)).permute(2, 0, 1)
+    assert torch.equal(exif_transpose_tensor(tensor, orientation), expected)

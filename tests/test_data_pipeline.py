@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny import save_rotated
 from torch.utils.data import DataLoader
 
 from modeling_gpa.data.pipeline import (
@@ -179,7 +180,8 @@ def test_counts_of_unreadable_images_reach_the_main_process_from_workers(odd_fil
     )
     batches = list(loader)
     assert [batch["pixel_values"].shape for batch in batches] == [(3, 3, 16, 16)] * 2
-    assert sum(batch.get("unreadable_images", 0) for batch in batches) == 2
+    names = [name for batch in batches for name in batch.get("unreadable_images", [])]
+    assert names == [files[1], files[3]]
     strict = DataLoader(
         ImageDataset(files, TrainCrop(16, 3), strict=True), batch_size=3, collate_fn=collate_pixel_values
     )
@@ -187,3 +189,48 @@ def test_counts_of_unreadable_images_reach_the_main_process_from_workers(odd_fil
         list(strict)
     with pytest.raises(UnreadableImageError, match="2 unreadable images in a row"):
         ImageDataset([files[1], files[3]], TrainCrop(16, 3))[0]
+
+
+def test_consecutive_bad_files_are_each_named_once_per_index_and_decoded_once(odd_files, caplog):
+    """Index 1 meets both bad files, index 2 the second again: names, not counts, let the trainer count each once."""
+    files = [str(odd_files[name]) for name in ("gray", "corrupt", "truncated", "jpeg")]
+    dataset = ImageDataset(files, TrainCrop(16, 3))
+    with caplog.at_level("WARNING", logger="modeling_gpa.data.pipeline"):
+        rows = [dataset[index] for index in (0, 1, 2, 3, 1, 2)]
+    assert [row.get("unreadable_images") for row in rows] == [
+        None,
+        files[1:3],
+        files[2:3],
+        None,
+        files[1:3],
+        files[2:3],
+    ]
+    # Each bad file is decoded (and warned about) once per process.
+    assert caplog.text.count("corrupt.jpg") == 1 and caplog.text.count("truncated.jpg") == 1
+    assert collate_pixel_values(rows)["unreadable_images"] == [*files[1:3], files[2], *files[1:3], files[2]]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_decoding_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation):
+    upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8), "RGB")
+    save_rotated(upright, orientation, tmp_path / "photo.png")
+    decoded = decode_image(str(tmp_path / "photo.png"))
+    assert decoded.size == (40, 24)
+    np.testing.assert_array_equal(np.asarray(decoded), np.asarray(upright))
+
+
+def test_an_image_above_pils_bomb_limit_is_named_in_one_warning_per_process(tmp_path, caplog):
+    import warnings
+
+    path = tmp_path / "panorama.png"
+    Image.new("L", (10_000, 10_000)).save(path)
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        caplog.at_level("WARNING", logger="modeling_gpa.data.pipeline"),
+    ):
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert decode_image(str(path)).size == (10_000, 10_000)
+    assert not [warning for warning in caught if issubclass(warning.category, Image.DecompressionBombWarning)]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith(f"Image {path} is 10000x10000 (100 megapixels, above PIL's 89-")

@@ -153,3 +153,61 @@ def test_errors_are_one_line_on_the_command_line(tmp_path):
     assert completed.returncode == 1
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: Cannot load an encoder from")
+
+
+def test_knn_names_a_nested_subfolder_that_would_drop_every_label(image_folder, checkpoint, tmp_path):
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(image_folder / "train", train)
+    (train / "class1" / "extra").mkdir()
+    shutil.copy(train / "class1" / "0.png", train / "class1" / "extra" / "0.png")
+    argv = ["--model_name_or_path", str(checkpoint), "--output_dir", str(tmp_path / "knn"), "--train_dir", str(train)]
+    with pytest.raises(ValueError) as error:
+        run_knn.main(argv)
+    assert str(error.value) == (
+        f"--train_dir {train}: {train / 'class1' / 'extra'} holds images nested one folder deeper than the other "
+        "class folders' (e.g. 0.png), so no class labels can be inferred: keep every image directly in its class folder"
+    )
+
+
+def test_evaluation_refuses_an_encoder_with_non_finite_weights(image_folder, tmp_path):
+    torch.manual_seed(0)
+    model = GPAForPreTraining(GPAConfig(**tiny_kwargs()))
+    with torch.no_grad():
+        model.vit.layers[2].mlp.fc1.bias[3] = float("nan")
+    model.save_pretrained(tmp_path / "diverged")
+    with pytest.raises(ValueError, match=r"has non-finite weights \(NaN or inf\) in 1 tensors") as error:
+        run_knn.main(["--model_name_or_path", str(tmp_path / "diverged")] + data_args(image_folder, tmp_path / "knn"))
+    assert "evaluate an earlier checkpoint" in str(error.value) and not (tmp_path / "knn" / "results.json").exists()
+
+
+@pytest.fixture(scope="module")
+def folder_with_bad_files(image_folder, tmp_path_factory):
+    """image_folder's train/ and val/ plus two consecutive unreadable files in train/class0 and one in val/class2."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("bad")
+    for split in ("train", "val"):
+        shutil.copytree(image_folder / split, root / split)
+    for path in (
+        root / "train" / "class0" / "1a.png",
+        root / "train" / "class0" / "1b.png",
+        root / "val" / "class2" / "0a.png",
+    ):
+        path.write_bytes(b"not an image")
+    return root
+
+
+def test_every_evaluation_script_records_the_distinct_unreadable_files(folder_with_bad_files, checkpoint, tmp_path):
+    """Index "1a" meets both train files, "1b" one of them again; linear probe, k-NN and fine-tuning count 3."""
+    base = ["--model_name_or_path", str(checkpoint)]
+    knn = run_knn.main(base + ["--k", "3", "--device", "cpu"] + data_args(folder_with_bad_files, tmp_path / "knn"))
+    probe_args = ["--epochs", "1", "--batch_size", "8", "--warmup_epochs", "0", "--device", "cpu"]
+    probe = run_linear_probe.main(base + probe_args + data_args(folder_with_bad_files, tmp_path / "probe"))
+    finetune_args = ["--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--report_to", "none"]
+    finetune_args += ["--save_strategy", "no", "--use_cpu"]
+    finetune = run_finetune.main(base + finetune_args + data_args(folder_with_bad_files, tmp_path / "finetune"))
+    for name, results in (("knn", knn), ("probe", probe), ("finetune", finetune)):
+        assert results["unreadable_images"] == 3, name
+        assert json.loads((tmp_path / name / "results.json").read_text())["unreadable_images"] == 3, name

@@ -30,7 +30,7 @@ def test_compares_the_pretrained_encoder_with_its_random_init_and_draws_the_curv
         ]
     )  # fmt: skip
     assert json.loads((output_dir / "results.json").read_text()) == results
-    assert (results["num_train"], results["num_eval"]) == (300, 100)
+    assert (results["num_train"], results["num_eval"], results["unreadable_images"]) == (300, 100, 0)
     for encoder in ("pretrained", "random init"):
         for pooling in ("cls", "mean"):
             # Ten classes: anything learned or not, k-NN on Fashion-MNIST features is well above 10% chance.

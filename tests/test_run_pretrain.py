@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,9 +19,10 @@ from tiny import (
     tiny_kwargs,
     write_image_folders,
 )
-from transformers import ViTMAEConfig, ViTMAEForPreTraining
+from transformers import TrainerCallback, ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
+from modeling_gpa.pretraining_script import train_or_exit
 from modeling_gpa.trainer import GPATrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +75,7 @@ def test_pretrains_from_scratch_with_geometry_from_the_data(images, tmp_path, ca
         metrics = run_pretrain.main(argv)
 
     assert "broken.png" in caplog.text and "Skipped 1 unreadable training images" in caplog.text
-    assert metrics["train_unreadable_images"] == 1 and "eval_unreadable_images" not in metrics
+    assert metrics["train_unreadable_images"] == 1 and metrics["eval_unreadable_images"] == 0
     assert f"GPA checkpoint: {output_dir}" in capsys.readouterr().out
     for name in ("model.safetensors", "preprocessor_config.json", "trainer_state.json", "config.json"):
         assert (output_dir / name).is_file(), name
@@ -127,6 +129,10 @@ def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, 
         (["--strict_images", "--max_steps", "5"], "broken.png"),
         (["--model_name_or_path", "x"], "--config_overrides only applies to a model trained from scratch"),
         (["--image_decoding", "device"], "CUDA GPU, but training runs on cpu: use --image_decoding cpu"),
+        (["--max_steps", "0"], "--max_steps 0 is invalid; pass a positive number of optimizer steps"),
+        (["--mask_ratio", "0"], "GPAConfig.mask_ratio=0.0 is invalid; allowed values: a number in (0, 1)."),
+        (["--mask_ratio", "1"], "GPAConfig.mask_ratio=1.0 is invalid; allowed values: a number in (0, 1)."),
+        (["--gpa_loss_weight", "nan"], "GPAConfig.gpa_loss_weight=nan is invalid; allowed values: a finite number"),
     ],
 )
 def test_bad_input_gives_one_line_errors(images, tmp_path, extra, expected):
@@ -264,3 +270,186 @@ def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images,
     assert "library_name: transformers" in card and "--hub_model_id" in card
     loaded = GPAForPreTraining.from_pretrained(output_dir)
     assert loaded.config.gpa_teacher == "self"
+
+
+def test_sigterm_checkpoints_exits_143_publishes_nothing_and_the_same_command_resumes(
+    images, tmp_path, monkeypatch, caplog
+):
+    """What a preemptible GPU sends before it is taken away: the run saves where it is and says so in one line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    output_dir = tmp_path / "preempted"
+    settings = ["--max_steps", "30", "--save_strategy", "no", "--gpa_teacher", "ema"]
+    publish = ["--push_to_hub", "--hub_model_id", "someone/gpa-tiny"]
+    command = [sys.executable, "run_scripts/run_pretrain.py", *pretrain_args(images, output_dir, *settings, *publish)]
+    process = run_subprocess(command, PYTHONUNBUFFERED="1")
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "'loss'" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    out = "".join(lines) + process.communicate(timeout=120)[0]
+
+    assert process.returncode == 143, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert (
+        last.startswith("run_pretrain.py: stopped by SIGTERM at step ") and "no final model, model card or push" in last
+    )
+    step = int(last.split("at step ")[1].split()[0])
+    assert 1 <= step < 30 and f"saved {output_dir / f'checkpoint-{step}'}" in last
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == [f"checkpoint-{step}"]
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / "README.md").exists()
+    assert "Hugging Face Hub" not in out
+
+    with caplog.at_level("INFO"):
+        run_pretrain.main(pretrain_args(images, output_dir, *settings))
+    assert f"resuming training at {output_dir / f'checkpoint-{step}'}" in caplog.text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, 31))
+    assert (output_dir / "README.md").is_file()
+
+
+def test_a_diverging_run_exits_in_one_line_without_saving_or_publishing(images, tmp_path):
+    output_dir = tmp_path / "diverged"
+    argv = pretrain_args(
+        images, output_dir, "--learning_rate", "1e3", "--max_steps", "20", "--max_nonfinite_steps", "3"
+    )
+    message = error_of(argv)
+    assert message.startswith("run_pretrain.py: error: training stopped at step ") and "\n" not in message
+    assert "NaN or inf at 3 optimizer steps in a row" in message
+    assert not (output_dir / "model.safetensors").exists() and not (output_dir / "README.md").exists()
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("broken", ["trainer_state.json", "model.safetensors"])
+def test_resume_falls_back_past_a_last_checkpoint_that_cannot_load(images, tmp_path, caplog, broken):
+    output_dir = tmp_path / "run"
+    settings = ["--max_steps", "4", "--save_steps", "2"]
+    run_pretrain.main(pretrain_args(images, output_dir, *settings))
+    for name in ("model.safetensors", "trainer_state.json", "README.md"):
+        (output_dir / name).unlink()
+    truncate(output_dir / "checkpoint-4" / broken)
+
+    with caplog.at_level("INFO"):
+        run_pretrain.main(pretrain_args(images, output_dir, *settings))
+    assert f"Skipping checkpoint {output_dir / 'checkpoint-4'}, which cannot be loaded: {broken}" in caplog.text
+    assert "resuming training at " + str(output_dir / "checkpoint-2") in caplog.text
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+    explicit = error_of(pretrain_args(images, tmp_path / "other", "--resume_from_checkpoint", str(output_dir / "x")))
+    assert explicit.startswith(f"run_pretrain.py: error: cannot resume from {output_dir / 'x'}: no such directory")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted at tmp_path/disk (needs root, as on the training machines' containers)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+class FillDiskAfterFirstStep(TrainerCallback):
+    def __init__(self, disk: Path):
+        self.disk = disk
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            with open(self.disk / "filler", "wb") as file, contextlib.suppress(OSError):
+                while True:
+                    file.write(b"\0" * 2**16)
+
+
+def test_a_disk_that_fills_up_during_a_save_ends_in_one_line(images, small_disk):
+    output_dir = small_disk / "run"
+    argv = pretrain_args(images, output_dir, "--max_steps", "3", "--save_steps", "2")
+    model_args, data_args, training_args = run_pretrain.parse_arguments(argv)
+    trainer, checkpoint = run_pretrain.build_trainer(model_args, data_args, training_args)
+    trainer.add_callback(FillDiskAfterFirstStep(small_disk))
+    with pytest.raises(SystemExit) as exit_info:
+        train_or_exit("run_pretrain.py", trainer, training_args, checkpoint)
+    message = str(exit_info.value.code)
+    assert message.startswith(f"run_pretrain.py: error: writing to --output_dir {output_dir} failed at step 2 (")
+    assert "No space left on device" in message and "\n" not in message
+
+
+def test_a_disk_without_room_for_a_checkpoint_or_read_only_fails_before_training(images, small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (4 * 2**20 - 2**16))
+    message = error_of(pretrain_args(images, small_disk / "run", "--max_steps", "1"))
+    assert "MiB free but a checkpoint of this model takes about" in message and "\n" not in message
+    (small_disk / "filler").unlink()
+    (small_disk / "run").mkdir(exist_ok=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    # A --train_dir that does not exist: the output directory is checked before any data is read.
+    argv = pretrain_args(images, small_disk / "run", "--max_steps", "1", "--train_dir", str(small_disk / "missing"))
+    message = error_of(argv)
+    assert message == (
+        f"run_pretrain.py: error: --output_dir {small_disk / 'run'} is not writable (Read-only file system): pick "
+        "another --output_dir, or make it writable"
+    )
+
+
+def save_teacher(path: Path, num_channels: int = 1) -> Path:
+    torch.manual_seed(0)
+    ViTMAEForPreTraining(ViTMAEConfig(image_size=28, num_channels=num_channels, **TINY)).save_pretrained(path)
+    return path
+
+
+def three_channel_teacher(path: Path) -> tuple[list[str], str]:
+    flags = ["--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(save_teacher(path, num_channels=3))]
+    return flags, "takes 3-channel images but the student 1-channel ones"
+
+
+def truncated_teacher(path: Path) -> tuple[list[str], str]:
+    truncate(save_teacher(path) / "model.safetensors")
+    flags = ["--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(path)]
+    return flags, "cannot be loaded: model.safetensors is truncated"
+
+
+def nan_teacher(path: Path) -> tuple[list[str], str]:
+    teacher = ViTMAEForPreTraining.from_pretrained(save_teacher(path))
+    with torch.no_grad():
+        teacher.vit.layers[0].attention.k_proj.weight.fill_(float("nan"))
+    teacher.save_pretrained(path)
+    flags = ["--gpa_teacher", "pretrained", "--gpa_teacher_name_or_path", str(path)]
+    return flags, "has non-finite weights (NaN or inf) in 1 tensors (first: 'layers.0.attention.k_proj.weight')"
+
+
+def empty_train_dir(path: Path) -> tuple[list[str], str]:
+    (path / "sub").mkdir(parents=True)
+    (path / "notes.txt").write_text("no images here")
+    return ["--train_dir", str(path)], f"--train_dir {path} holds no image files"
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def malicious_pickle(path: Path) -> tuple[list[str], str]:
+    ViTMAEConfig(image_size=28, num_channels=1, **TINY).save_pretrained(path)
+    torch.save({"weight": RunsCode()}, path / "pytorch_model.bin")
+    return ["--model_name_or_path", str(path)], "refused to load a pickled checkpoint file that would run code"
+
+
+@pytest.mark.parametrize(
+    "make", [three_channel_teacher, truncated_teacher, nan_teacher, empty_train_dir, malicious_pickle]
+)
+def test_bad_models_and_data_fail_in_one_line_before_training(images, tmp_path, make):
+    flags, expected = make(tmp_path / "input")
+    argv = pretrain_args(images, tmp_path / "run", "--max_steps", "1", *flags)
+    if "--model_name_or_path" in flags:
+        argv[argv.index("--config_overrides") : argv.index("--config_overrides") + 2] = []
+    if "--train_dir" in flags:
+        argv[argv.index("--validation_dir") : argv.index("--validation_dir") + 2] = []
+    message = error_of(argv)
+    assert message.startswith("run_pretrain.py: error: ") and expected in message and "\n" not in message
+    assert not (tmp_path / "run" / "trainer_state.json").exists() and not list(tmp_path.rglob("pwned"))

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from tiny import tiny_kwargs
@@ -248,7 +250,7 @@ class Uint8Images(torch.utils.data.Dataset):
         return len(self.pixels)
 
     def __getitem__(self, index: int) -> dict:
-        return {"pixel_values": self.pixels[index], **({"unreadable_images": 1} if index == 0 else {})}
+        return {"pixel_values": self.pixels[index], **({"unreadable_images": ["bad.png"]} if index == 0 else {})}
 
 
 def test_uint8_batches_are_normalised_with_the_processors_statistics_and_replaced_images_counted(tmp_path):
@@ -268,7 +270,7 @@ def test_uint8_batches_are_normalised_with_the_processors_statistics_and_replace
         expected = model.eval()((dataset.pixels.float() / 255 - 0.5) / 0.25, mask_progress=0.0)
     assert metrics["eval_loss"] == pytest.approx(expected.loss.item(), rel=1e-5)
     assert metrics["eval_unreadable_images"] == 1
-    assert "eval_unreadable_images" not in trainer.evaluate(eval_dataset=torch.utils.data.Subset(dataset, [1, 2]))
+    assert trainer.evaluate(eval_dataset=torch.utils.data.Subset(dataset, [1, 2]))["eval_unreadable_images"] == 0
 
 
 def test_loader_defaults_keep_workers_fed_unless_the_flags_say_otherwise(tmp_path):
@@ -281,3 +283,106 @@ def test_loader_defaults_keep_workers_fed_unless_the_flags_say_otherwise(tmp_pat
     assert not explicit.dataloader_persistent_workers and explicit.dataloader_prefetch_factor == 2
     in_process = arguments(tmp_path)
     assert in_process.dataloader_persistent_workers is False and in_process.dataloader_prefetch_factor is None
+
+
+@pytest.fixture
+def files_with_three_bad(tmp_path) -> list[str]:
+    """16 image files in order: 4 gray PNGs, 3 consecutive unreadable files, 9 gray PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(16):
+        path = tmp_path / "images" / f"{index:02d}.png"
+        path.parent.mkdir(exist_ok=True)
+        if 4 <= index < 7:
+            path.write_bytes(b"not an image")
+        else:
+            Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(path)
+        files.append(str(path))
+    return files
+
+
+def unreadable_run(files, output_dir, **overrides) -> GPATrainer:
+    from modeling_gpa.data.pipeline import ImageDataset, TrainCrop, collate_pixel_values
+
+    settings = dict(per_device_train_batch_size=4, train_sampling_strategy="sequential", **overrides)
+    return GPATrainer(
+        model=tiny_model(),
+        args=arguments(output_dir, **settings),
+        train_dataset=ImageDataset(files, TrainCrop(28, 1)),
+        data_collator=collate_pixel_values,
+    )
+
+
+def test_unreadable_files_are_counted_once_over_epochs_and_kept_in_checkpoints(files_with_three_bad, tmp_path):
+    """Index 4 meets all three bad files, 5 two, 6 one, in each of 3 epochs: 18 encounters, 3 files."""
+    trainer = unreadable_run(files_with_three_bad, tmp_path / "run", max_steps=12, save_strategy="steps", save_steps=4)
+    metrics = trainer.train().metrics
+    assert metrics["train_unreadable_images"] == 3
+    state = json.loads((tmp_path / "run" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["UnreadableFilesCallback"]["attributes"]["train"] == files_with_three_bad[4:7]
+
+    # Resumed from the last checkpoint, nothing is left to train and no image is read: the count comes from it.
+    resumed = unreadable_run(files_with_three_bad, tmp_path / "run", max_steps=12)
+    assert resumed.train(resume_from_checkpoint=True).metrics["train_unreadable_images"] == 3
+
+
+def test_a_prefetched_batch_that_never_trains_is_not_counted(files_with_three_bad, tmp_path):
+    """One worker keeps two batches ready: the second batch (indices 4-7) is decoded, but only trained with 2 steps."""
+    workers = dict(dataloader_num_workers=1, dataloader_prefetch_factor=2)
+    one_step = unreadable_run(files_with_three_bad, tmp_path / "one", max_steps=1, **workers).train()
+    assert one_step.metrics["train_unreadable_images"] == 0
+    two_steps = unreadable_run(files_with_three_bad, tmp_path / "two", max_steps=2, **workers).train()
+    assert two_steps.metrics["train_unreadable_images"] == 3
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """16 constant images (image i is all i) plus fresh noise at every read, standing in for random crops."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": torch.full((1, 28, 28), float(index)) + 0.01 * torch.randn(1, 28, 28)}
+
+
+def resumable_run(output_dir, resume: str | None = None, **overrides) -> tuple[list[list[int]], list[float]]:
+    """8 steps of 4 images (4 steps per epoch, a checkpoint every 3 or 4): the images of each step, and its loss."""
+    model = tiny_model()
+    seen = []
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(kwargs["pixel_values"].mean((1, 2, 3)).round().int().tolist()),
+        with_kwargs=True,
+    )
+    settings = dict(per_device_train_batch_size=4, max_steps=8, save_strategy="steps", **overrides)
+    trainer = GPATrainer(model=model, args=arguments(output_dir, **settings), train_dataset=AugmentedImages())
+    trainer.train(resume_from_checkpoint=resume)
+    losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
+    return seen, [losses[step] for step in range(1, 9)]
+
+
+@pytest.mark.parametrize(
+    ("save_steps", "loader", "bit_for_bit"),
+    [
+        (4, dict(dataloader_num_workers=0), True),
+        (4, dict(dataloader_num_workers=1, dataloader_persistent_workers=False), True),
+        (4, dict(dataloader_num_workers=1), False),
+        (3, dict(dataloader_num_workers=0), False),
+    ],
+)
+def test_what_a_resumed_run_reproduces(tmp_path, save_steps, loader, bit_for_bit):
+    """The README's table: same images per step always; the same random draws (losses) only from an epoch boundary
+    without persistent workers."""
+    images, losses = resumable_run(tmp_path, save_steps=save_steps, **loader)
+    resumed_images, resumed_losses = resumable_run(
+        tmp_path, resume=str(tmp_path / f"checkpoint-{save_steps}"), save_steps=save_steps, **loader
+    )
+    assert resumed_images == images[save_steps:]
+    assert resumed_losses[:save_steps] == losses[:save_steps]
+    if bit_for_bit:
+        assert resumed_losses[save_steps:] == losses[save_steps:]
+    else:
+        assert resumed_losses[save_steps] != losses[save_steps]
+        assert resumed_losses[save_steps:] == pytest.approx(losses[save_steps:], rel=0.05)

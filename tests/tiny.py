@@ -164,3 +164,24 @@ def check_two_cpu_processes_train_one_model(script: str, args: list[str], output
         model_class.from_pretrained(output_dir).state_dict(),
         model_class.from_pretrained(output_dir / "checkpoint-2").state_dict(),
     )
+
+
+def save_rotated(upright, orientation: int, path) -> None:
+    """Saves the PIL image ``upright`` as a camera would: its pixels as stored (turned by the inverse of EXIF
+    orientation ``orientation``, 1-8), plus the EXIF tag that turns them upright again."""
+    from PIL import Image
+
+    # The transpose that stores an upright image so that orientation N turns it upright again.
+    stored_as = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }
+    stored = upright.transpose(stored_as[orientation]) if orientation != 1 else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif.tobytes())

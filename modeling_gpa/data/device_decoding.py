@@ -8,6 +8,11 @@ device, crops, resizes (bicubic, antialiased) and flips there ([`decode_on_devic
 uint8 (B, C, S, S) batch as usual. Images nvJPEG should not get (PNG, CMYK or other-mode JPEGs) are decoded and
 cropped in the worker as before and travel in ``pixel_values``; the decoded JPEGs take their places beside them.
 
+Rotated photos (an EXIF orientation other than 1) are turned upright on the device: the worker reads the tag with the
+header and draws the crop on the upright size, and [`crop_resize`] transposes the decoded pixels
+([`exif_transpose_tensor`], a flip, transpose or rotation of the uint8 tensor) before cropping, so both decoding
+paths give the image `datasets` and PIL's ``ImageOps.exif_transpose`` give.
+
 A JPEG whose header reads but whose data the device decoder refuses is found on the device: the batch is then decoded
 image by image, a refused JPEG by PIL on the host (a variant nvJPEG does not handle still trains); one PIL cannot read
 either is named in a warning and the next readable image of the batch takes its place (counted like a worker skip),
@@ -34,6 +39,7 @@ from .pipeline import (
     TrainCrop,
     UnreadableImageError,
     decode_image,
+    exif_orientation,
     image_bytes,
     image_name,
     random_resized_crop_box,
@@ -63,6 +69,7 @@ class EncodedJpeg:
     image_size: int
     num_channels: int
     strict: bool = False
+    orientation: int = 1
 
 
 @dataclass
@@ -109,11 +116,21 @@ class DeviceDecodingImageDataset(ImageDataset):
             header = None
         if header is None or header.format != "JPEG" or header.mode != PIL_MODES[self.crop.num_channels]:
             return {"pixel_values": self.crop(decode_image({"bytes": data, "path": name}))}
-        top, left, h, w = random_resized_crop_box(header.width, header.height, self.crop.scale, self.crop.ratio)
+        orientation = exif_orientation(header)
+        # Orientations 5-8 turn the image a quarter: the upright image is the stored one's height wide.
+        width, height = (header.height, header.width) if orientation >= 5 else (header.width, header.height)
+        top, left, h, w = random_resized_crop_box(width, height, self.crop.scale, self.crop.ratio)
         flip = torch.rand(1).item() < 0.5
         pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         jpeg = EncodedJpeg(
-            pixels, (top, left, h, w), flip, name, self.crop.image_size, self.crop.num_channels, self.strict
+            pixels,
+            (top, left, h, w),
+            flip,
+            name,
+            self.crop.image_size,
+            self.crop.num_channels,
+            self.strict,
+            orientation,
         )
         return {ENCODED_KEY: jpeg}
 
@@ -134,14 +151,36 @@ def collate_encoded(examples: list[dict]) -> dict[str, Any]:
     return batch
 
 
+def exif_transpose_tensor(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A (C, H, W) image as stored -> upright by its EXIF ``orientation`` (1-8), as PIL's ``ImageOps.exif_transpose``;
+    orientations 5-8 give (C, W, H)."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return image.rot90(-1, (-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return image.rot90(1, (-2, -1))
+    return image
+
+
 def crop_resize(images: list[torch.Tensor], jpegs: list[EncodedJpeg], image_size: int) -> torch.Tensor:
-    """Decoded (C, H_i, W_i) uint8 images and their crops -> (k, C, S, S) uint8: box, bicubic antialiased resize, flip.
+    """Decoded (C, H_i, W_i) uint8 images and their crops -> (k, C, S, S) uint8: upright (EXIF), box, bicubic
+    antialiased resize, flip.
 
     One resize per image: decoded images differ in size, so they cannot share one tensor before the crop; on a GPU
     these launches are asynchronous and the host only queues them.
     """
     crops = []
     for image, jpeg in zip(images, jpegs, strict=True):
+        image = exif_transpose_tensor(image, jpeg.orientation)
         top, left, h, w = jpeg.box
         crop = image[None, :, top : top + h, left : left + w].float()
         crop = torch.nn.functional.interpolate(crop, size=(image_size, image_size), mode="bicubic", antialias=True)
@@ -151,8 +190,8 @@ def crop_resize(images: list[torch.Tensor], jpegs: list[EncodedJpeg], image_size
 
 def decode_on_device(
     encoded: EncodedImages, pixel_values: torch.Tensor | None, device: torch.device, decoder: JpegDecoder
-) -> tuple[torch.Tensor, int]:
-    """The batch's (B, C, S, S) uint8 pixels on ``device``, and how many JPEGs could not be decoded.
+) -> tuple[torch.Tensor, list[str]]:
+    """The batch's (B, C, S, S) uint8 pixels on ``device``, and the names of the JPEGs that could not be decoded.
 
     ``pixel_values`` (B, C, S, S) uint8 on ``device`` holds the images decoded in the workers, or is None when every
     image is a JPEG. An undecodable JPEG is replaced by the next decodable one of the batch (or raises
@@ -163,7 +202,7 @@ def decode_on_device(
     jpegs = encoded.jpegs
     try:
         images = decoder([jpeg.data for jpeg in jpegs], num_channels, device)
-        failed = 0
+        failed = []
     except Exception:  # one bad file fails the batched call: decode one by one to name it
         images, jpegs, failed = _decode_each(jpegs, num_channels, device, decoder)
     crops = crop_resize(images, jpegs, image_size)
@@ -173,7 +212,7 @@ def decode_on_device(
 
 def _decode_each(
     jpegs: list[EncodedJpeg], num_channels: int, device: torch.device, decoder: JpegDecoder
-) -> tuple[list[torch.Tensor], list[EncodedJpeg], int]:
+) -> tuple[list[torch.Tensor], list[EncodedJpeg], list[str]]:
     """Decodes JPEGs one at a time, with PIL on the host where the device decoder refuses one (a JPEG variant it does
     not handle); a JPEG PIL cannot read either is replaced by the next decodable one (its image and crop)."""
     decoded: list[tuple[torch.Tensor, EncodedJpeg] | None] = []
@@ -195,12 +234,13 @@ def _decode_each(
         raise UnreadableImageError(f"no JPEG of a batch of {len(jpegs)} decodes: check the image files")
     filled = [decoded[i] or decoded[next((j for j in readable if j > i), readable[0])] for i in range(len(jpegs))]
     images, kept = zip(*filled, strict=True)
-    return list(images), list(kept), len(jpegs) - len(readable)
+    return list(images), list(kept), [jpeg.name for jpeg, item in zip(jpegs, decoded, strict=True) if item is None]
 
 
 def _decode_on_host(jpeg: EncodedJpeg, num_channels: int) -> torch.Tensor:
-    """(C, H, W) uint8 of ``jpeg`` decoded by PIL; raises [`UnreadableImageError`] naming the file."""
-    image = decode_image({"bytes": jpeg.data.numpy().tobytes(), "path": jpeg.name})
+    """(C, H, W) uint8 of ``jpeg`` decoded by PIL, as stored (``crop_resize`` turns it upright, as the device decoder's
+    images); raises [`UnreadableImageError`] naming the file."""
+    image = decode_image({"bytes": jpeg.data.numpy().tobytes(), "path": jpeg.name}, transpose=False)
     return to_uint8_tensor(to_num_channels(image, num_channels))
 
 
@@ -236,5 +276,6 @@ __all__ = [
     "collate_encoded",
     "crop_resize",
     "decode_on_device",
+    "exif_transpose_tensor",
     "nvjpeg_decoder",
 ]

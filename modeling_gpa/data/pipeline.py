@@ -9,8 +9,9 @@ pass through unchanged, so a model called directly on normalised floats behaves 
 
 Unreadable images are found where they are decoded, never in a pass over the dataset: [`ImageDataset`] logs a
 warning naming the file, takes the next readable image in its place (batches keep their size, so shapes stay fixed
-for ``torch.compile``) and reports the count in the batch (``unreadable_images``), or with ``strict=True`` raises
-[`UnreadableImageError`] naming the file.
+for ``torch.compile``) and lists the file's name in the batch (``unreadable_images``), or with ``strict=True`` raises
+[`UnreadableImageError`] naming the file. Names, not counts, travel with the batches: a bad file is met again by the
+index before it, in every epoch and by every worker, and the trainer counts each file once.
 
 No torchvision and no `datasets` import: the randomness comes from torch's global RNG, which torch seeds per
 DataLoader worker, so runs are reproducible and a resumed run draws what the uninterrupted one would.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import Dataset, default_collate
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ UNREADABLE_KEY = "unreadable_images"
 ENCODED_KEY = "encoded_images"
 # An image that fails to decode is replaced by the next one; this many failures in a row mean the data is broken.
 MAX_UNREADABLE_IN_A_ROW = 100
+EXIF_ORIENTATION = ExifTags.Base.Orientation
+# Files above PIL's decompression-bomb limit already named in a warning by this process.
+_LARGE_IMAGES_WARNED: set[str] = set()
 
 
 class UnreadableImageError(ValueError):
@@ -78,23 +83,57 @@ def image_bytes(value: Any, index: int | None = None) -> bytes:
         raise UnreadableImageError(f"unreadable image {path} ({type(error).__name__}: {error.strerror})") from None
 
 
-def decode_image(value: Any, index: int | None = None) -> Image.Image:
+def decode_image(value: Any, index: int | None = None, transpose: bool = True) -> Image.Image:
     """A loaded PIL image from a file path, a PIL image, or a `datasets.Image` value ``{"bytes", "path"}``.
 
-    Raises [`UnreadableImageError`] (one line, naming the file) when the image is missing or cannot be decoded.
+    The image is turned upright by its EXIF orientation (as `datasets`' own decoder does: phone photos store their
+    pixels sideways and say so in the tag) unless ``transpose`` is False. An image above PIL's decompression-bomb
+    limit (``Image.MAX_IMAGE_PIXELS``, 89 megapixels) is decoded with a warning naming it, once per process, instead
+    of PIL's unnamed one; twice the limit is refused. Raises [`UnreadableImageError`] (one line, naming the file)
+    when the image is missing or cannot be decoded.
     """
     if isinstance(value, Image.Image):
         return value
     data = image_bytes(value, index)
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            warn_large_image(image_name(value, index), image.size)
         image.load()
+        if transpose:
+            image = exif_transposed(image)
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
         reason = str(error).splitlines()[0] if str(error) else ""
         raise UnreadableImageError(
             f"unreadable image {image_name(value, index)} ({type(error).__name__}: {reason})"
         ) from None
     return image
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag of an opened image: 1 (upright, also when absent) to 8."""
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
+def exif_transposed(image: Image.Image) -> Image.Image:
+    """``image`` turned upright by its EXIF orientation (the image itself when it is upright already)."""
+    return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
+def warn_large_image(name: str, size: tuple[int, int]) -> None:
+    """One warning per process and file for an image above PIL's decompression-bomb limit."""
+    if name in _LARGE_IMAGES_WARNED:
+        return
+    _LARGE_IMAGES_WARNED.add(name)
+    width, height = size
+    logger.warning(
+        f"Image {name} is {width}x{height} ({width * height / 1e6:.0f} megapixels, above PIL's "
+        f"{Image.MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit): decoding it in full takes "
+        f"{width * height * 3 / 2**20:.0f} MiB and is slow; downscale it once, e.g. to a 1024-pixel side."
+    )
 
 
 def to_num_channels(image: Image.Image, num_channels: int) -> Image.Image:
@@ -240,7 +279,8 @@ class ImageDataset(Dataset):
 
     A `datasets.Dataset` is read with its image column undecoded (the file's bytes or path), so PIL decodes each image
     once, in the worker, and a bad file is caught there. An unreadable image is replaced by the next readable one in
-    the source; the row then carries ``"unreadable_images"``: how many it replaced.
+    the source; the row then carries ``"unreadable_images"``: the names of the images it replaced. A process remembers
+    the indices it found unreadable and passes over them without decoding (or warning) again.
     """
 
     def __init__(
@@ -288,29 +328,40 @@ class ImageDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index %= len(self)
-        unreadable = 0
+        unreadable = []
+        known_bad = self.__dict__.setdefault("_unreadable_names", {})
         for offset in range(min(len(self), MAX_UNREADABLE_IN_A_ROW)):
+            position = (index + offset) % len(self)
+            if position in known_bad:
+                unreadable.append(known_bad[position])
+                continue
             try:
-                example = self._example((index + offset) % len(self))
+                example = self._example(position)
             except UnreadableImageError as error:
                 if self.strict:
                     raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
                 logger.warning(f"Skipping {error}; the next image takes its place.")
-                unreadable += 1
+                known_bad[position] = self.image_name_at(position)
+                unreadable.append(known_bad[position])
                 continue
             if unreadable:
                 example[UNREADABLE_KEY] = unreadable
             return example
         raise UnreadableImageError(
-            f"{unreadable} unreadable images in a row from index {index}: check the image files or the dataset"
+            f"{len(unreadable)} unreadable images in a row from index {index}: check the image files or the dataset"
         )
+
+    def image_name_at(self, index: int) -> str:
+        """The name unreadable-image counts know the image at ``index`` by: its path, else "example {index}"."""
+        row = self.source[index]
+        return image_name(row if self.image_column is None else row[self.image_column], index)
 
 
 def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
     """Stack examples into ``{"pixel_values": (B, C, H, W)}`` (the examples' dtype, uint8 from [`ImageDataset`]).
 
     In a DataLoader worker the batch is stacked straight into shared memory (as torch's `default_collate` does).
-    When some images were unreadable, ``"unreadable_images"`` holds how many (an int; pop it before calling a model).
+    When some images were unreadable, ``"unreadable_images"`` lists their names (pop it before calling a model).
     Examples holding undecoded JPEGs (device decoding) are gathered by
     `modeling_gpa.data.device_decoding.collate_encoded` instead.
     """
@@ -321,7 +372,7 @@ def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
         batch = collate_encoded(examples)
     else:
         batch = {"pixel_values": default_collate([example["pixel_values"] for example in examples])}
-    unreadable = sum(example.get(UNREADABLE_KEY, 0) for example in examples)
+    unreadable = [name for example in examples for name in example.get(UNREADABLE_KEY, ())]
     if unreadable:
         batch[UNREADABLE_KEY] = unreadable
     return batch
@@ -383,6 +434,8 @@ __all__ = [
     "collate_pixel_values",
     "collate_pixel_values_and_labels",
     "decode_image",
+    "exif_orientation",
+    "exif_transposed",
     "image_bytes",
     "random_resized_crop_box",
     "to_num_channels",

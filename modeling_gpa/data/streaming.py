@@ -32,7 +32,7 @@ import pyarrow.parquet
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from .pipeline import UNREADABLE_KEY, ImageDataset, UnreadableImageError
+from .pipeline import UNREADABLE_KEY, ImageDataset, UnreadableImageError, image_name
 from .sources import (
     CLUTTERED_FASHION_MNIST_NAME,
     FASHION_MNIST_NAMES,
@@ -111,7 +111,7 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         rank: this process's index, for the buffer's seed.
         num_examples: examples per epoch over all processes, where known (an epoch-based mask schedule needs it).
 
-    An unreadable image is skipped (its successor takes its place) and counted in the next example's
+    An unreadable image is skipped (its successor takes its place) and named in the next example's
     ``"unreadable_images"``, or with ``rows.strict`` raises [`UnreadableImageError`]. ``state_dict`` /
     ``load_state_dict`` and ``set_epoch`` make it a resumable ``StatefulDataLoader`` dataset.
     """
@@ -178,7 +178,7 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
             yield buffer[slot]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        unreadable = 0
+        unreadable: list[str] = []
         for position, row in self._shuffled_rows():
             try:
                 example = self.rows.example_of_row(row, position)
@@ -186,10 +186,11 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
                 if self.rows.strict:
                     raise UnreadableImageError(f"{error}: remove it, or drop --strict_images to skip it") from None
                 logger.warning(f"Skipping {error}; the next image takes its place.")
-                unreadable += 1
+                value = row if self.rows.image_column is None else row[self.rows.image_column]
+                unreadable.append(image_name(value, position))
                 continue
             if unreadable:
-                example[UNREADABLE_KEY], unreadable = unreadable, 0
+                example[UNREADABLE_KEY], unreadable = unreadable, []
             yield example
 
 

@@ -12,6 +12,7 @@ import torch
 from transformers import SwinModel, ViTModel
 
 from ..data.columns import named_column
+from ..data.folder_checks import check_image_folders
 from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
 from .features import POOLINGS, check_pooling, extract_features, load_encoder
 
@@ -82,6 +83,7 @@ def load_labelled_splits(args, image_size: int, num_channels: int, processor_pat
         with_pixel_values,
     )
 
+    check_image_folders(args, labels=True)
     splits, image_column = load_image_datasets_of(args, args.cache_dir, args.seed)
     label_column = find_label_column(splits["train"], args.label_column_name)
     find_label_column(splits["validation"], label_column)
@@ -126,17 +128,21 @@ def labelled_features(
     batch_size: int,
     device: str,
     normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    unreadable: set[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen-encoder (N, D) features and (N,) labels of a ``{"pixel_values", "labels"}`` dataset.
 
-    ``normalizer`` turns uint8 pixels into model inputs on ``device`` (``load_labelled_splits(...)["normalizer"]``).
+    ``normalizer`` turns uint8 pixels into model inputs on ``device`` (``load_labelled_splits(...)["normalizer"]``);
+    the names of unreadable images, replaced by the next readable one, are added to ``unreadable`` when given.
     """
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate_pixel_values_and_labels, pin_memory=device != "cpu"
     )
-    return extract_features(encoder, loader, pooling=pooling, device=device, normalizer=normalizer)
+    return extract_features(
+        encoder, loader, pooling=pooling, device=device, normalizer=normalizer, unreadable=unreadable
+    )
 
 
 def add_frozen_encoder_arguments(parser) -> None:
@@ -153,14 +159,17 @@ def frozen_encoder_features(args) -> dict:
     """Features of the frozen encoder of ``args.model_name_or_path`` on the train and eval splits of ``args``.
 
     Returns:
-        dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs and ``num_classes``.
+        dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs, ``num_classes`` and
+        ``unreadable_images``: how many distinct images could not be decoded (each replaced by the next readable one).
     """
     encoder = load_encoder(args.model_name_or_path)
     check_pooling(encoder, args.pooling)
     data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
-    return {
+    unreadable: set[str] = set()
+    features = {
         split: labelled_features(
-            encoder, data[split], args.pooling, args.batch_size, args.device, normalizer=data["normalizer"]
+            encoder, data[split], args.pooling, args.batch_size, args.device, data["normalizer"], unreadable
         )
         for split in ("train", "eval")
-    } | {"num_classes": data["num_classes"]}
+    }
+    return features | {"num_classes": data["num_classes"], "unreadable_images": len(unreadable)}

@@ -10,6 +10,9 @@ import torch
 from transformers import AutoConfig, SwinModel, ViTModel
 from transformers.utils import logging as transformers_logging
 
+from ..data.pipeline import UNREADABLE_KEY
+from ..finite_weights import nonfinite_tensors
+
 POOLINGS = ("cls", "mean")
 SWIN_HAS_NO_CLS = "A Swin encoder has no CLS token: pass --pooling mean."
 
@@ -45,6 +48,11 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
         raise ValueError(
             f"{name_or_path!r} has no encoder weights ({len(missing_encoder)} missing, e.g. "
             f"{missing_encoder[0]!r}); pass --model_name_or_path a GPA, ViTMAE, ViT or Swin checkpoint."
+        )
+    if bad := nonfinite_tensors(model):
+        raise ValueError(
+            f"{name_or_path!r} has non-finite weights (NaN or inf) in {len(bad)} tensors (first: {bad[0]!r}): it "
+            "diverged in training and any score of it would be meaningless; evaluate an earlier checkpoint."
         )
     if missing:
         logger.warning("Newly initialised (train them before use): %s.", ", ".join(missing))
@@ -122,16 +130,20 @@ def extract_features(
     pooling: str = "cls",
     device: str = "cpu",
     normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    unreadable: set[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batches of ``{"pixel_values": (B, C, H, W), "labels": (B,)}`` -> (N, D) float32 features, (N,) int64 labels.
 
     uint8 pixels (the input pipeline's) are normalised on ``device`` by ``normalizer`` (a `PixelNormalizer`); float
-    pixels are taken as already normalised.
+    pixels are taken as already normalised. The names of replaced unreadable images (``"unreadable_images"``) are
+    added to ``unreadable`` when it is given.
     """
     encoder.eval().to(device)
     cls_token = not is_swin(encoder.config)
     features, labels = [], []
     for batch in batches:
+        if unreadable is not None:
+            unreadable.update(batch.get(UNREADABLE_KEY, ()))
         pixel_values = batch["pixel_values"].to(device, non_blocking=True)
         if pixel_values.dtype == torch.uint8:
             if normalizer is None:
