@@ -129,6 +129,10 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
             return freeze(ViTMAEModel(config))
         if config.gpa_teacher != "pretrained":
             return None
+        if config.gpa_teacher_config is not None and torch.get_default_device().type == "meta":
+            # from_pretrained builds the model on the meta device, then loads every weight, the teacher's included,
+            # from the checkpoint: loading the teacher's own checkpoint there would fail (and be overwritten).
+            return build_teacher_from_config(config.gpa_teacher_config)
         try:
             teacher = load_pretrained_teacher(config.gpa_teacher_name_or_path)
         except OSError:
