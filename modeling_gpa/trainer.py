@@ -104,9 +104,16 @@ class GPATrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        if not self.use_cpu and _world_size_from_launcher() > 1 and not torch.cuda.is_available():
+        _refuse_fsdp_without_gpus()
+        if (
+            not self.use_cpu
+            and _world_size_from_launcher() > 1
+            and not torch.cuda.is_available()
+            and not _deepspeed_from_launcher()
+        ):
             # A launcher started several processes on a machine without GPUs (e.g. accelerate's cpu_2proc.yaml):
             # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
+            # DeepSpeed runs on its CPU accelerator (DS_ACCELERATOR=cpu) only when use_cpu stays off.
             self.use_cpu = True
         self._set_loader_defaults()
         super().__post_init__()
@@ -158,6 +165,20 @@ class GPATrainingArguments(TrainingArguments):
 def _world_size_from_launcher() -> int:
     """Number of processes torchrun / accelerate launch started (1 when run directly)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _deepspeed_from_launcher() -> bool:
+    """Whether ``accelerate launch`` was given a DeepSpeed config (e.g. deepspeed_zero2.yaml)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def _refuse_fsdp_without_gpus() -> None:
+    """accelerate shards with FSDP only on GPUs: elsewhere it would quietly run DDP (or one process per rank)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
+        raise ValueError(
+            "FSDP (fsdp.yaml) needs GPUs: accelerate runs FSDP only on GPUs and on this machine would train with "
+            "DDP instead; launch with run_scripts/accelerate_configs/cpu_2proc.yaml on a machine without GPUs."
+        )
 
 
 class EMATeacherCallback(TrainerCallback):
@@ -231,8 +252,8 @@ class DeviceInputsMixin:
     """[`Trainer`] mixin: uint8 ``pixel_values`` from the input pipeline are normalised on the device.
 
     ``_prepare_inputs`` (called by ``training_step`` and ``prediction_step`` once the batch is on the device) turns
-    uint8 pixels into float32 with [`PixelNormalizer`]: the mean and std of the trainer's image processor
-    (``processing_class``), else the defaults for the model's channels. It also takes the pipeline's
+    uint8 pixels into floats of [`pixel_dtype`] with [`PixelNormalizer`]: the mean and std of the trainer's image
+    processor (``processing_class``), else the defaults for the model's channels. It also takes the pipeline's
     ``unreadable_images`` count out of the batch and adds it to ``unreadable_images["train"]`` or ``["eval"]``.
     Batches of ``--image_decoding device`` carry undecoded JPEGs: they are decoded, cropped and flipped on the device
     first (`modeling_gpa.data.device_decoding.decode_on_device`, with [`jpeg_decoder`]).
@@ -252,8 +273,21 @@ class DeviceInputsMixin:
             self.unreadable_images["train" if self.model.training else "eval"] += int(unreadable)
         pixel_values = inputs.get("pixel_values")
         if pixel_values is not None and pixel_values.dtype == torch.uint8:
-            inputs["pixel_values"] = self.pixel_normalizer(pixel_values)
+            inputs["pixel_values"] = self.pixel_normalizer(pixel_values).to(self.pixel_dtype)
         return inputs
+
+    @property
+    def pixel_dtype(self) -> torch.dtype:
+        """dtype of the normalised pixels: the DeepSpeed engine's, else the model's weights'.
+
+        ``Trainer`` casts the floating inputs of a DeepSpeed batch to the engine's dtype (its bf16 or fp16 weights)
+        before this mixin makes the uint8 pixels floating, so they get that dtype here. Without DeepSpeed, an fp32
+        model keeps fp32 pixels (autocast and FSDP's mixed precision cast them themselves) and a model loaded in
+        bf16 gets bf16 ones.
+        """
+        if getattr(self, "is_deepspeed_enabled", False):
+            return self.accelerator.state.deepspeed_plugin.hf_ds_config.dtype()
+        return extract_model_from_parallel(self.model).dtype
 
     @property
     def unreadable_images(self) -> dict[str, int]:
