@@ -25,6 +25,7 @@ from transformers import (
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.pipeline import UnreadableImageError, decode_image
+from .distributed import DistributedSetupError
 from .trainer import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -262,10 +263,11 @@ def start(parse_arguments: Callable[[list[str] | None], tuple], argv: list[str] 
 
 
 def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArguments, checkpoint: str | None) -> dict:
-    """[`train_and_evaluate`]; an unreadable image (with --strict_images) ends the process with one line."""
+    """[`train_and_evaluate`]; an unreadable image (with --strict_images) or a distributed setup that cannot go on
+    (`modeling_gpa.distributed`) ends the process with one line."""
     try:
         return train_and_evaluate(trainer, training_args, checkpoint)
-    except UnreadableImageError as error:
+    except (UnreadableImageError, DistributedSetupError) as error:
         sys.exit(f"{script}: error: {one_line(error)}")
 
 

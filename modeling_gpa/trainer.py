@@ -25,6 +25,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, loggi
 from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from .data.image_inputs import ImageSettings
 from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
+from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .masking import progress_tensor
 
 logger = logging.get_logger(__name__)
@@ -354,6 +355,7 @@ class GPATrainer(DeviceInputsMixin, Trainer):
         # GPAForPreTraining.forward passes **kwargs to its encoder; it takes no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
         self.add_callback(EMATeacherCallback())
+        self.add_callback(BatchGeometryCallback())
         self._train_means = RunningMeans()
         self._eval_means = RunningMeans()
 
@@ -363,7 +365,10 @@ class GPATrainer(DeviceInputsMixin, Trainer):
         From a checkpoint at an epoch boundary the run continues bit for bit where the uninterrupted run would be. From
         one inside an epoch, step, schedule, weights, EMA teacher and optimizer continue exactly, but the random draws
         after it differ: ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved.
+        On several nodes, ``output_dir`` must be shared storage; a resume at another total batch than the checkpoint's
+        is refused (`modeling_gpa.distributed`). Both raise [`DistributedSetupError`] with a one-line message.
         """
+        check_output_dir_is_shared(self.args.output_dir)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -371,6 +376,8 @@ class GPATrainer(DeviceInputsMixin, Trainer):
                     f"no complete checkpoint in {self.args.output_dir} to resume from: train without "
                     "--resume_from_checkpoint or point it at a checkpoint directory."
                 )
+        if resume_from_checkpoint:
+            check_resume_geometry(resume_from_checkpoint, self.args)
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         unreadable = self.total_unreadable_images("train")
         if unreadable:
