@@ -24,9 +24,10 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-# How long a process looks for the file rank 0 wrote in --output_dir before calling the storage unshared: a network
-# filesystem may show a new file to other nodes a moment late.
-SHARED_STORAGE_WAIT_S = 5.0
+# Seconds a process looks for the file rank 0 wrote in --output_dir before calling the storage unshared (environment
+# variable, default 60): an NFS client that looked the directory up before rank 0 created it may keep answering "no
+# such file" until its attribute cache expires (acdirmin, 30 s by default).
+SHARED_STORAGE_WAIT_VARIABLE = "GPA_SHARED_STORAGE_WAIT_S"
 SHARED_STORAGE_PROBE = ".shared-storage-check"
 
 
@@ -161,7 +162,7 @@ def check_output_dir_is_shared(output_dir: str) -> None:
 
 
 def _wait_for(path: str, content: str) -> bool:
-    deadline = time.monotonic() + SHARED_STORAGE_WAIT_S
+    deadline = time.monotonic() + float(os.environ.get(SHARED_STORAGE_WAIT_VARIABLE, "60"))
     while True:
         try:
             with open(path) as file:
