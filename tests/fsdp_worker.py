@@ -1,12 +1,12 @@
 """One process of the two-process FSDP2 check in tests/test_teacher.py: ``torchrun --nproc_per_node 2 <this> OUT``.
 
-Every teacher (self, ema, pretrained), with and without MAM, is sharded the way ``accelerate launch --config_file
-run_scripts/accelerate_configs/fsdp.yaml`` shards it on GPUs: accelerate's own ``fsdp2_prepare_model`` with the plugin
-that config describes (accelerate runs FSDP only on GPUs, so the plugin is handed to it here). Each rank trains on
-its half of a fixed batch of 4; an unsharded copy trained on the whole batch is the reference. Three optimizer
-steps, with an FSDP checkpoint (accelerate's save_fsdp_model / save_fsdp_optimizer, as Trainer saves one) after
-the second, reloaded into a freshly built model that then takes the third step again. Rank 0 writes what it
-measured to OUT/results.json.
+Every teacher (self, ema, pretrained), with and without MAM, in fp32 (and one in fsdp.yaml's bf16), is sharded the
+way ``accelerate launch --config_file run_scripts/accelerate_configs/fsdp.yaml`` shards it on GPUs: accelerate's own
+``fsdp2_prepare_model`` with the plugin that config describes (accelerate runs FSDP only on GPUs, so the plugin is
+handed to it here). Each rank trains on its half of a fixed batch of 4; an unsharded copy trained on the whole batch
+is the reference. Three optimizer steps, with an FSDP checkpoint (accelerate's save_fsdp_model / save_fsdp_optimizer,
+as Trainer saves one) after the second, reloaded into a freshly built model that then takes the third step again.
+Rank 0 writes what it measured to OUT/results.json.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from accelerate.utils.fsdp_utils import (
     save_fsdp_optimizer,
 )
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy
 from torch.distributed.tensor import DTensor
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -43,10 +44,12 @@ HARD_MASKING = dict(hard_ratio_start=1.0, hard_ratio_end=1.0, soft_ratio_start=0
 PROGRESS = 0.5
 
 
-def fsdp_plugin_of_config() -> FullyShardedDataParallelPlugin:
-    """The plugin accelerate builds from fsdp.yaml's fsdp_config, in full precision (CPU collectives)."""
+def fsdp_plugin_of_config(mixed_precision: bool = False) -> FullyShardedDataParallelPlugin:
+    """The plugin accelerate builds from fsdp.yaml's fsdp_config: in full precision, or with its bf16 policy."""
     settings = yaml.safe_load((ROOT / "run_scripts/accelerate_configs/fsdp.yaml").read_text())["fsdp_config"]
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else None
     return FullyShardedDataParallelPlugin(
+        mixed_precision_policy=policy,
         fsdp_version=settings["fsdp_version"],
         auto_wrap_policy=settings["fsdp_auto_wrap_policy"].lower(),
         transformer_cls_names_to_wrap=[settings["fsdp_transformer_layer_cls_to_wrap"]],
@@ -113,8 +116,11 @@ def run_case(accelerator, plugin, out: Path, name: str, config: GPAConfig, pixel
         "local_fraction": sum(p.to_local().numel() for p in parameters) / sum(p.numel() for p in parameters),
     }
     checkpoint = out / name / "checkpoint"
+    with torch.no_grad():
+        local_reference_loss = reference(local, mask_progress=PROGRESS).loss.item()
+    losses = []
     for index in range(3):
-        step(model, optimizer, local)
+        losses.append(step(model, optimizer, local))
         step(reference, reference_optimizer, pixels)
         if resume and index == 1:
             save_fsdp_model(plugin, accelerator, model, checkpoint)
@@ -133,6 +139,8 @@ def run_case(accelerator, plugin, out: Path, name: str, config: GPAConfig, pixel
     # A key bias gets no gradient (softmax ignores a shift shared by all keys): Adam turns its float noise into
     # steps of up to lr, which differ between any two summation orders. Every other tensor must agree closely.
     result.update(
+        # This rank's first loss, sharded and unsharded, on its half of the batch.
+        first_losses=[losses[0], local_reference_loss],
         trained_moved=max_difference(expected, initial),
         vs_reference=max_difference(trained, expected),
         vs_reference_without_key_bias=max_difference(trained, expected, keep=without_key_bias),
@@ -177,6 +185,10 @@ def main(out: Path) -> None:
             config = GPAConfig(**TINY, **HARD_MASKING, gpa_teacher=teacher, gpa_prediction=mam, **settings)
             name = f"{teacher}-{'mam' if mam else 'nomam'}"
             results[name] = run_case(accelerator, plugin, out, name, config, pixels, resume=mam and teacher != "self")
+    # fsdp.yaml's bf16: it runs (no dtype mismatch in the partly run block); bf16 steps are not compared with fp32 ones.
+    accelerator.state.fsdp_plugin = bf16 = fsdp_plugin_of_config(mixed_precision=True)
+    config = GPAConfig(**TINY, **HARD_MASKING, gpa_teacher="ema", gpa_prediction=True, **teachers["ema"])
+    results["ema-mam-bf16"] = run_case(accelerator, bf16, out, "ema-mam-bf16", config, pixels, resume=False)
     if accelerator.is_main_process:
         (out / "results.json").write_text(json.dumps(results, indent=1))
     accelerator.wait_for_everyone()
