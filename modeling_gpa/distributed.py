@@ -97,6 +97,8 @@ def recorded_geometry(checkpoint: str) -> BatchGeometry | None:
 
 def check_resume_geometry(checkpoint: str, args: TrainingArguments) -> None:
     """Refuses (one line) a resume at another total batch than the checkpoint's; logs one of another world size."""
+    if not os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+        return  # not a checkpoint: Trainer says so
     saved, current = recorded_geometry(checkpoint), BatchGeometry.of(args)
     if saved is None:
         logger.warning(
