@@ -25,7 +25,7 @@ from transformers import (
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.pipeline import UnreadableImageError, decode_image
-from .distributed import DistributedSetupError
+from .distributed import DistributedSetupError, check_output_dir_is_shared
 from .trainer import last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,11 @@ def parse_head(value: str | int | None) -> int | None:
 
 
 def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
-    """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does)."""
+    """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does).
+
+    On several nodes, first stops (one line) unless every node sees the same --output_dir, before any data loads."""
+    if training_args.do_train:
+        check_output_dir_is_shared(training_args.output_dir)
     if training_args.resume_from_checkpoint is not None:
         return training_args.resume_from_checkpoint
     output_dir = training_args.output_dir
