@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from transformers import ViTForImageClassification, ViTModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -79,12 +82,31 @@ class GPAAutoMapMixin:
     """``save_pretrained`` that lists every GPA Auto class in ``config.auto_map`` when the code is saved too."""
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        if getattr(self, "_auto_class", None) is not None:
-            module = type(self).__module__.rsplit(".", 1)[-1]
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.update({auto: f"{module}.{name}" for auto, name in GPA_AUTO_CLASSES.items()})
-            self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        with own_class(self):
+            if getattr(self, "_auto_class", None) is not None:
+                module = type(self).__module__.rsplit(".", 1)[-1]
+                auto_map = dict(getattr(self.config, "auto_map", None) or {})
+                auto_map.update({auto: f"{module}.{name}" for auto, name in GPA_AUTO_CLASSES.items()})
+                self.config.auto_map = auto_map
+            return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+@contextmanager
+def own_class(model: nn.Module) -> Iterator[None]:
+    """Inside: ``model`` as an instance of its own class, also when FSDP2 sharded it.
+
+    ``fully_shard`` swaps a model's class for ``FSDP<Name>(FSDPModule, <Name>)``, defined in torch: Transformers
+    would then write torch's module into ``auto_map`` and copy torch's files beside the weights.
+    """
+    sharded_class = type(model)
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.__class__ = next(base for base in sharded_class.__bases__ if base is not FSDPModule)
+    try:
+        yield
+    finally:
+        model.__class__ = sharded_class
 
 
 class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
@@ -129,6 +151,10 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
             return freeze(ViTMAEModel(config))
         if config.gpa_teacher != "pretrained":
             return None
+        if config.gpa_teacher_config is not None and torch.get_default_device().type == "meta":
+            # from_pretrained builds the model on the meta device, then loads every weight, the teacher's included,
+            # from the checkpoint: loading the teacher's own checkpoint there would fail (and be overwritten).
+            return build_teacher_from_config(config.gpa_teacher_config)
         try:
             teacher = load_pretrained_teacher(config.gpa_teacher_name_or_path)
         except OSError:

@@ -35,6 +35,7 @@ from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.folder_checks import check_image_folders
 from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
 from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
+from .distributed import DistributedSetupError, check_output_dir_is_shared
 from .trainer import last_complete_checkpoint
 from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
@@ -169,7 +170,11 @@ def parse_head(value: str | int | None) -> int | None:
 
 
 def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
-    """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does)."""
+    """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does).
+
+    On several nodes, first stops (one line) unless every node sees the same --output_dir, before any data loads."""
+    if training_args.do_train:
+        check_output_dir_is_shared(training_args.output_dir)
     if training_args.resume_from_checkpoint is not None:
         return check_resumable(training_args.resume_from_checkpoint)
     output_dir = training_args.output_dir
@@ -309,12 +314,13 @@ def start(parse_arguments: Callable[[list[str] | None], tuple], argv: list[str] 
 
 
 def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArguments, checkpoint: str | None) -> dict:
-    """[`train_and_evaluate`]; an unreadable image (with --strict_images) ends the process with one line, and so do
-    the training guards' stops ([`exit_on_training_failure`])."""
+    """[`train_and_evaluate`]; an unreadable image (with --strict_images), the training guards' stops
+    ([`exit_on_training_failure`]) and a distributed setup that cannot go on (`modeling_gpa.distributed`) end the
+    process with one line."""
     try:
         with exit_on_training_failure(script, trainer):
             return train_and_evaluate(trainer, training_args, checkpoint)
-    except UnreadableImageError as error:
+    except (UnreadableImageError, DistributedSetupError) as error:
         sys.exit(f"{script}: error: {one_line(error)}")
 
 

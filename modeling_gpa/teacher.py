@@ -3,14 +3,21 @@
 A teacher encoder is a ``ViTMAEModel`` (the student's own encoder, its EMA copy, or a pretrained MAE) or a
 ``ViTModel`` (a pretrained ViT). Both keep their blocks in ``.layers`` with ``layernorm_before`` and
 ``attention.{q_proj,k_proj}``, which is all the score needs.
+
+Under FSDP2 (``fsdp.yaml``) every ``ViTMAELayer`` is its own shard unit, whose parameters are gathered by the hooks
+around its ``forward``. The score runs only part of block ``layer``, so it gathers that block itself
+([`gathered_block`]); the teacher stays sharded like the student (see the README's distributed section for why).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from transformers import AutoConfig, ViTMAEModel, ViTModel
 from transformers.utils import SAFE_WEIGHTS_NAME
 from transformers.utils import logging as transformers_logging
@@ -49,12 +56,32 @@ def query_key_at(
     for block in encoder.layers[:layer]:
         hidden_states = block(hidden_states)
     block = encoder.layers[layer]
-    normed = block.layernorm_before(hidden_states)
-    attention = block.attention
-    shape = (*normed.shape[:2], -1, attention.head_dim)
-    query = attention.q_proj(normed).view(shape).transpose(1, 2)
-    key = attention.k_proj(normed).view(shape).transpose(1, 2)
+    with gathered_block(block):
+        layernorm = block.layernorm_before
+        # FSDP's mixed precision casts a unit's inputs in its forward hook, which this partial block bypasses.
+        normed = layernorm(hidden_states.to(layernorm.weight.dtype))
+        attention = block.attention
+        shape = (*normed.shape[:2], -1, attention.head_dim)
+        query = attention.q_proj(normed).view(shape).transpose(1, 2)
+        key = attention.k_proj(normed).view(shape).transpose(1, 2)
     return query, key
+
+
+@contextmanager
+def gathered_block(block: nn.Module) -> Iterator[None]:
+    """Inside: the full parameters of ``block`` when it is an FSDP2 unit (all-gathered, resharded on exit).
+
+    FSDP2 gathers a unit's parameters only around its ``forward``; code that calls its submodules directly, as the
+    score does with LayerNorm and Q/K, would meet sharded DTensors. Other modules pass through unchanged.
+    """
+    if not isinstance(block, FSDPModule):
+        yield
+        return
+    block.unshard()
+    try:
+        yield
+    finally:
+        block.reshard()
 
 
 @torch.no_grad()
@@ -149,6 +176,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 __all__ = [
     "full_image_tokens",
     "query_key_at",
+    "gathered_block",
     "teacher_scores",
     "load_pretrained_teacher",
     "build_teacher_from_config",

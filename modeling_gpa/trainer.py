@@ -26,6 +26,7 @@ from .checkpoint_files import checkpoint_problem
 from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from .data.image_inputs import ImageSettings
 from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
+from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .masking import progress_tensor
 from .streaming_trainer import StreamingTrainerMixin
 from .training_guards import TrainingGuardsMixin
@@ -118,9 +119,16 @@ class GPATrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         self._check_guard_arguments()
-        if not self.use_cpu and _world_size_from_launcher() > 1 and not torch.cuda.is_available():
+        _refuse_fsdp_without_gpus()
+        if (
+            not self.use_cpu
+            and _world_size_from_launcher() > 1
+            and not torch.cuda.is_available()
+            and not _deepspeed_from_launcher()
+        ):
             # A launcher started several processes on a machine without GPUs (e.g. accelerate's cpu_2proc.yaml):
             # without use_cpu each would train alone as rank 0 instead of joining one gloo process group.
+            # DeepSpeed runs on its CPU accelerator (DS_ACCELERATOR=cpu) only when use_cpu stays off.
             self.use_cpu = True
         self._set_loader_defaults()
         super().__post_init__()
@@ -182,6 +190,20 @@ class GPATrainingArguments(TrainingArguments):
 def _world_size_from_launcher() -> int:
     """Number of processes torchrun / accelerate launch started (1 when run directly)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _deepspeed_from_launcher() -> bool:
+    """Whether ``accelerate launch`` was given a DeepSpeed config (e.g. deepspeed_zero2.yaml)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def _refuse_fsdp_without_gpus() -> None:
+    """accelerate shards with FSDP only on GPUs: elsewhere it would quietly run DDP (or one process per rank)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not torch.cuda.is_available():
+        raise ValueError(
+            "FSDP (fsdp.yaml) needs GPUs: accelerate runs FSDP only on GPUs and on this machine would train with "
+            "DDP instead; launch with run_scripts/accelerate_configs/cpu_2proc.yaml on a machine without GPUs."
+        )
 
 
 class EMATeacherCallback(TrainerCallback):
@@ -257,9 +279,9 @@ class DeviceInputsMixin:
     """[`Trainer`] mixin: uint8 ``pixel_values`` from the input pipeline are normalised on the device.
 
     ``_prepare_inputs`` (called by ``training_step`` and ``prediction_step`` once the batch is on the device) turns
-    uint8 pixels into float32 with [`PixelNormalizer`]: the mean and std of the trainer's image processor
-    (``processing_class``), else the defaults for the model's channels. It also takes the names the pipeline lists
-    under ``unreadable_images`` out of the batch and adds them to ``unreadable_files["train"]`` or ``["eval"]``:
+    uint8 pixels into floats of [`pixel_dtype`] with [`PixelNormalizer`]: the mean and std of the trainer's image
+    processor (``processing_class``), else the defaults for the model's channels. It also takes the names the pipeline
+    lists under ``unreadable_images`` out of the batch and adds them to ``unreadable_files["train"]`` or ``["eval"]``:
     only batches that are trained on (or evaluated) count, and each file once however often it is met. The training
     set of names is saved in every checkpoint ([`UnreadableFilesCallback`]) and restored on resume.
     Batches of ``--image_decoding device`` carry undecoded JPEGs: they are decoded, cropped and flipped on the device
@@ -284,7 +306,7 @@ class DeviceInputsMixin:
             self.unreadable_files["train" if self.model.training else "eval"].update(unreadable)
         pixel_values = inputs.get("pixel_values")
         if pixel_values is not None and pixel_values.dtype == torch.uint8:
-            inputs["pixel_values"] = self.pixel_normalizer(pixel_values)
+            inputs["pixel_values"] = self.pixel_normalizer(pixel_values).to(self.pixel_dtype)
         return inputs
 
     @property
@@ -293,6 +315,19 @@ class DeviceInputsMixin:
         if "_unreadable_files" not in self.__dict__:
             self._unreadable_files = {"train": set(), "eval": set()}
         return self._unreadable_files
+
+    @property
+    def pixel_dtype(self) -> torch.dtype:
+        """dtype of the normalised pixels: the DeepSpeed engine's, else the model's weights'.
+
+        ``Trainer`` casts the floating inputs of a DeepSpeed batch to the engine's dtype (its bf16 or fp16 weights)
+        before this mixin makes the uint8 pixels floating, so they get that dtype here. Without DeepSpeed, an fp32
+        model keeps fp32 pixels (autocast and FSDP's mixed precision cast them themselves) and a model loaded in
+        bf16 gets bf16 ones.
+        """
+        if getattr(self, "is_deepspeed_enabled", False):
+            return self.accelerator.state.deepspeed_plugin.hf_ds_config.dtype()
+        return extract_model_from_parallel(self.model).dtype
 
     @property
     def unreadable_images(self) -> dict[str, int]:
@@ -390,6 +425,7 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, 
         # GPAForPreTraining.forward passes **kwargs to its encoder; it takes no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
         self.add_callback(EMATeacherCallback())
+        self.add_callback(BatchGeometryCallback())
         self._train_means = RunningMeans()
         self._eval_means = RunningMeans()
 
@@ -400,8 +436,11 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, 
         The random draws after the checkpoint (crops, flips, masks) are the uninterrupted run's only from a checkpoint
         at an epoch boundary, with the loader in this process or without persistent workers: inside an epoch
         ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and persistent
-        workers carry their own random state across epochs.
+        workers carry their own random state across epochs. On several nodes, ``output_dir`` must be shared storage;
+        a resume at another total batch than the checkpoint's is refused (`modeling_gpa.distributed`). Both raise
+        [`DistributedSetupError`] with a one-line message.
         """
+        check_output_dir_is_shared(self.args.output_dir)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -409,6 +448,8 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, 
                     f"no complete checkpoint in {self.args.output_dir} to resume from: train without "
                     "--resume_from_checkpoint or point it at a checkpoint directory."
                 )
+        if resume_from_checkpoint:
+            check_resume_geometry(resume_from_checkpoint, self.args)
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         unreadable = self.total_unreadable_images("train")
         if unreadable:

@@ -469,6 +469,17 @@ def test_a_pretrained_teacher_checkpoint_loads_without_the_teacher_path(tmp_path
     torch.testing.assert_close(loaded.compute_gpa(pixels()), model.compute_gpa(pixels()))
 
 
+def test_a_pretrained_teacher_checkpoint_loads_its_own_teacher_weights_while_the_teacher_path_exists(
+    tmp_path, teacher_dir
+):
+    model = GPAForPreTraining(GPAConfig(**tiny_kwargs(gpa_teacher="pretrained", gpa_teacher_name_or_path=teacher_dir)))
+    with torch.no_grad():
+        model.teacher.layers[0].attention.q_proj.weight.add_(1.0)
+    model.save_pretrained(tmp_path / "gpa")
+    loaded = GPAForPreTraining.from_pretrained(tmp_path / "gpa")
+    torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
+
+
 def test_teacher_with_another_patch_grid_is_rejected(tmp_path):
     ViTMAEForPreTraining(ViTMAEConfig(**tiny_kwargs(patch_size=7))).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="gpa_teacher_name_or_path.*patch grid"):

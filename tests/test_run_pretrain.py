@@ -1,5 +1,6 @@
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -161,6 +162,39 @@ def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     args = pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2")
     port = 29500 + os.getpid() % 1000
     check_two_cpu_processes_train_one_model("run_pretrain.py", args, output_dir, GPAForPreTraining, port)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install '.[deepspeed]')"
+)
+def test_deepspeed_zero2_bf16_trains_gpa_on_two_cpu_processes(images, tmp_path):
+    """deepspeed_zero2.yaml as shipped (ZeRO-2, bf16) on DeepSpeed's CPU accelerator, through tests/bf16_cpu_launch.py.
+
+    ``--ddp_backend gloo``: without a GPU, accelerate counts the processes of a DeepSpeed run only when given a backend.
+    """
+    output_dir = tmp_path / "zero2"
+    args = pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2", "--gpa_teacher", "ema")
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    command += ["run_scripts/accelerate_configs/deepspeed_zero2.yaml", "--num_processes", "2"]
+    command += ["--main_process_port", str(29500 + (os.getpid() + 3) % 1000), "tests/bf16_cpu_launch.py", *args]
+    command += ["--bf16", "--ddp_backend", "gloo"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "DS_BUILD_OPS": "0"}
+    process = subprocess.run(command, cwd=ROOT, env=environment, text=True, capture_output=True, timeout=240)
+    out = process.stdout + process.stderr
+    assert process.returncode == 0, out[-3000:]
+    assert "Process rank 0: trained to step 2." in out and "Process rank 1: trained to step 2." in out
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 8" in out
+    shards = sorted(path.name for path in (output_dir / "checkpoint-2" / "global_step2").iterdir())
+    assert shards == [
+        "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt",
+        "mp_rank_00_model_states.pt",
+    ]
+    losses = [entry for entry in json.loads((output_dir / "trainer_state.json").read_text())["log_history"]]
+    assert [entry["step"] for entry in losses if "loss" in entry] == [1, 2]
+    assert all(np.isfinite(entry["loss"]) and entry["gpa_loss"] > 0 for entry in losses if "loss" in entry)
+    model = GPAForPreTraining.from_pretrained(output_dir)
+    assert model.dtype == torch.bfloat16 and any(name.startswith("teacher.") for name in model.state_dict())
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):

@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from test_gpa import brute_force
@@ -115,3 +121,38 @@ def test_a_teacher_checkpoint_missing_encoder_weights_fails_clearly(tmp_path):
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=r"lacks 1 encoder weights \(first: 'layers.1.attention.k_proj.weight'\)"):
         load_pretrained_teacher(str(tmp_path))
+
+
+def test_every_teacher_trains_under_fsdp2_on_two_processes_as_one_unsharded_model(tmp_path):
+    """tests/fsdp_worker.py on two gloo processes, sharded as fsdp.yaml shards on GPUs (see its docstring)."""
+    port = 29500 + (os.getpid() + 7) % 1000
+    command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port)]
+    command += [str(Path(__file__).parent / "fsdp_worker.py"), str(tmp_path)]
+    process = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True, capture_output=True, timeout=240
+    )
+    assert process.returncode == 0, (process.stdout + process.stderr)[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    bf16 = results.pop("ema-mam-bf16")
+    assert sorted(results) == sorted(f"{t}-{m}" for t in ("self", "ema", "pretrained") for m in ("mam", "nomam"))
+    # bf16 (fsdp.yaml's policy): its first loss, before any step, is the fp32 model's up to bf16 rounding.
+    assert bf16["dtensor_parameters"] == bf16["parameters"] and bf16["trained_moved"] > 1e-2
+    assert bf16["first_losses"][0] == pytest.approx(bf16["first_losses"][1], rel=2e-2)
+    for name, result in results.items():
+        sharded_loss, unsharded_loss = result["first_losses"]
+        assert sharded_loss == pytest.approx(unsharded_loss, rel=1e-6), name
+        # Sharded for real: every parameter is a DTensor holding about half of its rows on each rank.
+        assert result["dtensor_parameters"] == result["parameters"], name
+        assert 0.45 < result["local_fraction"] < 0.6, name
+        # Two ranks on half batches take the steps of one model on the whole batch (3 steps of lr 1e-2 moved it 3e-2).
+        assert result["trained_moved"] > 1e-2, name
+        assert result["vs_reference_without_key_bias"] < 5e-5, name
+        assert result["vs_reference"] < 1e-3, name
+    for name in ("ema-mam", "ema-nomam"):
+        assert results[name]["teacher_moved"] > 1e-2
+    for name in ("ema-mam", "pretrained-mam"):
+        result = results[name]
+        assert result["teacher_tensors"] > 0 and result["loaded_vs_trained"] == 0.0
+        assert result["saved_auto_map"]["AutoModelForPreTraining"] == "modeling_gpa.GPAForPreTraining"
+        assert result["resumed_vs_uninterrupted_without_key_bias"] < 1e-6
+        assert result["resumed_vs_uninterrupted"] < 1e-4

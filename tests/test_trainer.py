@@ -273,6 +273,41 @@ def test_uint8_batches_are_normalised_with_the_processors_statistics_and_replace
     assert trainer.evaluate(eval_dataset=torch.utils.data.Subset(dataset, [1, 2]))["eval_unreadable_images"] == 0
 
 
+def test_uint8_batches_are_normalised_into_the_dtype_of_a_bf16_model_and_train(tmp_path):
+    """As under DeepSpeed bf16, whose engine holds bf16 weights: float32 pixels would stop the patch projection."""
+    from modeling_gpa.data import build_image_processor
+    from modeling_gpa.data.pipeline import collate_pixel_values
+
+    model = tiny_model(gpa_teacher="ema").to(torch.bfloat16)
+    dataset = Uint8Images(4)
+    seen = []
+    model.vit.embeddings.patch_embeddings.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+    processor = build_image_processor(28, 1, mean=[0.5], std=[0.25])
+    trainer = GPATrainer(
+        model=model,
+        args=arguments(tmp_path, max_steps=2),
+        train_dataset=dataset,
+        processing_class=processor,
+        data_collator=collate_pixel_values,
+    )
+    assert trainer.pixel_dtype == torch.bfloat16
+    batch = trainer._prepare_inputs(collate_pixel_values([dataset[1], dataset[2]]))
+    assert batch["pixel_values"].dtype == torch.bfloat16
+    expected = (dataset.pixels[1:3].float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(batch["pixel_values"].float(), expected, rtol=2**-8, atol=1e-6)
+    trainer.train()
+    assert trainer.state.global_step == 2 and set(seen) == {torch.bfloat16}
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in trainer.state.log_history if "loss" in entry)
+
+
+def test_fsdp_without_gpus_is_refused_in_one_line_instead_of_running_ddp(tmp_path, monkeypatch):
+    # What `accelerate launch --config_file fsdp.yaml` sets for each process.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^FSDP \(fsdp.yaml\) needs GPUs: .*/cpu_2proc\.yaml on a machine without"):
+        arguments(tmp_path)
+
+
 def test_loader_defaults_keep_workers_fed_unless_the_flags_say_otherwise(tmp_path):
     with_workers = arguments(tmp_path, dataloader_num_workers=2)
     assert with_workers.dataloader_persistent_workers and with_workers.dataloader_prefetch_factor == 4

@@ -1,0 +1,136 @@
+"""Resuming on another world size, and nodes without shared storage, with real accelerate launches on 127.0.0.1."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny import config_overrides, script_args, write_image_folders
+
+from modeling_gpa.distributed import BatchGeometry, recorded_geometry, suggestion
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "run_scripts"))
+import run_pretrain  # noqa: E402
+
+OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
+# The schedule numbers a resumed run must continue exactly.
+SCHEDULE_KEYS = ("epoch", "learning_rate", "hard_fraction", "soft_fraction", "random_fraction")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """16 gray 28x28 training PNGs: two steps per epoch at a total batch of 8."""
+    return write_image_folders(
+        tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    )
+
+
+def pretrain_args(images: Path, output_dir: Path, *extra: str) -> list[str]:
+    settings = ["--config_overrides", OVERRIDES, "--max_steps", "4", "--save_steps", "2"]
+    settings += ["--base_learning_rate", "1e-3", "--warmup_steps", "1"]
+    settings += ["--hard_ratio_end", "1.0", "--soft_ratio_start", "0.5"]
+    args = script_args(images, output_dir, *settings, *extra)
+    return [arg for arg in args if arg not in ("--validation_dir", str(images / "val"))]
+
+
+def launch(images: Path, output_dir: Path, *accelerate_args: str) -> subprocess.Popen:
+    """``accelerate launch`` of run_pretrain.py with cpu_2proc.yaml and ``accelerate_args``, one thread a process.
+
+    A local disk shows new files at once: the shared-storage check waits 1 s, not 60."""
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", *accelerate_args]
+    command += ["run_scripts/run_pretrain.py", *pretrain_args(images, output_dir)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "GPA_SHARED_STORAGE_WAIT_S": "1"}
+    return subprocess.Popen(
+        command, cwd=ROOT, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def logged_steps(output_dir: Path) -> dict[int, dict]:
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    return {entry["step"]: entry for entry in history if "loss" in entry}
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch(images, tmp_path, capsys):
+    two = tmp_path / "two"
+    process = launch(images, two, "--main_process_port", str(29500 + (os.getpid() + 11) % 1000))
+    out, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, out[-3000:]
+    assert recorded_geometry(str(two / "checkpoint-2")) == BatchGeometry(2, 4, 1)
+    saved = json.loads((two / "checkpoint-2" / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert saved["BatchGeometryCallback"]["attributes"] == {"total_train_batch_size": 8}
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copytree(two / "checkpoint-2", one / "checkpoint-2")
+    with pytest.raises(SystemExit) as refused:
+        run_pretrain.main(pretrain_args(images, one))
+    message = str(refused.value.code)
+    assert "\n" not in message
+    assert message.startswith(f"run_pretrain.py: error: {one / 'checkpoint-2'} was trained at a total batch of 8 (2 ")
+    assert "this run's is 4 (1 process x 4 per device x 1 accumulation step)" in message
+    assert "resume with a total batch of 8 (--gradient_accumulation_steps 2)" in message
+    assert sorted(path.name for path in one.iterdir()) == ["checkpoint-2"]
+
+    run_pretrain.main(pretrain_args(images, one, "--gradient_accumulation_steps", "2"))
+    resumed, uninterrupted = logged_steps(one), logged_steps(two)
+    assert sorted(resumed) == sorted(uninterrupted) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert {key: resumed[step][key] for key in SCHEDULE_KEYS} == pytest.approx(
+            {key: uninterrupted[step][key] for key in SCHEDULE_KEYS}
+        )
+    assert recorded_geometry(str(one / "checkpoint-4")) == BatchGeometry(1, 4, 2)
+
+
+def test_nodes_that_do_not_share_the_output_dir_stop_at_start_in_one_line(images, tmp_path):
+    """Two launches of one process each, as two nodes on 127.0.0.1, each with its own --output_dir."""
+    port = str(29500 + (os.getpid() + 13) % 1000)
+    nodes = [
+        launch(
+            images,
+            tmp_path / f"node{rank}",
+            *("--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2"),
+            *("--main_process_ip", "127.0.0.1", "--main_process_port", port),
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    expected = f"run_pretrain.py: error: --output_dir {tmp_path / 'node0'} must be shared storage: process rank(s) 1 on"
+    for node, out in zip(nodes, outputs, strict=True):
+        assert node.returncode != 0, out[-3000:]
+    assert expected in outputs[0]
+    assert "must be shared storage: process rank(s) 1 on other nodes do not see the file rank 0 wrote" in outputs[1]
+    for rank in (0, 1):
+        assert not list((tmp_path / f"node{rank}").glob("checkpoint-*"))
+    assert not list((tmp_path / "node0").glob(".shared-storage-check*"))
+
+
+def test_the_suggested_flags_reach_the_checkpoints_total_batch():
+    assert suggestion(8, BatchGeometry(1, 4, 1)) == "--gradient_accumulation_steps 2"
+    assert suggestion(12, BatchGeometry(2, 8, 1)) == "--per_device_train_batch_size 6"
+    assert BatchGeometry(2, 6, 1).total_train_batch_size == 12
+
+
+def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_records_it(tmp_path, caplog):
+    from test_trainer import ImageDataset, arguments, tiny_model
+
+    from modeling_gpa.trainer import GPATrainer
+
+    settings = dict(max_steps=2, save_strategy="steps", save_steps=2)
+    GPATrainer(model=tiny_model(), args=arguments(tmp_path, **settings), train_dataset=ImageDataset(4)).train()
+    state_file = tmp_path / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["BatchGeometryCallback"]
+    state_file.write_text(json.dumps(state))
+
+    settings["max_steps"] = 4
+    trainer = GPATrainer(model=tiny_model(), args=arguments(tmp_path, **settings), train_dataset=ImageDataset(4))
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 4
+    assert "records no world size or total batch (saved by an older version)" in caplog.text
+    assert recorded_geometry(str(tmp_path / "checkpoint-4")) == BatchGeometry(1, 2, 1)
