@@ -22,6 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 from transformers.utils import logging
 
 from .data.streaming import StreamingImageDataset
+from .distributed import DistributedSetupError
 
 logger = logging.get_logger(__name__)
 
@@ -81,7 +82,7 @@ class StreamingTrainerMixin:
         with open(path) as file:
             saved = json.load(file)
         if saved["world_size"] != self.args.world_size:
-            raise ValueError(
+            raise DistributedSetupError(
                 f"{checkpoint} was written by {saved['world_size']} processes streaming their own shards, but this "
                 f"run has {self.args.world_size}: resume with {saved['world_size']} processes, or start a new "
                 "--output_dir"

@@ -106,6 +106,13 @@ def test_two_processes_resume_a_killed_stream_without_replaying_an_image(shards,
     for step, fraction in fractions.items():
         assert fraction == pytest.approx(0.5 * (step - 1) / MAX_STEPS)
 
+    # One process at the same total batch: each process's place in its own shards cannot be merged into one.
+    one_process = stream_args(shards, tmp_path / "one", "--max_steps", str(MAX_STEPS), "--dataloader_num_workers", "0")
+    one_process += ["--per_device_train_batch_size", str(2 * BATCH)]
+    one_process += ["--resume_from_checkpoint", str(output_dir / "checkpoint-4")]
+    with pytest.raises(SystemExit, match="written by 2 processes streaming their own shards, but this run has 1"):
+        run_pretrain.main(one_process)
+
 
 def test_epochs_over_a_stream_need_its_number_of_examples(shards, tmp_path):
     wds = tmp_path / "wds"
