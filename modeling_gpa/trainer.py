@@ -24,8 +24,9 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, loggi
 
 from .checkpoint_files import checkpoint_problem
 from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
+from .data.encoded_images import ENCODED_KEY
 from .data.image_inputs import ImageSettings
-from .data.pipeline import ENCODED_KEY, UNREADABLE_KEY, PixelNormalizer
+from .data.pipeline import UNREADABLE_KEY, PixelNormalizer
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .masking import progress_tensor
 from .streaming_trainer import StreamingTrainerMixin

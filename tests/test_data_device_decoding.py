@@ -19,14 +19,13 @@ from transformers import TrainingArguments
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data.device_decoding import (
-    ENCODED_KEY,
     DeviceDecodingImageDataset,
     DeviceDecodingUnavailable,
-    EncodedImages,
     decode_on_device,
     exif_transpose_tensor,
     nvjpeg_decoder,
 )
+from modeling_gpa.data.encoded_images import ENCODED_KEY, EncodedImages
 from modeling_gpa.data.pipeline import (
     ImageDataset,
     TrainCrop,

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from modeling_gpa.data.device_decoding import ENCODED_KEY, DeviceDecodingImageDataset, decode_on_device
+from modeling_gpa.data.device_decoding import DeviceDecodingImageDataset, decode_on_device
+from modeling_gpa.data.encoded_images import ENCODED_KEY
 from modeling_gpa.data.pipeline import EvalCrop, ImageDataset, TrainCrop, collate_pixel_values
 from modeling_gpa.data.shards import prepare_shards
 from modeling_gpa.data.streaming import NodeSplit, StreamingImageDataset, load_image_streams, split_stream

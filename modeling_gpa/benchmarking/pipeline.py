@@ -44,8 +44,8 @@ from ..data.device_decoding import (
     decode_on_device,
     nvjpeg_decoder,
 )
+from ..data.encoded_images import ENCODED_KEY
 from ..data.pipeline import (
-    ENCODED_KEY,
     ImageDataset,
     PixelNormalizer,
     TrainCrop,

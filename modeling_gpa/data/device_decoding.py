@@ -27,14 +27,13 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
+from .encoded_images import ENCODED_KEY, EncodedImages, EncodedJpeg
 from .pipeline import (
-    ENCODED_KEY,
     ImageDataset,
     TrainCrop,
     UnreadableImageError,
@@ -56,39 +55,6 @@ PIL_MODES = {1: "L", 3: "RGB"}
 
 class DeviceDecodingUnavailable(ValueError):
     """``--image_decoding device`` on a machine without torchvision's CUDA JPEG decoder; the message says what to do."""
-
-
-@dataclass
-class EncodedJpeg:
-    """One undecoded JPEG and the crop to take from it: ``data`` (N,) uint8 file bytes, ``box`` (top, left, h, w)."""
-
-    data: torch.Tensor
-    box: tuple[int, int, int, int]
-    flip: bool
-    name: str
-    image_size: int
-    num_channels: int
-    strict: bool = False
-    orientation: int = 1
-
-
-@dataclass
-class EncodedImages:
-    """A batch's undecoded JPEGs (at least one): ``jpegs[i]`` goes to row ``positions[i]`` of the (B, C, S, S) batch.
-
-    Not a tensor and without ``.to``, so accelerate and the DataLoader's pin-memory thread pass it through as it is:
-    the bytes stay on the host, where nvJPEG reads them.
-    """
-
-    jpegs: list[EncodedJpeg]
-    positions: list[int]
-    batch_size: int
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        """(B, C, S, S) of the decoded batch."""
-        first = self.jpegs[0]
-        return (self.batch_size, first.num_channels, first.image_size, first.image_size)
 
 
 class DeviceDecodingImageDataset(ImageDataset):
@@ -133,22 +99,6 @@ class DeviceDecodingImageDataset(ImageDataset):
             orientation,
         )
         return {ENCODED_KEY: jpeg}
-
-
-def collate_encoded(examples: list[dict]) -> dict[str, Any]:
-    """Examples of [`DeviceDecodingImageDataset`], at least one a JPEG -> ``{"encoded_images": EncodedImages}`` plus,
-    when some images were decoded in the worker, ``"pixel_values"`` (B, C, S, S) uint8 holding them (zeros where a
-    JPEG goes)."""
-    positions = [i for i, example in enumerate(examples) if ENCODED_KEY in example]
-    encoded = EncodedImages([examples[i][ENCODED_KEY] for i in positions], positions, len(examples))
-    batch: dict[str, Any] = {ENCODED_KEY: encoded}
-    if len(positions) < len(examples):
-        pixels = torch.zeros(encoded.shape, dtype=torch.uint8)
-        for i, example in enumerate(examples):
-            if ENCODED_KEY not in example:
-                pixels[i] = example["pixel_values"]
-        batch["pixel_values"] = pixels
-    return batch
 
 
 def exif_transpose_tensor(image: torch.Tensor, orientation: int) -> torch.Tensor:
@@ -268,12 +218,8 @@ def nvjpeg_decoder(device: torch.device) -> JpegDecoder:
 
 
 __all__ = [
-    "ENCODED_KEY",
     "DeviceDecodingImageDataset",
     "DeviceDecodingUnavailable",
-    "EncodedImages",
-    "EncodedJpeg",
-    "collate_encoded",
     "crop_resize",
     "decode_on_device",
     "exif_transpose_tensor",

@@ -33,14 +33,14 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 from torch.utils.data import Dataset, default_collate
 
+from .encoded_images import ENCODED_KEY, collate_encoded
+
 logger = logging.getLogger(__name__)
 
 # ImageNet's per-channel mean and std, in [0, 1]: the default normalisation of a 3-channel model.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNREADABLE_KEY = "unreadable_images"
-# Undecoded JPEGs of a batch, decoded on the training device (modeling_gpa.data.device_decoding).
-ENCODED_KEY = "encoded_images"
 # An image that fails to decode is replaced by the next one; this many failures in a row mean the data is broken.
 MAX_UNREADABLE_IN_A_ROW = 100
 EXIF_ORIENTATION = ExifTags.Base.Orientation
@@ -363,12 +363,9 @@ def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
     In a DataLoader worker the batch is stacked straight into shared memory (as torch's `default_collate` does).
     When some images were unreadable, ``"unreadable_images"`` lists their names (pop it before calling a model).
     Examples holding undecoded JPEGs (device decoding) are gathered by
-    `modeling_gpa.data.device_decoding.collate_encoded` instead.
+    `modeling_gpa.data.encoded_images.collate_encoded` instead.
     """
     if any(ENCODED_KEY in example for example in examples):
-        # Imported here: device_decoding builds on this module.
-        from .device_decoding import collate_encoded
-
         batch = collate_encoded(examples)
     else:
         batch = {"pixel_values": default_collate([example["pixel_values"] for example in examples])}
