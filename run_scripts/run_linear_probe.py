@@ -6,12 +6,12 @@
 
 ``BatchNorm1d(affine=False) + Linear`` (weights trunc_normal, std 0.01) on the frozen encoder's CLS token (after its
 final norm; ``--pooling mean`` for the patches' mean), trained for 90 epochs (10 of warm-up, cosine after) of batch
-16384 at lr = blr x batch / 256 with blr 0.1 (lr 6.4), no weight decay, with timm's LARS (``--optimizer sgd``: SGD
-with momentum 0.9, the GPA release's probe). ``--augment rrc`` (the default, MAE's): every epoch draws a new
-RandomResizedCrop (scale 0.08-1, bicubic) and flip of each training image and passes it through the encoder, up to
-``--feature_batch_size`` images at a time, the batch's features gathered before each step. ``--augment none``:
-features computed once on the evaluation crop, much faster, not MAE's protocol. Evaluation: the evaluation crop,
-top-1 and top-5. Writes ``<output_dir>/results.json`` and prints a one-line summary.
+16384 (all images when fewer) at lr = blr x batch / 256 with blr 0.1 (lr 6.4), no weight decay, with timm's LARS
+(``--optimizer sgd``: SGD with momentum 0.9, the GPA release's probe). ``--augment rrc`` (the default, MAE's): every
+epoch draws a new RandomResizedCrop (scale 0.08-1, bicubic) and flip of each training image and passes it through
+the encoder, up to ``--feature_batch_size`` images at a time, the batch's features gathered before each step.
+``--augment none``: features computed once on the evaluation crop, much faster, not MAE's protocol. Evaluation: the
+evaluation crop, top-1 and top-5. Writes ``<output_dir>/results.json`` and prints a one-line summary.
 """
 
 from __future__ import annotations
@@ -60,10 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--epochs, --batch_size and --feature_batch_size must be positive.")
     if not 0 <= args.warmup_epochs <= args.epochs:
         parser.error("--warmup_epochs must be in [0, --epochs].")
-    if args.lr is None:
-        args.lr = args.blr * args.batch_size / 256
-    if args.lr <= 0:
-        parser.error(f"the learning rate must be positive; got {args.lr}.")
+    if (args.lr if args.lr is not None else args.blr) <= 0:
+        parser.error("the learning rate (--lr or --blr) must be positive.")
     return args
 
 
@@ -76,9 +74,13 @@ def main(argv: list[str] | None = None) -> dict:
     eval_features, eval_labels = labelled_features(
         encoder, data["eval"], args.pooling, args.feature_batch_size, args.device, normalizer=data["normalizer"]
     )
+    # A split smaller than the batch trains on full batches; the lr follows the batch actually used (MAE's rule).
+    num_train = len(data["splits"]["train"])
+    batch_size = min(args.batch_size, num_train)
+    lr = args.lr if args.lr is not None else args.blr * batch_size / 256
     schedule = dict(
         epochs=args.epochs,
-        lr=args.lr,
+        lr=lr,
         optimizer=args.optimizer,
         weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs,
@@ -88,14 +90,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     if args.augment == "rrc":
         crop = TrainCrop(config.image_size, config.num_channels, scale=MAE_LINEAR_PROBE["crop_scale"])
-        train = with_crop(data, crop)
-        num_train = len(train)
         probe = train_augmented_linear_probe(
             encoder,
-            train,
+            with_crop(data, crop),
             data["num_classes"],
             pooling=args.pooling,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             feature_batch_size=args.feature_batch_size,
             normalizer=data["normalizer"],
             num_workers=args.num_workers,
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
             encoder, data["train"], args.pooling, args.feature_batch_size, args.device, normalizer=data["normalizer"]
         )
         check_features(train_features, eval_features)
-        num_train = len(train_labels)
-        probe = train_linear_probe(
-            train_features, train_labels, data["num_classes"], batch_size=args.batch_size, **schedule
-        )
+        probe = train_linear_probe(train_features, train_labels, data["num_classes"], batch_size=batch_size, **schedule)
     metrics = probe_metrics(probe, eval_features, eval_labels)
     results = {
         **metrics,
@@ -119,8 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
         "optimizer": args.optimizer,
         "epochs": args.epochs,
         "warmup_epochs": args.warmup_epochs,
-        "lr": args.lr,
-        "batch_size": min(args.batch_size, num_train),
+        "lr": lr,
+        "blr": lr * 256 / batch_size,
+        "batch_size": batch_size,
         "encoder": "swin" if is_swin(config) else "vit",
         "num_train": num_train,
         "num_eval": len(eval_labels),

@@ -115,7 +115,7 @@ def test_linear_probe_script_learns_the_bands(image_folder, checkpoint, tmp_path
 def test_linear_probe_script_defaults_are_maes(tmp_path):
     args = run_linear_probe.parse_args(["--model_name_or_path", "x", "--output_dir", str(tmp_path)])
     assert (args.augment, args.optimizer, args.epochs, args.warmup_epochs) == ("rrc", "lars", 90, 10)
-    assert (args.batch_size, args.blr, args.lr, args.weight_decay, args.pooling) == (16384, 0.1, 6.4, 0.0, "cls")
+    assert (args.batch_size, args.blr, args.lr, args.weight_decay, args.pooling) == (16384, 0.1, None, 0.0, "cls")
 
 
 def _resolved(argv: list[str], num_train: int = 1_281_167):
