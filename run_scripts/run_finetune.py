@@ -274,7 +274,8 @@ def mixup_of(recipe: FinetuneRecipe, num_classes: int) -> Mixup | None:
 
 
 def build_model(args: FinetuneArguments, recipe: FinetuneRecipe, config, id2label: dict[int, str], image_size: int):
-    """timm ViT classifier of the checkpoint (``TimmWrapperForImageClassification``), or a Swin classifier."""
+    """timm ViT classifier of the checkpoint (``TimmWrapperForImageClassification``), or a Swin classifier (which
+    always pools by average: ``--pooling cls`` is refused, the ``plain`` recipe's CLS does not apply)."""
     if not is_swin(config):
         return timm_classifier(
             args.model_name_or_path,
@@ -284,7 +285,7 @@ def build_model(args: FinetuneArguments, recipe: FinetuneRecipe, config, id2labe
             drop_path=recipe.drop_path,
             head_init_std=recipe.head_init_std,
         )
-    if recipe.pooling == "cls":
+    if args.pooling == "cls":
         raise ValueError(SWIN_HAS_NO_CLS.replace("mean", "avg"))
     if image_size != config.image_size:
         raise ValueError(f"--image_size {image_size}: a Swin fine-tunes at its pretraining size {config.image_size}.")
