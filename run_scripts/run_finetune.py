@@ -137,6 +137,14 @@ class FinetuneTrainer(DeviceInputsMixin, Trainer):
             )
         return self.optimizer
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        # MAE drops the last incomplete training batch (timm's Mixup also needs even ones) but evaluates every image.
+        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, False
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.args.dataloader_drop_last = drop_last
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if model.training:
@@ -306,20 +314,22 @@ def build_model(args: FinetuneArguments, recipe: FinetuneRecipe, config, id2labe
 
 
 def topk_metrics(eval_prediction) -> dict[str, float]:
-    """``compute_metrics`` for Trainer: top-1 and top-5 accuracy of the logits (timm's ``accuracy``)."""
+    """``compute_metrics`` for Trainer: top-1 and top-5 accuracy of the logits (timm's ``accuracy``) and how many
+    images they cover."""
     logits, labels = eval_prediction.predictions, eval_prediction.label_ids
     logits = logits[0] if isinstance(logits, tuple) else logits
-    return top1_top5(torch.as_tensor(logits), torch.as_tensor(labels))
+    return top1_top5(torch.as_tensor(logits), torch.as_tensor(labels)) | {"images": len(labels)}
 
 
 def epoch_metrics(log_history: list[dict]) -> list[dict]:
-    """Each evaluation Trainer logged: epoch, top-1, top-5 and loss."""
+    """Each evaluation Trainer logged: epoch, top-1, top-5, loss and images evaluated."""
     return [
         {
             "epoch": entry["epoch"],
             "top1_accuracy": entry["eval_top1_accuracy"],
             "top5_accuracy": entry["eval_top5_accuracy"],
             "eval_loss": entry["eval_loss"],
+            "images": entry["eval_images"],
         }
         for entry in log_history
         if "eval_top1_accuracy" in entry

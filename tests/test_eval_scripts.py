@@ -184,6 +184,8 @@ def test_finetune_script_trains_maes_recipe_with_mixup_and_reports_each_epoch(im
     assert results["recipe"]["name"] == "mae" and results["recipe"]["mixup"] == 0.8
     assert results["learning_rate"] == pytest.approx(0.1 * 8 / 256)
     assert [entry["epoch"] for entry in results["per_epoch"]] == [1.0, 2.0]
+    # Training drops its last incomplete batch (MAE's loader); evaluation sees all 12 images in batches of 8.
+    assert [entry["images"] for entry in results["per_epoch"]] == [12, 12]
     assert results["top1_accuracy"] == results["per_epoch"][-1]["top1_accuracy"]
     assert results["best_top1_accuracy"] == max(entry["top1_accuracy"] for entry in results["per_epoch"])
     assert results["top5_accuracy"] == 1.0 and np.isfinite(results["eval_loss"])
