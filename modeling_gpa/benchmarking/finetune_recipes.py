@@ -174,7 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    report = {"command": command, **header, "commands": {k: shlex.join(v) for k, v in commands.items()}}
+    # The scripts' paths relative to the checkout, so the record reads the same on every machine.
+    root = str(RUN_SCRIPTS.parent) + os.sep
+    recorded = {name: shlex.join(["python", *command]).replace(root, "") for name, command in commands.items()}
+    report = {"command": command, **header, "commands": recorded}
     report["results"] = results
     output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(results, command, header))
