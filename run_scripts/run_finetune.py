@@ -31,6 +31,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
+from PIL import ImageOps
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
@@ -222,11 +223,30 @@ def apply_recipe(recipe: FinetuneRecipe, training_args: TrainingArguments, given
     return {"total_batch_size": total, "learning_rate": training_args.learning_rate, "world_size": world}
 
 
+def posterize(image, bits_to_keep: int, **_):
+    """timm's posterize op, also at 0 bits: RandAugment's ``PosterizeIncreasing`` asks for 0 bits at magnitude 10,
+    which Pillow 13 refuses; the Pillow MAE ran on kept no bit, a black image, and so does this."""
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return image.point(lambda _: 0)
+    return ImageOps.posterize(image, bits_to_keep)
+
+
+def use_zero_bit_posterize() -> None:
+    """Points timm's posterize ops at [`posterize`]; RandAugment ops built afterwards use it."""
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = posterize
+
+
 def train_transform(recipe: FinetuneRecipe, image_size: int, num_channels: int, mean, std):
     """PIL image -> (C, S, S) training input: timm's ``create_transform`` (float, normalised) or the pretraining crop
     (uint8, normalised on the device)."""
     if recipe.train_augment == "pretraining":
         return TrainCrop(image_size, num_channels, scale=recipe.crop_scale)
+    use_zero_bit_posterize()
     transform = create_transform(
         image_size,
         is_training=True,

@@ -148,6 +148,18 @@ def test_finetune_script_resolves_maes_recipe(size):
     assert training_args.dataloader_drop_last and training_args.eval_strategy == "epoch"
 
 
+def test_randaugment_posterize_at_full_magnitude_gives_black_as_old_pillow():
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp
+
+    run_finetune.use_zero_bit_posterize()
+    image = Image.fromarray(np.full((8, 8), 200, dtype=np.uint8))
+    # PosterizeIncreasing keeps 4 - int(magnitude / 10 * 4) bits: none at magnitude 10.
+    posterized = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(image)
+    assert np.array(posterized).max() == 0 and posterized.mode == "L"
+    assert np.array(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)(image)).max() == 192
+
+
 def test_finetune_script_flags_win_over_the_recipe():
     recipe, training_args, resolved = _resolved(
         ["--recipe", "gpa_released", "--total_batch_size", "256", "--per_device_train_batch_size", "32"]
