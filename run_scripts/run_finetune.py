@@ -39,7 +39,7 @@ from transformers import AutoConfig, HfArgumentParser, SwinForImageClassificatio
 
 from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import collate_pixel_values_and_labels, with_pixel_values
-from modeling_gpa.data.pipeline import TrainCrop, to_num_channels
+from modeling_gpa.data.pipeline import PixelNormalizer, TrainCrop, to_num_channels
 from modeling_gpa.evaluation import (
     MODEL_SIZES,
     RECIPES,
@@ -121,6 +121,13 @@ class FinetuneTrainer(DeviceInputsMixin, Trainer):
             self.train_loss = LabelSmoothingCrossEntropy(smoothing=label_smoothing)
         else:
             self.train_loss = nn.CrossEntropyLoss()
+
+    @property
+    def pixel_normalizer(self) -> PixelNormalizer:
+        """uint8 -> float32 with the image processor's mean and std (a timm model's config has no channel count)."""
+        if "_pixel_normalizer" not in self.__dict__:
+            self._pixel_normalizer = PixelNormalizer(self.processing_class.image_mean, self.processing_class.image_std)
+        return self._pixel_normalizer
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         if self.optimizer is None:

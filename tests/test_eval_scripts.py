@@ -212,6 +212,15 @@ def test_finetune_script_trains_maes_recipe_with_mixup_and_reports_each_epoch(im
     assert tuned.shape == pretrained.shape and not torch.equal(tuned, pretrained)
 
 
+def test_finetune_script_trains_the_plain_recipe_on_uint8_batches(image_folder, checkpoint, tmp_path):
+    args = ["--model_name_or_path", str(checkpoint), "--recipe", "plain", "--num_train_epochs", "1"]
+    args += ["--report_to", "none", "--save_strategy", "no", "--use_cpu"]
+    results = run_finetune.main(args + data_args(image_folder, tmp_path))
+    assert results["total_batch_size"] == 8 and results["learning_rate"] == 5e-5 and results["max_grad_norm"] == 1.0
+    assert results["recipe"]["pooling"] == "cls" and results["per_epoch"][-1]["images"] == 12
+    assert np.isfinite(results["eval_loss"]) and 0.0 <= results["top1_accuracy"] <= 1.0
+
+
 def test_finetune_script_fine_tunes_a_swin_simmim_checkpoint(image_folder, swin_checkpoint, tmp_path):
     args = ["--model_name_or_path", str(swin_checkpoint), "--num_train_epochs", "1", "--warmup_epochs", "0"]
     args += ["--total_batch_size", "8"]
