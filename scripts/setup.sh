@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent setup: .venv with CPU torch 2.13.0, this package editable with its dev extras, and Fashion-MNIST.
+# Idempotent setup: .venv with torch 2.14.1 + torchvision 0.29.1, this package editable with its dev extras (timm
+# among its dependencies), and Fashion-MNIST.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +12,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check --quiet)
 
-# torch first and pinned: this version is the CPU build on the local disk; any other resolves to GBs of CUDA wheels.
-if ! .venv/bin/python -c 'import sys, torch; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
-    echo "Installing torch 2.13.0 (CPU)"
-    "${pip[@]}" install torch==2.13.0
+# torch and torchvision first, pinned together: torchvision's compiled ops work only with the torch they were built
+# for, and this pair (the CUDA build, which also runs on the CPU) is the one the package index here serves.
+if ! .venv/bin/python -c '
+import sys, torch, torchvision
+sys.exit(torch.__version__.split("+")[0] != "2.14.1" or torchvision.__version__.split("+")[0] != "0.29.1")
+' 2>/dev/null; then
+    echo "Installing torch 2.14.1 and torchvision 0.29.1"
+    "${pip[@]}" install torch==2.14.1 torchvision==0.29.1
 fi
 
 # Reinstall only when the package metadata changed (the install is editable: code changes need nothing).

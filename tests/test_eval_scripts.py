@@ -11,7 +11,13 @@ import pytest
 import torch
 from PIL import Image
 from tiny import swin_student, tiny_kwargs
-from transformers import BertConfig, BertModel, SwinForImageClassification, SwinForMaskedImageModeling
+from transformers import (
+    AutoModelForImageClassification,
+    BertConfig,
+    BertModel,
+    SwinForImageClassification,
+    SwinForMaskedImageModeling,
+)
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 
@@ -91,42 +97,145 @@ def test_knn_script_evaluates_a_swin_simmim_checkpoint_by_mean_pooling(image_fol
     assert not (tmp_path / "cls").exists()
 
 
-@pytest.mark.parametrize("optimizer", ["lars", "sgd"])
-def test_linear_probe_script_learns_the_bands(image_folder, checkpoint, tmp_path, capsys, optimizer):
+@pytest.mark.parametrize(("optimizer", "augment"), [("lars", "rrc"), ("sgd", "none")])
+def test_linear_probe_script_learns_the_bands(image_folder, checkpoint, tmp_path, capsys, optimizer, augment):
     args = ["--model_name_or_path", str(checkpoint), "--optimizer", optimizer, "--epochs", "40", "--batch_size", "4"]
-    args += ["--warmup_epochs", "2", "--max_train_samples", "21", "--device", "cpu"]
+    args += ["--warmup_epochs", "2", "--max_train_samples", "21", "--device", "cpu", "--augment", augment]
+    # LARS steps a share of the weight norm: at batch 4, MAE's lr 6.4 (blr 0.1 at batch 16384) is blr 409.6.
+    args += ["--blr", "409.6" if optimizer == "lars" else "0.1"]
     results = run_linear_probe.main(args + data_args(image_folder, tmp_path))
-    assert results["num_train"] == 21
+    assert results["num_train"] == 21 and results["augment"] == augment
+    assert results["lr"] == pytest.approx(6.4 if optimizer == "lars" else 0.1 * 4 / 256)
     # Bright bands at three heights are linearly separable even in a random encoder's features.
-    assert results["accuracy"] > 0.6
-    assert "linear probe (" in capsys.readouterr().out
+    assert results["top1_accuracy"] > 0.6 and results["top5_accuracy"] == 1.0
+    assert results["accuracy"] == pytest.approx(results["top1_accuracy"])
+    assert f"linear probe ({optimizer}, augment {augment}" in capsys.readouterr().out
 
 
-def test_finetune_script_trains_with_layer_decay_and_mixup(image_folder, checkpoint, tmp_path):
-    args = ["--model_name_or_path", str(checkpoint), "--num_train_epochs", "1", "--per_device_train_batch_size", "8"]
-    args += ["--per_device_eval_batch_size", "8", "--learning_rate", "1e-3", "--layer_decay", "0.65", "--mixup", "0.8"]
-    args += ["--cutmix", "1.0", "--label_smoothing", "0.1", "--report_to", "none", "--save_strategy", "no"]
-    args += ["--use_cpu"]
+def test_linear_probe_script_defaults_are_maes(tmp_path):
+    args = run_linear_probe.parse_args(["--model_name_or_path", "x", "--output_dir", str(tmp_path)])
+    assert (args.augment, args.optimizer, args.epochs, args.warmup_epochs) == ("rrc", "lars", 90, 10)
+    assert (args.batch_size, args.blr, args.lr, args.weight_decay, args.pooling) == (16384, 0.1, None, 0.0, "cls")
+
+
+def _resolved(argv: list[str], num_train: int = 1_281_167):
+    """run_finetune.py's recipe and Trainer settings for ``argv``, without loading data or a model."""
+    args, training_args, given = run_finetune.parse(["--model_name_or_path", "x", "--output_dir", "o", *argv])
+    recipe = run_finetune.resolve_recipe(args)
+    return recipe, training_args, run_finetune.apply_recipe(recipe, training_args, given, num_train)
+
+
+# What main_finetune.py trains with for FINETUNE.md's ViT-B/16 and ViT-L/16 commands (one process here).
+MAE_TRAINER_SETTINGS = {
+    "base": {"learning_rate": 5e-4 * 1024 / 256, "num_train_epochs": 100, "drop_path": 0.1, "layer_decay": 0.65},
+    "large": {"learning_rate": 1e-3 * 1024 / 256, "num_train_epochs": 50, "drop_path": 0.2, "layer_decay": 0.75},
+}
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_finetune_script_resolves_maes_recipe(size):
+    recipe, training_args, resolved = _resolved(["--model_size", size, "--use_cpu"])
+    expected = MAE_TRAINER_SETTINGS[size]
+    assert resolved["total_batch_size"] == 1024
+    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 1024
+    assert training_args.learning_rate == pytest.approx(expected["learning_rate"])
+    assert training_args.num_train_epochs == expected["num_train_epochs"]
+    assert (recipe.drop_path, recipe.layer_decay) == (expected["drop_path"], expected["layer_decay"])
+    assert training_args.warmup_steps == pytest.approx(5 / expected["num_train_epochs"])
+    assert training_args.max_grad_norm == 0.0 and training_args.weight_decay == 0.05
+    assert training_args.lr_scheduler_type == "cosine_with_min_lr"
+    assert training_args.lr_scheduler_kwargs == {"min_lr": 1e-6}
+    assert training_args.dataloader_drop_last and training_args.eval_strategy == "epoch"
+
+
+def test_randaugment_posterize_at_full_magnitude_gives_black_as_old_pillow():
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp
+
+    run_finetune.use_zero_bit_posterize()
+    image = Image.fromarray(np.full((8, 8), 200, dtype=np.uint8))
+    # PosterizeIncreasing keeps 4 - int(magnitude / 10 * 4) bits: none at magnitude 10.
+    posterized = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(image)
+    assert np.array(posterized).max() == 0 and posterized.mode == "L"
+    assert np.array(AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)(image)).max() == 192
+
+
+def test_finetune_script_flags_win_over_the_recipe():
+    recipe, training_args, resolved = _resolved(
+        ["--recipe", "gpa_released", "--total_batch_size", "256", "--per_device_train_batch_size", "32"]
+        + [
+            "--num_train_epochs",
+            "10",
+            "--max_grad_norm",
+            "3",
+            "--drop_path",
+            "0",
+            "--auto_augment",
+            "none",
+            "--use_cpu",
+        ]
+    )
+    assert recipe.layer_decay == 0.8 and recipe.drop_path == 0.0 and recipe.auto_augment is None
+    assert training_args.gradient_accumulation_steps == 8 and resolved["total_batch_size"] == 256
+    assert training_args.learning_rate == pytest.approx(5e-4)
+    assert training_args.warmup_steps == pytest.approx(0.5) and training_args.max_grad_norm == 3.0
+    recipe, training_args, _ = _resolved(["--recipe", "plain", "--use_cpu"])
+    assert training_args.learning_rate == 5e-5 and training_args.max_grad_norm == 1.0
+    assert training_args.per_device_train_batch_size == 8 and training_args.num_train_epochs == 3
+    assert training_args.warmup_steps == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="not a multiple of per-device batch"):
+        _resolved(["--total_batch_size", "100", "--per_device_train_batch_size", "64", "--use_cpu"])
+
+
+def test_finetune_script_trains_maes_recipe_with_mixup_and_reports_each_epoch(image_folder, checkpoint, tmp_path):
+    args = ["--model_name_or_path", str(checkpoint), "--num_train_epochs", "2", "--warmup_epochs", "1"]
+    args += ["--total_batch_size", "8", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8"]
+    args += ["--base_learning_rate", "0.1", "--report_to", "none", "--save_strategy", "no", "--use_cpu"]
     results = run_finetune.main(args + data_args(image_folder, tmp_path))
-    assert results["num_classes"] == 3 and results["num_eval"] == 12
-    assert 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["eval_loss"])
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["id2label"] == {"0": "class0", "1": "class1", "2": "class2"}
+    assert results["num_classes"] == 3 and results["num_eval"] == 12 and results["total_batch_size"] == 8
+    assert results["recipe"]["name"] == "mae" and results["recipe"]["mixup"] == 0.8
+    assert results["learning_rate"] == pytest.approx(0.1 * 8 / 256)
+    assert [entry["epoch"] for entry in results["per_epoch"]] == [1.0, 2.0]
+    # Training drops its last incomplete batch (MAE's loader); evaluation sees all 12 images in batches of 8.
+    assert [entry["images"] for entry in results["per_epoch"]] == [12, 12]
+    assert results["top1_accuracy"] == results["per_epoch"][-1]["top1_accuracy"]
+    assert results["best_top1_accuracy"] == max(entry["top1_accuracy"] for entry in results["per_epoch"])
+    assert results["top5_accuracy"] == 1.0 and np.isfinite(results["eval_loss"])
+    model = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert type(model).__name__ == "TimmWrapperForImageClassification"
+    assert model.config.model_args["global_pool"] == "avg" and model.config.model_args["drop_path_rate"] == 0.1
+    assert model.config.id2label == {0: "class0", 1: "class1", 2: "class2"}
+    pretrained = GPAForPreTraining.from_pretrained(checkpoint).state_dict()[
+        "vit.embeddings.patch_embeddings.projection.weight"
+    ]
+    tuned = model.timm_model.patch_embed.proj.weight
+    assert tuned.shape == pretrained.shape and not torch.equal(tuned, pretrained)
+
+
+def test_finetune_script_trains_the_plain_recipe_on_uint8_batches(image_folder, checkpoint, tmp_path):
+    args = ["--model_name_or_path", str(checkpoint), "--recipe", "plain", "--num_train_epochs", "1"]
+    args += ["--report_to", "none", "--save_strategy", "no", "--use_cpu"]
+    results = run_finetune.main(args + data_args(image_folder, tmp_path))
+    assert results["total_batch_size"] == 8 and results["learning_rate"] == 5e-5 and results["max_grad_norm"] == 1.0
+    assert results["recipe"]["pooling"] == "cls" and results["per_epoch"][-1]["images"] == 12
+    assert np.isfinite(results["eval_loss"]) and 0.0 <= results["top1_accuracy"] <= 1.0
 
 
 def test_finetune_script_fine_tunes_a_swin_simmim_checkpoint(image_folder, swin_checkpoint, tmp_path):
-    args = ["--model_name_or_path", str(swin_checkpoint), "--num_train_epochs", "1"]
-    args += ["--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--report_to", "none"]
-    args += ["--save_strategy", "no", "--use_cpu"]
+    args = ["--model_name_or_path", str(swin_checkpoint), "--num_train_epochs", "1", "--warmup_epochs", "0"]
+    args += ["--total_batch_size", "8"]
+    args += ["--learning_rate", "1e-3", "--report_to", "none", "--save_strategy", "no", "--use_cpu"]
     results = run_finetune.main(args + data_args(image_folder, tmp_path))
-    assert results["num_classes"] == 3 and 0.0 <= results["accuracy"] <= 1.0 and np.isfinite(results["eval_loss"])
+    assert results["num_classes"] == 3 and 0.0 <= results["top1_accuracy"] <= 1.0 and np.isfinite(results["eval_loss"])
     model = SwinForImageClassification.from_pretrained(tmp_path)
     pretrained = SwinForMaskedImageModeling.from_pretrained(swin_checkpoint)
     # Every encoder weight came from the SimMIM checkpoint and was then trained.
     embedding = "swin.embeddings.patch_embeddings.projection.weight"
     assert model.state_dict()[embedding].shape == pretrained.state_dict()[embedding].shape
     assert not torch.equal(model.state_dict()[embedding], pretrained.state_dict()[embedding])
-    assert model.config.num_labels == 3
+    assert model.config.num_labels == 3 and model.config.drop_path_rate == 0.1
+    with pytest.raises(ValueError, match="A Swin encoder has no CLS token: pass --pooling avg"):
+        run_finetune.main(args + ["--pooling", "cls"] + data_args(image_folder, tmp_path / "cls"))
 
 
 def test_scripts_reject_a_checkpoint_without_an_encoder(image_folder, tmp_path):

@@ -1,8 +1,9 @@
 """Downstream evaluation of a pretrained encoder, and the object recall of GPA's masks.
 
 ``features`` loads any GPA, ViTMAE or ViT checkpoint as a ``ViTModel`` and pools its features; ``knn`` and
-``linear_probe`` classify frozen features; ``finetune`` and ``recipes`` hold what end-to-end fine-tuning adds
-(layer-wise lr decay, LARS, Mixup/CutMix, label smoothing); ``metric_loading`` loads the offline ``evaluate`` modules
+``linear_probe`` classify frozen features (the probe by MAE's protocol, with timm's LARS); ``finetune`` builds the
+timm classifier end-to-end fine-tuning trains and its layer-wise lr decay, ``recipes`` holds MAE's, the GPA
+release's and Trainer's plain fine-tuning settings; ``metric_loading`` loads the offline ``evaluate`` modules
 in ``metrics/`` (whose formulas are ``metric_functions``); ``mask_recall`` measures how much of the object GPA's masks
 cover; ``cli`` is what the evaluation scripts share.
 """
@@ -29,30 +30,48 @@ from .features import (
     load_vit,
     pool,
 )
-from .finetune import param_groups_layer_decay, swin_layer_id, vit_layer_id
+from .finetune import (
+    TIMM_POOLINGS,
+    param_groups_layer_decay,
+    swin_layer_id,
+    timm_classifier,
+    timm_param_groups,
+    vit_layer_id,
+)
 from .knn import knn_accuracy, knn_scores
 from .linear_probe import (
-    MAE_LARS_LR,
+    AUGMENTATIONS,
+    MAE_LINEAR_PROBE,
     OPTIMIZERS,
     LinearProbe,
+    augmented_feature_batches,
+    fit_linear_probe,
     linear_probe_accuracy,
     probe_logits,
+    probe_metrics,
+    probe_optimizer,
+    top1_top5,
+    train_augmented_linear_probe,
     train_linear_probe,
 )
 from .metric_loading import METRICS_DIR, ArrayMetric, load_metric
-from .recipes import LARS, MixupCutmixCollator, cosine_lr, soft_target_cross_entropy
+from .recipes import MODEL_SIZES, RECIPES, FinetuneRecipe, cosine_lr, finetune_recipe
 
 __all__ = [
+    "AUGMENTATIONS",
     "ArrayMetric",
-    "LARS",
+    "FinetuneRecipe",
     "LinearProbe",
-    "MAE_LARS_LR",
+    "MAE_LINEAR_PROBE",
     "METRICS_DIR",
-    "MixupCutmixCollator",
+    "MODEL_SIZES",
     "OPTIMIZERS",
     "POOLINGS",
+    "RECIPES",
+    "TIMM_POOLINGS",
     "add_dataset_arguments",
     "add_frozen_encoder_arguments",
+    "augmented_feature_batches",
     "check_features",
     "check_labels",
     "check_pooling",
@@ -61,6 +80,8 @@ __all__ = [
     "encode",
     "extract_features",
     "find_label_column",
+    "finetune_recipe",
+    "fit_linear_probe",
     "frozen_encoder_features",
     "knn_accuracy",
     "knn_scores",
@@ -73,10 +94,15 @@ __all__ = [
     "param_groups_layer_decay",
     "pool",
     "probe_logits",
+    "probe_metrics",
+    "probe_optimizer",
     "report_results",
-    "soft_target_cross_entropy",
-    "train_linear_probe",
     "swin_layer_id",
+    "timm_classifier",
+    "timm_param_groups",
+    "top1_top5",
+    "train_augmented_linear_probe",
+    "train_linear_probe",
     "vit_layer_id",
     "write_results",
 ]

@@ -1,4 +1,6 @@
-"""End-to-end fine-tuning helpers: ViT and Swin layer ids and MAE's (SimMIM's for Swin) layer-wise lr decay."""
+"""End-to-end fine-tuning helpers: a ViT checkpoint as timm's ``VisionTransformer`` (drop path, average pooling into
+``fc_norm``) inside Transformers' ``TimmWrapperForImageClassification``, timm's layer-wise lr decay for it, and
+SimMIM's layer ids and lr decay for Transformers' Swin."""
 
 from __future__ import annotations
 
@@ -6,9 +8,19 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
+import torch
 from torch import nn
 
-from .features import is_swin
+from ..convert import (
+    resample_position_embeddings,
+    set_layer_norm_eps,
+    timm_architecture,
+    timm_state_dict,
+    timm_vit_kwargs,
+)
+from .features import is_swin, load_vit
+
+TIMM_POOLINGS = {"avg": "avg", "cls": "token"}
 
 
 def vit_layer_id(name: str, num_layers: int) -> int:
@@ -69,3 +81,83 @@ def param_groups_layer_decay(
         )
         group["params"].append(param)
     return [groups[key] for key in sorted(groups)]
+
+
+def timm_param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+    """timm's ``param_groups_layer_decay`` of a timm ViT (alone or inside a ``TimmWrapperForImageClassification``),
+    each group with its ``lr`` (``lr * lr_scale``) for Trainer's schedulers.
+
+    timm's layer ids are MAE's ``util/lr_decay.py``'s: 0 for ``cls_token``, ``pos_embed`` and ``patch_embed``,
+    ``i + 1`` for ``blocks.i``, ``depth + 1`` for ``norm`` / ``fc_norm`` and ``head``; no weight decay on 1-D
+    parameters and ``model.no_weight_decay()`` (``cls_token``, ``pos_embed``).
+    """
+    from timm.optim import param_groups_layer_decay as timm_layer_decay
+
+    timm_model = getattr(model, "timm_model", model)
+    groups = timm_layer_decay(
+        timm_model,
+        weight_decay=weight_decay,
+        no_weight_decay_list=timm_model.no_weight_decay(),
+        layer_decay=layer_decay,
+    )
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    return groups
+
+
+def timm_classifier(
+    name_or_path: str,
+    id2label: dict[int, str],
+    *,
+    image_size: int | None = None,
+    pooling: str = "avg",
+    drop_path: float = 0.1,
+    head_init_std: float = 2e-5,
+):
+    """A GPA / ViTMAE / ViT checkpoint's encoder in a ``TimmWrapperForImageClassification`` (MAE's ``models_vit``).
+
+    ``pooling="avg"``: the mean of the patch tokens into a new ``fc_norm`` (the pretrained final norm is dropped, as
+    MAE's ``global_pool``); ``"cls"``: the CLS token after the pretrained norm. Drop path rises linearly to
+    ``drop_path`` over the blocks. Position embeddings are resized bicubically when ``image_size`` differs from the
+    checkpoint's; only the head (and ``fc_norm``) start new, the head from trunc_normal(std=``head_init_std``).
+    The checkpoint's LayerNorm eps is set on the built model (timm's own default, 1e-6, comes back on reloading it).
+    """
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification, ViTModel
+
+    if pooling not in TIMM_POOLINGS:
+        raise ValueError(f"--pooling {pooling!r} is invalid; allowed values: {', '.join(TIMM_POOLINGS)}.")
+    encoder = load_vit(ViTModel, name_or_path, add_pooling_layer=False)
+    config = encoder.config
+    image_size = image_size or config.image_size
+    if image_size % config.patch_size:
+        raise ValueError(f"--image_size {image_size} is not a multiple of the patch size {config.patch_size}.")
+    model_args = {
+        **timm_vit_kwargs(config, image_size),
+        "global_pool": TIMM_POOLINGS[pooling],
+        "drop_path_rate": drop_path,
+    }
+    wrapper_config = TimmWrapperConfig(
+        architecture=timm_architecture(config, image_size),
+        model_args=model_args,
+        num_labels=len(id2label),
+        id2label=id2label,
+        label2id={name: index for index, name in id2label.items()},
+    )
+    model = TimmWrapperForImageClassification(wrapper_config)
+    set_layer_norm_eps(model, config.layer_norm_eps)
+    weights = timm_state_dict(encoder.state_dict())
+    weights["pos_embed"] = resample_position_embeddings(weights["pos_embed"], image_size // config.patch_size)
+    if pooling == "avg":
+        weights = {key: value for key, value in weights.items() if not key.startswith("norm.")}
+    missing, unexpected = model.timm_model.load_state_dict(weights, strict=False)
+    new = {"head.weight", "head.bias"} | ({"fc_norm.weight", "fc_norm.bias"} if pooling == "avg" else set())
+    if set(missing) != new or unexpected:
+        raise ValueError(
+            f"{name_or_path!r} does not fit timm's ViT: missing {sorted(set(missing) - new)}, unexpected "
+            f"{sorted(unexpected)}; pass a GPA, ViTMAE or ViT checkpoint."
+        )
+    head = model.timm_model.head
+    with torch.no_grad():
+        nn.init.trunc_normal_(head.weight, std=head_init_std)
+        nn.init.zeros_(head.bias)
+    return model

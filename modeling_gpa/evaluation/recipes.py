@@ -1,61 +1,144 @@
-"""The pieces of MAE's training recipes that timm provides: LARS, the cosine schedule, Mixup/CutMix, label smoothing.
+"""The fine-tuning recipes run_finetune.py resolves (MAE's, the GPA release's, Trainer's plain defaults), and MAE's
+cosine schedule.
 
-They are written out here because the registry's torchvision, and with it timm, cannot be imported beside the CPU
-build of torch this project's set-up installs. Mixup/CutMix and label smoothing follow timm's formulas
-(``timm/data/mixup.py``, ``timm/loss/cross_entropy.py``); LARS is MAE's ``util/lars.py``, whose trust ratio divides by
-``||grad + wd * w||`` where timm's divides by ``||grad|| + wd * ||w||`` (the two agree without weight decay).
-``tests/test_evaluation_recipes.py`` checks each against those formulas for fixed draws and hand-made steps.
+The values are MAE's (facebookresearch/mae ``main_finetune.py`` defaults and ``FINETUNE.md``'s commands): total
+batch 1024, AdamW with layer-wise lr decay, weight decay 0.05, 5 warm-up epochs then a half-cycle cosine to min lr
+1e-6, no gradient clipping, drop path, timm's ``create_transform`` (RandomResizedCrop 0.08-1 bicubic, flip,
+RandAugment ``rand-m9-mstd0.5-inc1``, random erasing 0.25 in pixel mode), mixup 0.8 / CutMix 1.0 with label smoothing
+0.1, average pooling of the patch tokens into a new ``fc_norm``, a head drawn from trunc_normal(std=2e-5), and the
+evaluation crop at 224/256. What is done with them lives in timm: ``timm.data.create_transform``,
+``timm.data.Mixup``, ``timm.loss.SoftTargetCrossEntropy``, ``timm.optim.param_groups_layer_decay`` and
+``timm.models.VisionTransformer``'s drop path and pooling.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+RECIPES = ("mae", "gpa_released", "plain")
+MODEL_SIZES = ("base", "large", "huge")
+MAE_RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 
 
-class LARS(torch.optim.Optimizer):
-    """MAE's LARS (``util/lars.py``): SGD with momentum whose update of each matrix is rescaled to
-    ``trust_coefficient * ||p|| / ||grad + wd * p||``; biases and norm parameters (1-D) are neither decayed nor scaled.
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """Every setting of an end-to-end fine-tuning run that a recipe fixes (flags of run_finetune.py override each).
+
+    ``base_learning_rate`` is per 256 images (lr = blr * total batch / 256); ``learning_rate`` an absolute rate used
+    when ``base_learning_rate`` is None. ``warmup_epochs`` may be fractional.
+    ``train_augment`` is ``"timm"`` (``create_transform`` with the fields below) or ``"pretraining"`` (the pretraining
+    crop, scale 0.2-1, and flip); ``eval_crop_pct`` is timm's crop share (None: the pretraining pipeline's eval crop).
     """
 
-    def __init__(
-        self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, trust_coefficient=1e-3
-    ):
-        super().__init__(
-            params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient)
-        )
+    name: str
+    total_batch_size: int
+    base_learning_rate: float | None
+    learning_rate: float | None
+    epochs: int
+    warmup_epochs: float
+    layer_decay: float
+    weight_decay: float
+    min_lr: float
+    max_grad_norm: float | None
+    drop_path: float
+    pooling: str
+    head_init_std: float
+    train_augment: str
+    crop_scale: tuple[float, float]
+    auto_augment: str | None
+    reprob: float
+    remode: str
+    recount: int
+    mixup: float
+    cutmix: float
+    mixup_prob: float
+    mixup_switch_prob: float
+    label_smoothing: float
+    eval_crop_pct: float | None
 
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                update = param.grad
-                if update is None:
-                    continue
-                if param.ndim > 1:
-                    update = update.add(param, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.norm(param), torch.norm(update)
-                    one = torch.ones_like(param_norm)
-                    trust = torch.where(
-                        param_norm > 0.0,
-                        torch.where(update_norm > 0, group["trust_coefficient"] * param_norm / update_norm, one),
-                        one,
-                    )
-                    update = update.mul(trust)
-                state = self.state[param]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(param)
-                state["mu"].mul_(group["momentum"]).add_(update)
-                param.add_(state["mu"], alpha=-group["lr"])
-        return loss
+    def replace(self, **changes) -> FinetuneRecipe:
+        """A copy with ``changes`` (the flags given on the command line); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
+
+
+MAE_BASE = FinetuneRecipe(
+    name="mae",
+    total_batch_size=1024,
+    base_learning_rate=5e-4,
+    learning_rate=None,
+    epochs=100,
+    warmup_epochs=5,
+    layer_decay=0.65,
+    weight_decay=0.05,
+    min_lr=1e-6,
+    max_grad_norm=None,
+    drop_path=0.1,
+    pooling="avg",
+    head_init_std=2e-5,
+    train_augment="timm",
+    crop_scale=(0.08, 1.0),
+    auto_augment=MAE_RAND_AUGMENT,
+    reprob=0.25,
+    remode="pixel",
+    recount=1,
+    mixup=0.8,
+    cutmix=1.0,
+    mixup_prob=1.0,
+    mixup_switch_prob=0.5,
+    label_smoothing=0.1,
+    eval_crop_pct=224 / 256,
+)
+# FINETUNE.md's ViT-L/16 and ViT-H/14 commands: blr 1e-3, layer decay 0.75, 50 epochs, drop path 0.2 / 0.3.
+MAE_BY_SIZE = {
+    "base": MAE_BASE,
+    "large": MAE_BASE.replace(base_learning_rate=1e-3, layer_decay=0.75, epochs=50, drop_path=0.2),
+    "huge": MAE_BASE.replace(base_learning_rate=1e-3, layer_decay=0.75, epochs=50, drop_path=0.3),
+}
+# The GPA authors' release: MAE's recipe for ViT-B/16 with layer decay 0.8.
+GPA_RELEASED = MAE_BASE.replace(name="gpa_released", layer_decay=0.8)
+# Trainer's defaults with the pretraining crop: what run_finetune.py gives without a recipe.
+PLAIN = FinetuneRecipe(
+    name="plain",
+    total_batch_size=8,
+    base_learning_rate=None,
+    learning_rate=5e-5,
+    epochs=3,
+    warmup_epochs=0.15,  # 5% of the 3 epochs
+    layer_decay=0.75,
+    weight_decay=0.05,
+    min_lr=0.0,
+    max_grad_norm=1.0,
+    drop_path=0.0,
+    pooling="cls",
+    head_init_std=0.02,
+    train_augment="pretraining",
+    crop_scale=(0.2, 1.0),
+    auto_augment=None,
+    reprob=0.0,
+    remode="pixel",
+    recount=1,
+    mixup=0.0,
+    cutmix=0.0,
+    mixup_prob=1.0,
+    mixup_switch_prob=0.5,
+    label_smoothing=0.0,
+    eval_crop_pct=None,
+)
+
+
+def finetune_recipe(name: str = "mae", model_size: str = "base") -> FinetuneRecipe:
+    """The recipe ``name`` ("mae", "gpa_released" or "plain"); ``model_size`` picks MAE's ViT-B/L/H values."""
+    if name not in RECIPES:
+        raise ValueError(f"--recipe {name!r} is invalid; allowed values: {', '.join(RECIPES)}.")
+    if model_size not in MODEL_SIZES:
+        raise ValueError(f"--model_size {model_size!r} is invalid; allowed values: {', '.join(MODEL_SIZES)}.")
+    if name == "mae":
+        return MAE_BY_SIZE[model_size]
+    if model_size != "base":
+        raise ValueError(f"--recipe {name} has one set of values; --model_size {model_size} applies to --recipe mae.")
+    return GPA_RELEASED if name == "gpa_released" else PLAIN
 
 
 def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
@@ -64,79 +147,3 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, mi
         return base_lr * step / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-class MixupCutmixCollator:
-    """Wraps a collator of ``{"pixel_values", "labels"}`` batches with timm-style mixup / CutMix and label smoothing.
-
-    Per batch, with probability ``prob``: CutMix with probability ``switch_prob`` when both alphas are positive (else
-    whichever is), mixing each image with the batch reversed. Labels become (B, num_classes) soft targets. uint8
-    pixels stay uint8.
-    """
-
-    def __init__(
-        self,
-        collate: Callable[[list], dict],
-        num_classes: int,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        label_smoothing: float = 0.0,
-        prob: float = 1.0,
-        switch_prob: float = 0.5,
-        seed: int = 0,
-    ):
-        if mixup_alpha < 0 or cutmix_alpha < 0 or not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                f"mixup={mixup_alpha}, cutmix={cutmix_alpha}, label_smoothing={label_smoothing} are invalid; "
-                "allowed values: alphas >= 0, label smoothing in [0, 1)."
-            )
-        self.collate, self.num_classes = collate, num_classes
-        self.mixup_alpha, self.cutmix_alpha, self.label_smoothing = mixup_alpha, cutmix_alpha, label_smoothing
-        self.prob, self.switch_prob = prob, switch_prob
-        self.rng = np.random.default_rng(seed)
-
-    def soft_targets(self, labels: torch.Tensor, lam: float) -> torch.Tensor:
-        """(B,) class ids -> (B, num_classes) smoothed one-hot targets mixed with the reversed batch's."""
-        off = self.label_smoothing / self.num_classes
-        one_hot = torch.full((labels.shape[0], self.num_classes), off)
-        one_hot.scatter_(1, labels.long().unsqueeze(1), 1.0 - self.label_smoothing + off)
-        return lam * one_hot + (1.0 - lam) * one_hot.flip(0)
-
-    def _cutmix(self, pixel_values: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
-        height, width = pixel_values.shape[-2:]
-        cut = math.sqrt(1.0 - lam)
-        cut_h, cut_w = int(height * cut), int(width * cut)
-        cy, cx = int(self.rng.integers(height)), int(self.rng.integers(width))
-        top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height)
-        left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width)
-        mixed = pixel_values.clone()
-        mixed[..., top:bottom, left:right] = pixel_values.flip(0)[..., top:bottom, left:right]
-        # The box is clipped at the border: the label weight follows the area actually pasted.
-        return mixed, 1.0 - (bottom - top) * (right - left) / (height * width)
-
-    def __call__(self, examples: list) -> dict:
-        batch = self.collate(examples)
-        pixel_values, labels = batch["pixel_values"], torch.as_tensor(batch["labels"])
-        lam = 1.0
-        use_mix = (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.rng.random() < self.prob
-        if use_mix:
-            use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or self.rng.random() < self.switch_prob)
-            alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-            lam = float(self.rng.beta(alpha, alpha))
-            if use_cutmix:
-                pixel_values, lam = self._cutmix(pixel_values, lam)
-            else:
-                mixed = lam * pixel_values + (1.0 - lam) * pixel_values.flip(0)
-                # uint8 batches stay uint8 (normalised later on the device): rounding moves a pixel by < 0.5 / 255.
-                is_uint8 = pixel_values.dtype == torch.uint8
-                pixel_values = mixed.round().clamp_(0, 255).to(torch.uint8) if is_uint8 else mixed
-        return {**batch, "pixel_values": pixel_values, "labels": self.soft_targets(labels, lam)}
-
-
-def soft_target_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
-) -> torch.Tensor:
-    """Cross-entropy for (B, C) logits and either (B,) class ids (with ``label_smoothing``) or (B, C) soft targets."""
-    if targets.dim() == 1:
-        return F.cross_entropy(logits, targets.long(), label_smoothing=label_smoothing)
-    return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
