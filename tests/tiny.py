@@ -185,3 +185,56 @@ def save_rotated(upright, orientation: int, path) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(path, exif=exif.tobytes())
+
+
+def garment_dataset(count: int, seed: int = 0):
+    """A ``datasets.Dataset`` of Fashion-MNIST-like rows: a bright 28x28 rectangle of random size on black, plus an
+    ``object_mask`` of its left half and a ``label``."""
+    import numpy as np
+    from datasets import Dataset
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for _ in range(count):
+        image = np.zeros((28, 28), dtype=np.uint8)
+        top, left = rng.integers(0, 10, size=2)
+        height, width = rng.integers(10, 18, size=2)
+        image[top : top + height, left : left + width] = rng.integers(60, 255)
+        mask = np.zeros_like(image)
+        mask[top : top + height, left : left + width // 2] = 255
+        images.append(Image.fromarray(image))
+        masks.append(Image.fromarray(mask))
+    return Dataset.from_dict({"image": images, "object_mask": masks, "label": list(range(count))})
+
+
+def annotated_folder(directory) -> None:
+    """Six 28x28 images of a bright rectangle, masks/<stem>.png and boxes.json describing the same rectangles."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (directory / "masks").mkdir(parents=True)
+    boxes = {}
+    for index, row in enumerate(garment_dataset(6, seed=3).remove_columns("object_mask")):
+        image = np.asarray(row["image"])
+        ys, xs = np.nonzero(image)
+        row["image"].save(directory / f"img{index}.png")
+        Image.fromarray((image > 0).astype(np.uint8) * 255).save(directory / "masks" / f"img{index}.png")
+        boxes[f"img{index}.png"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    (directory / "boxes.json").write_text(json.dumps({name: [box] for name, box in boxes.items()}))
+
+
+def garment_model_inputs(dataset, rows):
+    """Rows of ``garment_dataset`` as the model takes them, built by hand: (B, 1, 28, 28) pixel values with
+    Fashion-MNIST's normalisation and (B, 49) bool 4x4 patches of the ``object_mask`` column."""
+    import numpy as np
+    import torch
+
+    from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from modeling_gpa.data.ground_truth import object_patches
+
+    masks = torch.stack([torch.from_numpy(np.asarray(dataset[i]["object_mask"]) > 0) for i in rows])
+    pixels = torch.stack([torch.from_numpy(np.asarray(dataset[i]["image"], dtype=np.float32)) for i in rows])
+    return ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1), object_patches(masks, 4)
