@@ -238,3 +238,43 @@ def garment_model_inputs(dataset, rows):
     masks = torch.stack([torch.from_numpy(np.asarray(dataset[i]["object_mask"]) > 0) for i in rows])
     pixels = torch.stack([torch.from_numpy(np.asarray(dataset[i]["image"], dtype=np.float32)) for i in rows])
     return ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1), object_patches(masks, 4)
+
+
+class RandomImages:
+    """A torch dataset of ``size`` seeded random 1x28x28 images; with ``noise``, a fixed masking noise of
+    ``num_patches`` per image (plain MAE masking)."""
+
+    def __init__(self, size: int, noise: bool = False, seed: int = 0, num_patches: int = 16):
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        self.pixel_values = torch.randn(size, 1, 28, 28, generator=generator)
+        self.noise = torch.rand(size, num_patches, generator=generator) if noise else None
+
+    def __len__(self) -> int:
+        return len(self.pixel_values)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"pixel_values": self.pixel_values[index]}
+        if self.noise is not None:
+            item["noise"] = self.noise[index]
+        return item
+
+
+def tiny_training_arguments(tmp_path, **overrides):
+    """``GPATrainingArguments`` for a few logged CPU steps of batch 2 in ``tmp_path``, no saving; ``overrides`` win."""
+    from modeling_gpa.trainer import GPATrainingArguments
+
+    defaults = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        per_device_train_batch_size=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        seed=0,
+    )
+    return GPATrainingArguments(**{**defaults, **overrides})
