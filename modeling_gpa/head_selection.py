@@ -24,12 +24,9 @@ import json
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTModel
 
-from .data.ground_truth import AnnotatedImages, masks_from_dataset
-from .data.image_inputs import ImageSettings
 from .gpa import global_patch_attention
 from .masking import num_masked_patches
 from .teacher import full_image_tokens, teacher_scores
@@ -241,7 +238,7 @@ def _checked_inputs(
     if object_patches.shape[1] != num_patches:
         raise ValueError(
             f"object_patches has {object_patches.shape[1]} patches per image but the encoder has {num_patches}; "
-            "build them with ground_truth.object_patches at the model's image_size and patch_size."
+            "build them with data.ground_truth.object_patches at the model's image_size and patch_size."
         )
     if not 0.0 < mask_ratio < 1.0:
         raise ValueError(f"mask_ratio={mask_ratio!r} is invalid; allowed values: a number in (0, 1).")
@@ -410,46 +407,15 @@ def attention_head_ranking(
     return recall_total / pixel_values.shape[0], precision_total / with_objects
 
 
-def annotated_inputs(
-    model: torch.nn.Module,
-    dataset,
-    count: int,
-    *,
-    image_settings: ImageSettings | None = None,
-    image_column: str = "image",
-    mask_column: str | None = "auto",
-    min_object_fraction: float = 0.5,
-    seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` annotated images drawn at random (``seed``) -> (count, C, H, W) pixel values, (count, n) bool objects.
-
-    The same ``seed`` draws the same images in the same order, so the first ``num_images`` are always the selection
-    images of ``select_head_for_pretraining`` and the rest its held-out ones.
-    """
-    if count > len(dataset):
-        raise ValueError(f"{count} annotated images are needed but {len(dataset)} are available; ask for fewer.")
-    chosen = np.random.default_rng(seed).permutation(len(dataset))[:count].tolist()
-    if isinstance(dataset, AnnotatedImages):
-        annotated = dataset.subset(chosen)
-    else:
-        annotated = masks_from_dataset(dataset, chosen, image_column=image_column, mask_column=mask_column)
-    settings = image_settings or ImageSettings.for_config(model.config)
-    return annotated.to_model_inputs(settings, teacher_encoder_of(model).config.patch_size, min_object_fraction)
-
-
 def select_head_for_pretraining(
     model: torch.nn.Module,
-    dataset,
-    num_images: int,
+    pixel_values: torch.Tensor,
+    object_patches: torch.Tensor,
     *,
     output_dir: str,
-    num_heldout: int = 0,
-    image_settings: ImageSettings | None = None,
-    image_column: str = "image",
-    mask_column: str | None = "auto",
+    heldout_pixel_values: torch.Tensor | None = None,
+    heldout_object_patches: torch.Tensor | None = None,
     mask_ratio: float | None = None,
-    min_object_fraction: float = 0.5,
-    seed: int = 0,
     apply: bool = True,
     batch_size: int = 64,
 ) -> HeadSelection:
@@ -457,52 +423,31 @@ def select_head_for_pretraining(
 
     Args:
         model: the ``GPAForPreTraining`` about to be trained (or any model ``select_attention_head`` takes).
-        dataset: a ``datasets.Dataset`` of PIL images (Fashion-MNIST: the garment's non-zero pixels are the object;
-            cluttered Fashion-MNIST: its ``object_mask`` column), or ``AnnotatedImages`` from a masks folder or a
-            boxes JSON (``ground_truth.masks_from_folder`` / ``masks_from_boxes``).
-        num_images: selection images, drawn at random (``seed``).
+        pixel_values: (B, C, H, W) normalised selection images at the model's size
+            (``data.ground_truth.annotated_model_inputs``).
+        object_patches: (B, n) bool ground-truth object patches of the selection images.
         output_dir: where ``head_selection.json`` is written (created if missing).
-        num_heldout: further images, disjoint from the selection ones, on which the choice is re-measured: a choice
-            made on 10 images can overfit.
-        image_settings: normalisation of the training pipeline (``ImageSettings.for_config(config, mean, std)``);
-            default: the model's size with ``data.build_image_processor``'s default mean and std.
-        image_column, mask_column: for a ``datasets.Dataset``, see ``ground_truth.masks_from_dataset``.
+        heldout_pixel_values, heldout_object_patches: (M, C, H, W) and (M, n) further images, disjoint from the
+            selection ones, on which the choice is re-measured (a choice made on 10 images can overfit); ``None``:
+            none.
         mask_ratio: sets k; default: the model's ``config.mask_ratio``.
-        min_object_fraction: share of a patch's pixels that must be object for the patch to be object.
         apply: write the choice into ``model.config.gpa_layer`` / ``gpa_head`` (GPA models only).
 
     Returns:
-        The ``HeadSelection``, held-out numbers filled in when ``num_heldout > 0``.
+        The ``HeadSelection``, held-out numbers filled in when held-out images are given.
     """
-    if num_images < 1 or num_heldout < 0 or num_images + num_heldout > len(dataset):
-        raise ValueError(
-            f"num_images={num_images} and num_heldout={num_heldout} need {num_images + num_heldout} annotated images "
-            f"but {len(dataset)} are available; use num_images >= 1 and at most {len(dataset)} images in all."
-        )
-    pixel_values, objects = annotated_inputs(
-        model,
-        dataset,
-        num_images + num_heldout,
-        image_settings=image_settings,
-        image_column=image_column,
-        mask_column=mask_column,
-        min_object_fraction=min_object_fraction,
-        seed=seed,
-    )
-
-    selection = select_attention_head(
-        model, pixel_values[:num_images], objects[:num_images], mask_ratio, batch_size=batch_size
-    )
-    if num_heldout:
-        heldout_pixels, heldout_objects = pixel_values[num_images:], objects[num_images:]
+    if pixel_values.shape[0] < 1:
+        raise ValueError("no selection images; pass at least one annotated image.")
+    selection = select_attention_head(model, pixel_values, object_patches, mask_ratio, batch_size=batch_size)
+    if heldout_pixel_values is not None and heldout_pixel_values.shape[0]:
         for prefix, layer, head in (
             ("heldout", selection.best_layer, selection.best_head),
             ("heldout_order", selection.order_layer, selection.order_head),
         ):
             recall, precision = attention_head_ranking(
                 model,
-                heldout_pixels,
-                heldout_objects,
+                heldout_pixel_values,
+                heldout_object_patches,
                 layer=layer,
                 head=head,
                 mask_ratio=mask_ratio,
@@ -510,9 +455,9 @@ def select_head_for_pretraining(
             )
             setattr(selection, f"{prefix}_recall", recall)
             setattr(selection, f"{prefix}_average_precision", precision)
-        selection.heldout_object_coverage = float(objects[num_images:].float().mean())
-        selection.heldout_recall_ceiling = recall_ceiling(objects[num_images:], selection.num_masked)
-        selection.num_heldout = num_heldout
+        selection.heldout_object_coverage = float(heldout_object_patches.float().mean())
+        selection.heldout_recall_ceiling = recall_ceiling(heldout_object_patches, selection.num_masked)
+        selection.num_heldout = heldout_pixel_values.shape[0]
     if apply and hasattr(model.config, "gpa_layer"):
         model.config.gpa_layer = selection.best_layer
         model.config.gpa_head = selection.best_head
@@ -568,7 +513,6 @@ def candidate_name(layer: int, head: int | None) -> str:
 
 __all__ = [
     "HeadSelection",
-    "annotated_inputs",
     "attention_head_ranking",
     "attention_head_recall",
     "average_precision",

@@ -19,9 +19,10 @@ import os
 
 from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import load_image_datasets
+from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.evaluation.mask_recall import format_mask_recall, measure_mask_recall
-from modeling_gpa.head_selection import annotated_inputs, load_scoring_model
+from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,11 +44,11 @@ def run(args: argparse.Namespace) -> dict:
     splits, image_column = load_image_datasets(dataset_name=args.dataset_name)
     if args.dataset_split not in splits:
         raise ValueError(f"--dataset_split {args.dataset_split!r} does not exist; choose one of {sorted(splits)}.")
-    pixel_values, objects = annotated_inputs(
-        model,
-        splits[args.dataset_split],
+    pixel_values, objects = annotated_model_inputs(
         args.num_images,
-        image_settings=ImageSettings.from_pretrained(args.model_name_or_path, model.config),
+        ImageSettings.from_pretrained(args.model_name_or_path, model.config),
+        teacher_encoder_of(model).config.patch_size,
+        dataset=splits[args.dataset_split],
         image_column=image_column,
         min_object_fraction=args.min_object_fraction,
         seed=args.seed,

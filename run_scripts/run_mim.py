@@ -33,8 +33,9 @@ from modeling_gpa.command_line import pickle_refusal
 from modeling_gpa.data import (
     collate_pixel_values,
 )
+from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.head_selection import annotated_inputs, format_selection, select_attention_head
+from modeling_gpa.head_selection import format_selection, select_attention_head
 from modeling_gpa.pretraining_script import (
     HubArguments,
     ImageDataArguments,
@@ -215,8 +216,8 @@ def select_block_and_head(masker: SimMIMMasker, model, processor, data_args, ima
             f"teacher takes {teacher_size}: pass --gpa_layer/--gpa_head instead."
         )
     settings = ImageSettings.for_config(model.config, processor.image_mean, processor.image_std)
-    pixel_values, objects = annotated_inputs(
-        encoder, images, data_args.gpa_selection_images, image_settings=settings, image_column=image_column
+    pixel_values, objects = annotated_model_inputs(
+        data_args.gpa_selection_images, settings, encoder.config.patch_size, dataset=images, image_column=image_column
     )
     selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio)
     masker.use_block_and_head(selection.best_layer, selection.best_head)

@@ -30,10 +30,10 @@ from modeling_gpa.command_line import pickle_refusal
 from modeling_gpa.data import (
     collate_pixel_values,
 )
-from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_reselection import HeadReselectionCallback
-from modeling_gpa.head_selection import annotated_inputs, format_selection, select_head_for_pretraining
+from modeling_gpa.head_selection import format_selection, select_head_for_pretraining, teacher_encoder_of
 from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.presets import GPA_PRESETS, preset_fields
 from modeling_gpa.pretraining_script import (
@@ -335,6 +335,8 @@ class DataTrainingArguments(ImageDataArguments):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
+        if self.gpa_selection_heldout < 0:
+            raise ValueError(f"--gpa_selection_heldout {self.gpa_selection_heldout} is invalid; pass 0 or more images.")
         if self.streaming and self.gpa_selection_images and not self.gpa_selection_image_dir:
             raise ValueError(
                 "--gpa_selection_images reads the first training images, which differ between processes when they "
@@ -535,41 +537,35 @@ def select_teacher_head(
 
     Returns the callback that repeats it during training when ``--gpa_selection_steps`` is set, else ``None``.
     """
-    if data_args.gpa_selection_boxes_json:
-        source = masks_from_boxes(data_args.gpa_selection_image_dir, data_args.gpa_selection_boxes_json)
-        source_column = "image"
-    elif data_args.gpa_selection_image_dir:
-        source = masks_from_folder(data_args.gpa_selection_image_dir, data_args.gpa_selection_masks_dir)
-        source_column = "image"
-    else:
-        source, source_column = images, image_column
-    settings = ImageSettings.for_config(model.config, processor.image_mean, processor.image_std)
+    num_images = data_args.gpa_selection_images
+    # One draw: the selection images first, the held-out ones after; the same images serve the reselection.
+    pixel_values, objects = annotated_model_inputs(
+        num_images + data_args.gpa_selection_heldout,
+        ImageSettings.for_config(model.config, processor.image_mean, processor.image_std),
+        teacher_encoder_of(model).config.patch_size,
+        dataset=images,
+        image_column=image_column,
+        image_dir=data_args.gpa_selection_image_dir,
+        masks_dir=data_args.gpa_selection_masks_dir,
+        boxes_json=data_args.gpa_selection_boxes_json,
+        seed=training_args.seed,
+    )
     # Deterministic given the seed, so every process picks the same pair; only the main one writes the table.
     output_dir = training_args.output_dir if training_args.should_save else tempfile.mkdtemp()
     selection = select_head_for_pretraining(
         model,
-        source,
-        data_args.gpa_selection_images,
+        pixel_values[:num_images],
+        objects[:num_images],
         output_dir=output_dir,
-        num_heldout=data_args.gpa_selection_heldout,
-        image_settings=settings,
-        image_column=source_column,
-        seed=training_args.seed,
+        heldout_pixel_values=pixel_values[num_images:],
+        heldout_object_patches=objects[num_images:],
     )
     logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
     if data_args.gpa_selection_steps is None:
         return None
-    pixel_values, objects = annotated_inputs(
-        model,
-        source,
-        data_args.gpa_selection_images,
-        image_settings=settings,
-        image_column=source_column,
-        seed=training_args.seed,
-    )
     return HeadReselectionCallback(
-        pixel_values,
-        objects,
+        pixel_values[:num_images],
+        objects[:num_images],
         data_args.gpa_selection_steps,
         training_args.output_dir if training_args.should_save else None,
     )

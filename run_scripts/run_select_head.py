@@ -26,13 +26,14 @@ import os
 from modeling_gpa import GPAConfig
 from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data import load_image_datasets
-from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_folder
+from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import (
     HeadSelection,
     format_selection,
     load_scoring_model,
     select_head_for_pretraining,
+    teacher_encoder_of,
 )
 from modeling_gpa.visualization import recall_heatmap_figure
 
@@ -76,15 +77,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give exactly one ground-truth source: --dataset_name or --image_dir")
     if args.image_dir is not None and args.masks_dir is not None and args.boxes_json is not None:
         parser.error("--masks_dir and --boxes_json are alternatives: give one")
+    if args.num_images < 1 or args.num_heldout < 0:
+        parser.error("--num_images must be at least 1 and --num_heldout at least 0")
     return args
 
 
-def annotated_source(args: argparse.Namespace):
-    """A ``datasets.Dataset`` (masks derived per row) or ``AnnotatedImages`` from a folder."""
+def annotated_dataset(args: argparse.Namespace):
+    """(split of --dataset_name, its image column), or (None, "image") when the images come from --image_dir."""
     if args.image_dir is not None:
-        if args.boxes_json is not None:
-            return masks_from_boxes(args.image_dir, args.boxes_json), "image"
-        return masks_from_folder(args.image_dir, args.masks_dir), "image"
+        return None, "image"
     datasets, image_column = load_image_datasets(
         dataset_name=args.dataset_name, image_column_name=args.image_column_name
     )
@@ -123,19 +124,28 @@ def write_config(config: GPAConfig, path: str) -> str:
 def run(args: argparse.Namespace) -> HeadSelection:
     model = load_scoring_model(args.model_name_or_path)
     settings = ImageSettings.from_pretrained(args.model_name_or_path, model.config)
-    source, image_column = annotated_source(args)
-    selection = select_head_for_pretraining(
-        model,
-        source,
-        args.num_images,
-        output_dir=args.output_dir,
-        num_heldout=args.num_heldout,
-        image_settings=settings,
+    dataset, image_column = annotated_dataset(args)
+    pixel_values, objects = annotated_model_inputs(
+        args.num_images + args.num_heldout,
+        settings,
+        teacher_encoder_of(model).config.patch_size,
+        dataset=dataset,
         image_column=image_column,
         mask_column=None if args.mask_column == "none" else args.mask_column,
-        mask_ratio=args.mask_ratio,
+        image_dir=args.image_dir,
+        masks_dir=args.masks_dir,
+        boxes_json=args.boxes_json,
         min_object_fraction=args.min_object_fraction,
         seed=args.seed,
+    )
+    selection = select_head_for_pretraining(
+        model,
+        pixel_values[: args.num_images],
+        objects[: args.num_images],
+        output_dir=args.output_dir,
+        heldout_pixel_values=pixel_values[args.num_images :],
+        heldout_object_patches=objects[args.num_images :],
+        mask_ratio=args.mask_ratio,
         apply=False,
         batch_size=args.batch_size,
     )

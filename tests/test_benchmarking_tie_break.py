@@ -7,8 +7,9 @@ from tiny import tiny_kwargs
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.benchmarking import tie_break as benchmark_tie_break
 from modeling_gpa.data import load_image_datasets
+from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.head_selection import annotated_inputs, attention_head_ranking
+from modeling_gpa.head_selection import attention_head_ranking
 
 
 def test_both_choices_of_every_draw_are_measured_on_the_same_heldout_images(tmp_path):
@@ -21,8 +22,8 @@ def test_both_choices_of_every_draw_are_measured_on_the_same_heldout_images(tmp_
     model = GPAForPreTraining.from_pretrained(checkpoint).eval()
     splits, column = load_image_datasets(dataset_name="fashion_mnist")
     settings = ImageSettings.from_pretrained(checkpoint, model.config)
-    pixel_values, objects = annotated_inputs(
-        model, splits["validation"], 30, image_settings=settings, image_column=column
+    pixel_values, objects = annotated_model_inputs(
+        30, settings, model.config.patch_size, dataset=splits["validation"], image_column=column
     )
     summary, draws = results[0]["summary"], results[0]["draws"]
     assert [draw["seed"] for draw in draws] == [0, 1, 2] and summary["draws"] == 3

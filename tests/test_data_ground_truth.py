@@ -5,8 +5,16 @@ import pytest
 import torch
 from datasets import Dataset
 from PIL import Image
+from tiny import annotated_folder, garment_dataset, garment_model_inputs
 
-from modeling_gpa.data.ground_truth import masks_from_boxes, masks_from_dataset, masks_from_folder, object_patches
+from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from modeling_gpa.data.ground_truth import (
+    annotated_model_inputs,
+    masks_from_boxes,
+    masks_from_dataset,
+    masks_from_folder,
+    object_patches,
+)
 from modeling_gpa.data.image_inputs import ImageSettings
 
 
@@ -149,3 +157,61 @@ def test_model_inputs_keep_image_and_mask_aligned():
     grid = objects.view(7, 7)
     assert grid[:, :4].all() and not grid[:, 4:].any()
     assert not annotated.to_model_inputs(settings, 4, min_fraction=0.75)[1].view(7, 7)[:, 3].any()
+
+
+class GarmentConfig:
+    image_size, num_channels = 28, 1
+
+
+def test_annotated_model_inputs_draw_the_seeded_rows_selection_images_first():
+    dataset = garment_dataset(30)
+    settings = ImageSettings.for_config(GarmentConfig, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    pixel_values, objects = annotated_model_inputs(22, settings, 4, dataset=dataset, seed=1)
+    expected_pixels, expected_objects = garment_model_inputs(dataset, np.random.default_rng(1).permutation(30)[:22])
+    torch.testing.assert_close(pixel_values, expected_pixels, atol=1e-6, rtol=0)
+    assert torch.equal(objects, expected_objects)
+    # A draw of 10 is the first 10 of the draw of 22: the selection images, the rest held out.
+    selection_pixels, selection_objects = annotated_model_inputs(10, settings, 4, dataset=dataset, seed=1)
+    assert torch.equal(selection_pixels, pixel_values[:10]) and torch.equal(selection_objects, objects[:10])
+    other, _ = annotated_model_inputs(10, settings, 4, dataset=dataset, seed=2)
+    assert not torch.equal(other, selection_pixels)
+
+
+def test_annotated_model_inputs_take_plain_fashion_mnist_garment_pixels():
+    dataset = garment_dataset(6).remove_columns("object_mask")
+    settings = ImageSettings.for_config(GarmentConfig)
+    _, objects = annotated_model_inputs(6, settings, 4, dataset=dataset)
+    rows = np.random.default_rng(0).permutation(6).tolist()
+    rectangles = torch.stack([torch.from_numpy(np.asarray(dataset[i]["image"]) > 0) for i in rows])
+    assert torch.equal(objects, object_patches(rectangles, 4))
+
+
+def test_annotated_model_inputs_read_a_masks_folder_or_a_boxes_json(tmp_path):
+    # Rectangles on black: the masks folder (their pixels) and the boxes (their bounding boxes) give the same objects.
+    annotated_folder(tmp_path)
+    settings = ImageSettings.for_config(GarmentConfig)
+    from_masks = annotated_model_inputs(4, settings, 4, image_dir=str(tmp_path), seed=5)
+    from_boxes = annotated_model_inputs(
+        4, settings, 4, image_dir=str(tmp_path), boxes_json=str(tmp_path / "boxes.json"), seed=5
+    )
+    rows = np.random.default_rng(5).permutation(6)[:4].tolist()
+    folder = masks_from_folder(str(tmp_path)).subset(rows).to_model_inputs(settings, 4)
+    for drawn in (from_masks, from_boxes):
+        assert torch.equal(drawn[0], folder[0]) and torch.equal(drawn[1], folder[1])
+    with pytest.raises(FileNotFoundError, match="mask directory"):
+        annotated_model_inputs(4, settings, 4, image_dir=str(tmp_path), masks_dir=str(tmp_path / "none"))
+    with pytest.raises(ValueError, match="pass image_dir too"):
+        annotated_model_inputs(4, settings, 4, dataset=garment_dataset(6), boxes_json=str(tmp_path / "boxes.json"))
+
+
+def test_annotated_model_inputs_too_few_images_and_natural_images_fail_clearly():
+    settings = ImageSettings.for_config(GarmentConfig)
+    with pytest.raises(ValueError, match="need 25 annotated images but 6 are available"):
+        annotated_model_inputs(25, settings, 4, dataset=garment_dataset(6))
+    with pytest.raises(ValueError, match="need 0 annotated images"):
+        annotated_model_inputs(0, settings, 4, dataset=garment_dataset(6))
+    with pytest.raises(ValueError, match="no annotated images"):
+        annotated_model_inputs(2, settings, 4)
+    noisy = Dataset.from_dict({"image": [Image.fromarray(np.full((28, 28), 90, np.uint8))] * 3})
+    with pytest.raises(ValueError, match="no black background"):
+        annotated_model_inputs(3, settings, 4, dataset=noisy)

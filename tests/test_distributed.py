@@ -117,19 +117,24 @@ def test_the_suggested_flags_reach_the_checkpoints_total_batch():
 
 
 def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_records_it(tmp_path, caplog):
-    from test_trainer import ImageDataset, arguments, tiny_model
+    from test_trainer import tiny_model
+    from tiny import RandomImages, tiny_training_arguments
 
     from modeling_gpa.trainer import GPATrainer
 
     settings = dict(max_steps=2, save_strategy="steps", save_steps=2)
-    GPATrainer(model=tiny_model(), args=arguments(tmp_path, **settings), train_dataset=ImageDataset(4)).train()
+    GPATrainer(
+        model=tiny_model(), args=tiny_training_arguments(tmp_path, **settings), train_dataset=RandomImages(4)
+    ).train()
     state_file = tmp_path / "checkpoint-2" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     del state["stateful_callbacks"]["BatchGeometryCallback"]
     state_file.write_text(json.dumps(state))
 
     settings["max_steps"] = 4
-    trainer = GPATrainer(model=tiny_model(), args=arguments(tmp_path, **settings), train_dataset=ImageDataset(4))
+    trainer = GPATrainer(
+        model=tiny_model(), args=tiny_training_arguments(tmp_path, **settings), train_dataset=RandomImages(4)
+    )
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 4
     assert "records no world size or total batch (saved by an older version)" in caplog.text

@@ -5,16 +5,13 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
-from datasets import Dataset
 from PIL import Image
-from tiny import tiny_kwargs
+from tiny import annotated_folder, garment_dataset, garment_model_inputs, tiny_kwargs
 from transformers import AutoConfig, ViTConfig, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel, ViTModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from modeling_gpa.data.ground_truth import object_patches
 from modeling_gpa.head_selection import (
     HeadSelection,
@@ -241,27 +238,21 @@ def test_bad_inputs_say_what_to_do():
         select_attention_head(torch.nn.Linear(2, 2), torch.randn(2, 1, 28, 28), torch.ones(2, 49, dtype=torch.bool))
 
 
-def garment_dataset(count: int, seed: int = 0) -> Dataset:
-    """Fashion-MNIST-like rows: a bright rectangle of random size on black, plus an ``object_mask`` of its left half."""
-    rng = np.random.default_rng(seed)
-    images, masks = [], []
-    for _ in range(count):
-        image = np.zeros((28, 28), dtype=np.uint8)
-        top, left = rng.integers(0, 10, size=2)
-        height, width = rng.integers(10, 18, size=2)
-        image[top : top + height, left : left + width] = rng.integers(60, 255)
-        mask = np.zeros_like(image)
-        mask[top : top + height, left : left + width // 2] = 255
-        images.append(Image.fromarray(image))
-        masks.append(Image.fromarray(mask))
-    return Dataset.from_dict({"image": images, "object_mask": masks, "label": list(range(count))})
-
-
 def test_select_head_for_pretraining_writes_the_choice_and_the_heldout_recall(tmp_path):
     model = tiny_gpa()
-    dataset = garment_dataset(30)
-    selection = select_head_for_pretraining(model, dataset, 10, output_dir=str(tmp_path), num_heldout=12, seed=1)
+    pixels, objects = garment_model_inputs(garment_dataset(30), range(22))
+    selection = select_head_for_pretraining(
+        model,
+        pixels[:10],
+        objects[:10],
+        output_dir=str(tmp_path),
+        heldout_pixel_values=pixels[10:],
+        heldout_object_patches=objects[10:],
+    )
     assert (model.config.gpa_layer, model.config.gpa_head) == (selection.best_layer, selection.best_head)
+    alone = select_attention_head(tiny_gpa(), pixels[:10], objects[:10])
+    torch.testing.assert_close(selection.recall, alone.recall)
+    torch.testing.assert_close(selection.average_precision, alone.average_precision)
     written = json.loads((tmp_path / "head_selection.json").read_text())
     assert written["best"] == {
         "layer": selection.best_layer,
@@ -275,46 +266,31 @@ def test_select_head_for_pretraining_writes_the_choice_and_the_heldout_recall(tm
     assert written["top"][0]["recall"] == selection.best_recall
     assert 0.0 <= selection.heldout_recall <= 1.0
 
-    # The held-out number is the chosen candidate's recall on the 12 rows after the 10 selection rows.
-    rows = np.random.default_rng(1).permutation(30)[:22].tolist()
-    masks = torch.stack([torch.from_numpy(np.asarray(dataset[i]["object_mask"]) > 0) for i in rows[10:]])
-    pixels = torch.stack([torch.from_numpy(np.asarray(dataset[i]["image"], dtype=np.float32)) for i in rows[10:]])
+    # The held-out numbers are the chosen candidates' on the 12 held-out images.
     expected = attention_head_recall(
-        model,
-        ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1),
-        object_patches(masks, 4),
-        layer=selection.best_layer,
-        head=selection.best_head,
+        model, pixels[10:], objects[10:], layer=selection.best_layer, head=selection.best_head
     )
     assert selection.heldout_recall == pytest.approx(expected, abs=1e-6)
     for prefix, layer, head in (("heldout", "best_layer", "best_head"), ("heldout_order", "order_layer", "order_head")):
         recall, precision = attention_head_ranking(
-            model,
-            ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1),
-            object_patches(masks, 4),
-            layer=getattr(selection, layer),
-            head=getattr(selection, head),
+            model, pixels[10:], objects[10:], layer=getattr(selection, layer), head=getattr(selection, head)
         )
         assert getattr(selection, f"{prefix}_recall") == pytest.approx(recall, abs=1e-6)
         assert getattr(selection, f"{prefix}_average_precision") == pytest.approx(precision, abs=1e-6)
     k = written["num_masked"]
-    assert written["heldout"]["recall_ceiling"] == pytest.approx(recall_ceiling(object_patches(masks, 4), k))
+    assert written["heldout"]["recall_ceiling"] == pytest.approx(recall_ceiling(objects[10:], k))
+    assert written["heldout"]["object_coverage"] == pytest.approx(objects[10:].float().mean().item())
     assert selection.heldout_recall <= selection.heldout_recall_ceiling + 1e-6
 
 
-def test_plain_fashion_mnist_takes_the_garment_pixels(tmp_path):
-    dataset = garment_dataset(6).remove_columns("object_mask")
-    selection = select_head_for_pretraining(tiny_gpa(), dataset, 6, output_dir=str(tmp_path), apply=False)
-    rectangles = torch.stack([torch.from_numpy(np.asarray(row["image"]) > 0) for row in dataset])
-    assert selection.object_coverage == pytest.approx(object_patches(rectangles, 4).float().mean().item())
-
-
-def test_too_few_images_and_natural_images_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="need 25 annotated images but 6 are available"):
-        select_head_for_pretraining(tiny_gpa(), garment_dataset(6), 20, output_dir=str(tmp_path), num_heldout=5)
-    noisy = Dataset.from_dict({"image": [Image.fromarray(np.full((28, 28), 90, np.uint8))] * 3})
-    with pytest.raises(ValueError, match="no black background"):
-        select_head_for_pretraining(tiny_gpa(), noisy, 3, output_dir=str(tmp_path))
+def test_select_head_for_pretraining_without_heldout_images_and_without_images(tmp_path):
+    pixels, objects = garment_model_inputs(garment_dataset(6), range(6))
+    selection = select_head_for_pretraining(tiny_gpa(), pixels, objects, output_dir=str(tmp_path), apply=False)
+    assert selection.object_coverage == pytest.approx(objects.float().mean().item())
+    assert (selection.heldout_recall, selection.num_heldout) == (None, 0)
+    assert json.loads((tmp_path / "head_selection.json").read_text())["heldout"]["num_images"] == 0
+    with pytest.raises(ValueError, match="no selection images"):
+        select_head_for_pretraining(tiny_gpa(), pixels[:0], objects[:0], output_dir=str(tmp_path))
 
 
 def load_select_head_script():
@@ -325,19 +301,6 @@ def load_select_head_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def annotated_folder(directory) -> None:
-    """Six 28x28 images of a bright rectangle, masks/<stem>.png and boxes.json describing the same rectangles."""
-    (directory / "masks").mkdir(parents=True)
-    boxes = {}
-    for index, row in enumerate(garment_dataset(6, seed=3).remove_columns("object_mask")):
-        image = np.asarray(row["image"])
-        ys, xs = np.nonzero(image)
-        row["image"].save(directory / f"img{index}.png")
-        Image.fromarray((image > 0).astype(np.uint8) * 255).save(directory / "masks" / f"img{index}.png")
-        boxes[f"img{index}.png"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    (directory / "boxes.json").write_text(json.dumps({name: [box] for name, box in boxes.items()}))
 
 
 def test_select_head_script_on_masks_writes_table_heat_map_and_config(tmp_path, capsys):

@@ -74,3 +74,11 @@ def test_no_module_of_the_package_takes_part_in_an_import_cycle():
     modules = module_names(PACKAGE)
     graph = {name: imported_modules(name, path, modules) for name, path in modules.items()}
     assert cycles(graph) == []
+
+
+def test_few_shot_selection_takes_tensors_and_loads_no_data():
+    # Annotated images come from data.ground_truth.annotated_model_inputs, called by the scripts.
+    modules = module_names(PACKAGE)
+    for name in ("modeling_gpa.head_selection", "modeling_gpa.head_reselection"):
+        imports = imported_modules(name, modules[name], modules)
+        assert not {module for module in imports if module.startswith("modeling_gpa.data")}, name

@@ -162,8 +162,9 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, t
     argv += ["--gpa_selection_images", "6", "--max_steps", "1"]
     trainer, _ = run_mim.build_trainer(*run_mim.parse_arguments(argv))
     masker = trainer.masker
+    from modeling_gpa.data.ground_truth import annotated_model_inputs
     from modeling_gpa.data.image_inputs import ImageSettings
-    from modeling_gpa.head_selection import annotated_inputs, select_attention_head
+    from modeling_gpa.head_selection import select_attention_head
 
     encoder = masker.teacher
     processor = trainer.processing_class
@@ -173,7 +174,7 @@ def test_few_shot_selection_sets_the_teachers_block_and_head(images, tmp_path, t
     )
     train = train["train"]
     assert settings.image_size == (64, 64) and len(train) == 16
-    pixel_values, objects = annotated_inputs(encoder, train, 6, image_settings=settings)
+    pixel_values, objects = annotated_model_inputs(6, settings, encoder.config.patch_size, dataset=train)
     expected = select_attention_head(encoder, pixel_values, objects, mask_ratio=0.6)
     assert (masker.layer, masker.settings.head) == (expected.best_layer, expected.best_head)
 

@@ -2,53 +2,19 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_kwargs
+from tiny import RandomImages, tiny_kwargs, tiny_training_arguments
 from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.trainer import GPATrainer, GPATrainingArguments, last_complete_checkpoint
+from modeling_gpa.trainer import GPATrainer, last_complete_checkpoint
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 NUM_PATCHES = 16
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """``size`` random 1x28x28 images; with ``noise``, a fixed masking noise per image (plain MAE masking)."""
-
-    def __init__(self, size: int, noise: bool = False, seed: int = 0):
-        generator = torch.Generator().manual_seed(seed)
-        self.pixel_values = torch.randn(size, 1, 28, 28, generator=generator)
-        self.noise = torch.rand(size, NUM_PATCHES, generator=generator) if noise else None
-
-    def __len__(self) -> int:
-        return len(self.pixel_values)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = {"pixel_values": self.pixel_values[index]}
-        if self.noise is not None:
-            item["noise"] = self.noise[index]
-        return item
-
-
 def tiny_model(seed: int = 0, **overrides) -> GPAForPreTraining:
     torch.manual_seed(seed)
     return GPAForPreTraining(GPAConfig(**{**TINY, **overrides}))
-
-
-def arguments(tmp_path, **overrides) -> GPATrainingArguments:
-    defaults = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        per_device_train_batch_size=2,
-        max_steps=4,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    return GPATrainingArguments(**{**defaults, **overrides})
 
 
 def recorded_progress(model: GPAForPreTraining) -> list[float]:
@@ -63,7 +29,7 @@ def recorded_progress(model: GPAForPreTraining) -> list[float]:
 def test_step_schedule_reaches_every_forward_and_fractions_are_logged(tmp_path):
     model = tiny_model()
     seen = recorded_progress(model)
-    trainer = GPATrainer(model=model, args=arguments(tmp_path), train_dataset=ImageDataset(8))
+    trainer = GPATrainer(model=model, args=tiny_training_arguments(tmp_path), train_dataset=RandomImages(8))
     trainer.train()
 
     assert seen == [0.0, 0.25, 0.5, 0.75]
@@ -87,7 +53,7 @@ def test_torch_compile_gives_the_eager_losses_with_one_graph_for_the_whole_sched
         model = tiny_model(gpa_teacher="ema", gpa_ema_momentum=0.5)
         extra = dict(torch_compile=True, torch_compile_backend="aot_eager") if compiled else {}
         trainer = GPATrainer(
-            model=model, args=arguments(tmp_path / str(compiled), **extra), train_dataset=ImageDataset(8)
+            model=model, args=tiny_training_arguments(tmp_path / str(compiled), **extra), train_dataset=RandomImages(8)
         )
         with torch._dynamo.config.patch(error_on_recompile=True):
             trainer.train()
@@ -101,7 +67,9 @@ def test_epoch_schedule_is_quantised_per_epoch(tmp_path):
     model = tiny_model()
     seen = recorded_progress(model)
     trainer = GPATrainer(
-        model=model, args=arguments(tmp_path, mask_schedule="epoch", max_steps=8), train_dataset=ImageDataset(8)
+        model=model,
+        args=tiny_training_arguments(tmp_path, mask_schedule="epoch", max_steps=8),
+        train_dataset=RandomImages(8),
     )
     trainer.train()
     assert seen == [0.0] * 4 + [0.5] * 4
@@ -128,8 +96,8 @@ def test_ema_teacher_steps_once_per_optimizer_step_under_gradient_accumulation(t
     seen = recorded_progress(model)
     trainer = GPATrainer(
         model=model,
-        args=arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3),
-        train_dataset=ImageDataset(12),
+        args=tiny_training_arguments(tmp_path, gradient_accumulation_steps=2, max_steps=3),
+        train_dataset=RandomImages(12),
     )
     snapshots = Snapshots()
     trainer.add_callback(snapshots)
@@ -146,13 +114,13 @@ def test_ema_teacher_steps_once_per_optimizer_step_under_gradient_accumulation(t
 
 def test_gradient_accumulation_matches_one_step_of_the_doubled_batch(tmp_path):
     """Fixed noise gives every image the same masked count, so two half-batch means average to the full mean."""
-    dataset = ImageDataset(4, noise=True)
+    dataset = RandomImages(4, noise=True)
     sgd = dict(optim="sgd", learning_rate=1.0, lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0)
     runs = {}
     for batch_size, accumulation in ((4, 1), (2, 2)):
         model = tiny_model()
         start = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-        args = arguments(
+        args = tiny_training_arguments(
             tmp_path / str(accumulation),
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
@@ -182,9 +150,9 @@ def test_evaluation_uses_the_progress_reached(tmp_path):
     """At progress 1 this schedule masks the top-GPA patches only, so the evaluation loss is deterministic."""
     schedule = dict(hard_ratio_start=0.0, hard_ratio_end=1.0, soft_ratio_start=0.0, soft_ratio_end=0.0)
     model = tiny_model(**schedule)
-    dataset = ImageDataset(4, seed=1)
-    args = arguments(tmp_path, max_steps=2, per_device_eval_batch_size=4)
-    trainer = GPATrainer(model=model, args=args, train_dataset=ImageDataset(4), eval_dataset=dataset)
+    dataset = RandomImages(4, seed=1)
+    args = tiny_training_arguments(tmp_path, max_steps=2, per_device_eval_batch_size=4)
+    trainer = GPATrainer(model=model, args=args, train_dataset=RandomImages(4), eval_dataset=dataset)
     trainer.train()
     metrics = trainer.evaluate()
 
@@ -197,7 +165,7 @@ def test_evaluation_uses_the_progress_reached(tmp_path):
 
 
 def test_base_learning_rate_is_scaled_by_the_total_batch_size_and_wins(tmp_path):
-    args = arguments(
+    args = tiny_training_arguments(
         tmp_path,
         base_learning_rate=1.5e-4,
         learning_rate=0.1,
@@ -206,28 +174,28 @@ def test_base_learning_rate_is_scaled_by_the_total_batch_size_and_wins(tmp_path)
     )
     assert args.total_train_batch_size == 32
     assert args.learning_rate == pytest.approx(1.5e-4 * 32 / 256)
-    assert arguments(tmp_path, learning_rate=0.1).learning_rate == 0.1
+    assert tiny_training_arguments(tmp_path, learning_rate=0.1).learning_rate == 0.1
 
 
 def test_image_pretraining_defaults_and_bad_values(tmp_path):
-    args = arguments(tmp_path)
+    args = tiny_training_arguments(tmp_path)
     assert args.label_names == ["pixel_values"] and args.remove_unused_columns is False
     assert args.prediction_loss_only and args.mask_schedule == "step"
     with pytest.raises(ValueError, match="--mask_schedule 'steps' is invalid; allowed values: step, epoch"):
-        arguments(tmp_path, mask_schedule="steps")
+        tiny_training_arguments(tmp_path, mask_schedule="steps")
     with pytest.raises(ValueError, match="--base_learning_rate -1.0 is invalid"):
-        arguments(tmp_path, base_learning_rate=-1.0)
+        tiny_training_arguments(tmp_path, base_learning_rate=-1.0)
 
 
 def test_resume_restores_every_weight_and_skips_incomplete_checkpoints(tmp_path):
     """Trainer's own reload misses the renamed ViT keys (huggingface/transformers#48805); ours restores them all."""
     args = dict(max_steps=2, save_strategy="steps", save_steps=2)
     trained = tiny_model(gpa_teacher="ema")
-    GPATrainer(model=trained, args=arguments(tmp_path, **args), train_dataset=ImageDataset(4)).train()
+    GPATrainer(model=trained, args=tiny_training_arguments(tmp_path, **args), train_dataset=RandomImages(4)).train()
     (tmp_path / "checkpoint-3").mkdir()
 
     resumed = tiny_model(seed=1, gpa_teacher="ema")
-    trainer = GPATrainer(model=resumed, args=arguments(tmp_path, **args), train_dataset=ImageDataset(4))
+    trainer = GPATrainer(model=resumed, args=tiny_training_arguments(tmp_path, **args), train_dataset=RandomImages(4))
     trainer.train(resume_from_checkpoint=True)
 
     assert trainer.state.global_step == 2
@@ -261,7 +229,7 @@ def test_uint8_batches_are_normalised_with_the_processors_statistics_and_replace
     model = tiny_model(hard_ratio_start=1.0, hard_ratio_end=1.0, soft_ratio_start=0.0, soft_ratio_end=0.0)
     dataset = Uint8Images(4)
     processor = build_image_processor(28, 1, mean=[0.5], std=[0.25])
-    args = arguments(tmp_path, per_device_eval_batch_size=4)
+    args = tiny_training_arguments(tmp_path, per_device_eval_batch_size=4)
     trainer = GPATrainer(
         model=model, args=args, eval_dataset=dataset, processing_class=processor, data_collator=collate_pixel_values
     )
@@ -285,7 +253,7 @@ def test_uint8_batches_are_normalised_into_the_dtype_of_a_bf16_model_and_train(t
     processor = build_image_processor(28, 1, mean=[0.5], std=[0.25])
     trainer = GPATrainer(
         model=model,
-        args=arguments(tmp_path, max_steps=2),
+        args=tiny_training_arguments(tmp_path, max_steps=2),
         train_dataset=dataset,
         processing_class=processor,
         data_collator=collate_pixel_values,
@@ -305,18 +273,18 @@ def test_fsdp_without_gpus_is_refused_in_one_line_instead_of_running_ddp(tmp_pat
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"^FSDP \(fsdp.yaml\) needs GPUs: .*/cpu_2proc\.yaml on a machine without"):
-        arguments(tmp_path)
+        tiny_training_arguments(tmp_path)
 
 
 def test_loader_defaults_keep_workers_fed_unless_the_flags_say_otherwise(tmp_path):
-    with_workers = arguments(tmp_path, dataloader_num_workers=2)
+    with_workers = tiny_training_arguments(tmp_path, dataloader_num_workers=2)
     assert with_workers.dataloader_persistent_workers and with_workers.dataloader_prefetch_factor == 4
     assert not with_workers.dataloader_pin_memory  # no GPU to copy to
-    explicit = arguments(
+    explicit = tiny_training_arguments(
         tmp_path, dataloader_num_workers=2, dataloader_persistent_workers=False, dataloader_prefetch_factor=2
     )
     assert not explicit.dataloader_persistent_workers and explicit.dataloader_prefetch_factor == 2
-    in_process = arguments(tmp_path)
+    in_process = tiny_training_arguments(tmp_path)
     assert in_process.dataloader_persistent_workers is False and in_process.dataloader_prefetch_factor is None
 
 
@@ -345,7 +313,7 @@ def unreadable_run(files, output_dir, **overrides) -> GPATrainer:
     settings = dict(per_device_train_batch_size=4, train_sampling_strategy="sequential", **overrides)
     return GPATrainer(
         model=tiny_model(),
-        args=arguments(output_dir, **settings),
+        args=tiny_training_arguments(output_dir, **settings),
         train_dataset=ImageDataset(files, TrainCrop(28, 1)),
         data_collator=collate_pixel_values,
     )
@@ -392,7 +360,9 @@ def resumable_run(output_dir, resume: str | None = None, **overrides) -> tuple[l
         with_kwargs=True,
     )
     settings = dict(per_device_train_batch_size=4, max_steps=8, save_strategy="steps", **overrides)
-    trainer = GPATrainer(model=model, args=arguments(output_dir, **settings), train_dataset=AugmentedImages())
+    trainer = GPATrainer(
+        model=model, args=tiny_training_arguments(output_dir, **settings), train_dataset=AugmentedImages()
+    )
     trainer.train(resume_from_checkpoint=resume)
     losses = {entry["step"]: entry["loss"] for entry in trainer.state.log_history if "loss" in entry}
     return seen, [losses[step] for step in range(1, 9)]

@@ -6,49 +6,20 @@ import signal
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import tiny_kwargs
+from tiny import RandomImages, tiny_kwargs, tiny_training_arguments
 from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.finite_weights import nonfinite_tensors
-from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
+from modeling_gpa.trainer import GPATrainer
 from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 
 
-class Images(torch.utils.data.Dataset):
-    """``size`` seeded random 1x28x28 float images."""
-
-    def __init__(self, size: int):
-        self.pixel_values = torch.randn(size, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self) -> int:
-        return len(self.pixel_values)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"pixel_values": self.pixel_values[index]}
-
-
 def tiny_model(**overrides) -> GPAForPreTraining:
     torch.manual_seed(0)
     return GPAForPreTraining(GPAConfig(**{**TINY, **overrides}))
-
-
-def arguments(tmp_path, **overrides) -> GPATrainingArguments:
-    defaults = dict(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        per_device_train_batch_size=2,
-        max_steps=4,
-        learning_rate=1e-3,
-        seed=0,
-    )
-    return GPATrainingArguments(**{**defaults, **overrides})
 
 
 class Snapshots(TrainerCallback):
@@ -76,7 +47,9 @@ def poison_step(model: GPAForPreTraining, trainer: GPATrainer, step: int) -> Non
 
 def test_a_step_with_a_nan_loss_changes_neither_weights_nor_optimizer_and_is_counted(tmp_path, caplog):
     model = tiny_model()
-    trainer = GPATrainer(model=model, args=arguments(tmp_path, max_steps=4), train_dataset=Images(8))
+    trainer = GPATrainer(
+        model=model, args=tiny_training_arguments(tmp_path, max_steps=4), train_dataset=RandomImages(8)
+    )
     snapshots = Snapshots(trainer)
     trainer.add_callback(snapshots)
     poison_step(model, trainer, step=2)
@@ -96,10 +69,10 @@ def test_a_step_with_a_nan_loss_changes_neither_weights_nor_optimizer_and_is_cou
 
 def test_a_diverging_run_stops_naming_the_step_and_checkpoints_only_finite_weights(tmp_path):
     """AdamW at learning rate 1000 overflows the loss at step 2; every later step is NaN too."""
-    args = arguments(
+    args = tiny_training_arguments(
         tmp_path, learning_rate=1e3, max_steps=20, max_nonfinite_steps=3, save_strategy="steps", save_steps=1
     )
-    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=Images(16))
+    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=RandomImages(16))
     with pytest.raises(NonFiniteTrainingError) as error:
         trainer.train()
 
@@ -119,7 +92,7 @@ def test_a_diverging_run_stops_naming_the_step_and_checkpoints_only_finite_weigh
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     model = tiny_model()
-    trainer = GPATrainer(model=model, args=arguments(tmp_path / "run"), train_dataset=Images(4))
+    trainer = GPATrainer(model=model, args=tiny_training_arguments(tmp_path / "run"), train_dataset=RandomImages(4))
     with torch.no_grad():
         model.vit.layers[1].attention.q_proj.weight[0, 0] = float("inf")
     with pytest.raises(NonFiniteTrainingError, match=r"in 1 of \d+ tensors \(first: vit\.layers\.1\.attention\.q_proj"):
@@ -129,15 +102,15 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 def test_max_steps_zero_and_a_zero_guard_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="--max_steps 0 is invalid; pass a positive number"):
-        arguments(tmp_path, max_steps=0)
+        tiny_training_arguments(tmp_path, max_steps=0)
     with pytest.raises(ValueError, match="--max_nonfinite_steps 0 is invalid"):
-        arguments(tmp_path, max_nonfinite_steps=0)
+        tiny_training_arguments(tmp_path, max_nonfinite_steps=0)
 
 
 def test_the_hub_token_is_kept_out_of_every_saved_file(tmp_path):
     secret = "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"
-    args = arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, hub_token=secret)
-    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=Images(4))
+    args = tiny_training_arguments(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, hub_token=secret)
+    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=RandomImages(4))
     trainer.train()
     trainer.save_model()
 
@@ -154,7 +127,7 @@ def test_too_little_free_space_fails_before_training(tmp_path, monkeypatch):
     import shutil
 
     model = tiny_model()
-    trainer = GPATrainer(model=model, args=arguments(tmp_path), train_dataset=Images(4))
+    trainer = GPATrainer(model=model, args=tiny_training_arguments(tmp_path), train_dataset=RandomImages(4))
     usage = shutil.disk_usage(tmp_path)
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=weight_bytes))
@@ -177,8 +150,8 @@ class SigtermAtStep(TrainerCallback):
 @pytest.mark.parametrize("jit_checkpoint", [False, True])
 def test_sigterm_finishes_the_step_saves_a_checkpoint_and_raises(tmp_path, jit_checkpoint):
     """Transformers' own --enable_jit_checkpoint handler is replaced: it would save the partial model as final."""
-    args = arguments(tmp_path, max_steps=50, enable_jit_checkpoint=jit_checkpoint)
-    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=Images(8))
+    args = tiny_training_arguments(tmp_path, max_steps=50, enable_jit_checkpoint=jit_checkpoint)
+    trainer = GPATrainer(model=tiny_model(), args=args, train_dataset=RandomImages(8))
     trainer.add_callback(SigtermAtStep(3))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as error:
@@ -195,7 +168,9 @@ class SigtermAfterTheLastStep(TrainerCallback):
 
 
 def test_sigterm_after_the_last_step_still_leaves_the_checkpoint_it_names(tmp_path):
-    trainer = GPATrainer(model=tiny_model(), args=arguments(tmp_path, max_steps=2), train_dataset=Images(4))
+    trainer = GPATrainer(
+        model=tiny_model(), args=tiny_training_arguments(tmp_path, max_steps=2), train_dataset=RandomImages(4)
+    )
     trainer.add_callback(SigtermAfterTheLastStep())
     with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at step 2 of 2"):
         trainer.train()

@@ -185,3 +185,96 @@ def save_rotated(upright, orientation: int, path) -> None:
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(path, exif=exif.tobytes())
+
+
+def garment_dataset(count: int, seed: int = 0):
+    """A ``datasets.Dataset`` of Fashion-MNIST-like rows: a bright 28x28 rectangle of random size on black, plus an
+    ``object_mask`` of its left half and a ``label``."""
+    import numpy as np
+    from datasets import Dataset
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for _ in range(count):
+        image = np.zeros((28, 28), dtype=np.uint8)
+        top, left = rng.integers(0, 10, size=2)
+        height, width = rng.integers(10, 18, size=2)
+        image[top : top + height, left : left + width] = rng.integers(60, 255)
+        mask = np.zeros_like(image)
+        mask[top : top + height, left : left + width // 2] = 255
+        images.append(Image.fromarray(image))
+        masks.append(Image.fromarray(mask))
+    return Dataset.from_dict({"image": images, "object_mask": masks, "label": list(range(count))})
+
+
+def annotated_folder(directory) -> None:
+    """Six 28x28 images of a bright rectangle, masks/<stem>.png and boxes.json describing the same rectangles."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (directory / "masks").mkdir(parents=True)
+    boxes = {}
+    for index, row in enumerate(garment_dataset(6, seed=3).remove_columns("object_mask")):
+        image = np.asarray(row["image"])
+        ys, xs = np.nonzero(image)
+        row["image"].save(directory / f"img{index}.png")
+        Image.fromarray((image > 0).astype(np.uint8) * 255).save(directory / "masks" / f"img{index}.png")
+        boxes[f"img{index}.png"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    (directory / "boxes.json").write_text(json.dumps({name: [box] for name, box in boxes.items()}))
+
+
+def garment_model_inputs(dataset, rows):
+    """Rows of ``garment_dataset`` as the model takes them, built by hand: (B, 1, 28, 28) pixel values with
+    Fashion-MNIST's normalisation and (B, 49) bool 4x4 patches of the ``object_mask`` column."""
+    import numpy as np
+    import torch
+
+    from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+    from modeling_gpa.data.ground_truth import object_patches
+
+    masks = torch.stack([torch.from_numpy(np.asarray(dataset[i]["object_mask"]) > 0) for i in rows])
+    pixels = torch.stack([torch.from_numpy(np.asarray(dataset[i]["image"], dtype=np.float32)) for i in rows])
+    return ((pixels / 255.0 - FASHION_MNIST_MEAN[0]) / FASHION_MNIST_STD[0]).unsqueeze(1), object_patches(masks, 4)
+
+
+class RandomImages:
+    """A torch dataset of ``size`` seeded random 1x28x28 images; with ``noise``, a fixed masking noise of
+    ``num_patches`` per image (plain MAE masking)."""
+
+    def __init__(self, size: int, noise: bool = False, seed: int = 0, num_patches: int = 16):
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        self.pixel_values = torch.randn(size, 1, 28, 28, generator=generator)
+        self.noise = torch.rand(size, num_patches, generator=generator) if noise else None
+
+    def __len__(self) -> int:
+        return len(self.pixel_values)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"pixel_values": self.pixel_values[index]}
+        if self.noise is not None:
+            item["noise"] = self.noise[index]
+        return item
+
+
+def tiny_training_arguments(tmp_path, **overrides):
+    """``GPATrainingArguments`` for a few logged CPU steps of batch 2 in ``tmp_path``, no saving; ``overrides`` win."""
+    from modeling_gpa.trainer import GPATrainingArguments
+
+    defaults = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        per_device_train_batch_size=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        seed=0,
+    )
+    return GPATrainingArguments(**{**defaults, **overrides})

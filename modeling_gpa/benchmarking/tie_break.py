@@ -27,9 +27,9 @@ import torch
 from transformers import AutoConfig, AutoModelForPreTraining, set_seed
 
 from modeling_gpa.data import load_image_datasets
+from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import (
-    annotated_inputs,
     candidate_name,
     load_scoring_model,
     num_masked_patches,
@@ -58,10 +58,10 @@ def random_init_model(checkpoint: str) -> torch.nn.Module:
 
 def heldout_tables(model, images, image_column: str, settings: ImageSettings, count: int) -> dict:
     """Recall and average precision of every candidate on ``count`` test images, plus chance and ceiling."""
-    pixel_values, objects = annotated_inputs(
-        model, images, count, image_settings=settings, image_column=image_column, seed=0
-    )
     encoder = teacher_encoder_of(model)
+    pixel_values, objects = annotated_model_inputs(
+        count, settings, encoder.config.patch_size, dataset=images, image_column=image_column, seed=0
+    )
     num_masked = num_masked_patches(objects.shape[1], getattr(model.config, "mask_ratio", 0.75))
     recall, precision = object_ranking_tables(encoder, pixel_values, objects, num_masked=num_masked)
     return {"recall": recall, "average_precision": precision, "chance": float(objects.float().mean())}
@@ -70,6 +70,7 @@ def heldout_tables(model, images, image_column: str, settings: ImageSettings, co
 def compare(model, name: str, splits: dict, image_column: str, settings: ImageSettings, args) -> dict:
     """Every draw's two choices and their held-out numbers, and the means over the draws where they differ."""
     heldout = heldout_tables(model, splits["validation"], image_column, settings, args.num_heldout)
+    patch_size = teacher_encoder_of(model).config.patch_size
     num_heads = heldout["recall"].shape[1] - 1
 
     def measured(layer: int, head: int | None) -> dict:
@@ -82,8 +83,8 @@ def compare(model, name: str, splits: dict, image_column: str, settings: ImageSe
 
     draws = []
     for seed in range(args.draws):
-        pixel_values, objects = annotated_inputs(
-            model, splits["train"], args.num_images, image_settings=settings, image_column=image_column, seed=seed
+        pixel_values, objects = annotated_model_inputs(
+            args.num_images, settings, patch_size, dataset=splits["train"], image_column=image_column, seed=seed
         )
         selection = select_attention_head(model, pixel_values, objects)
         draws.append(

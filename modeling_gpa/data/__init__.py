@@ -2,9 +2,10 @@
 
 ``sources`` loads a split (Fashion-MNIST, cluttered Fashion-MNIST, an image folder, the Hub) and builds the image
 processor; ``pipeline`` turns images into uint8 batches (decode, crop, collate) and normalises them on the device
-(`PixelNormalizer`); ``cluttered`` generates the synthetic cluttered set and ``ground_truth`` its object masks;
-``image_inputs`` prepares in-memory images for head selection and visualisation; ``fashion_mnist`` and ``arrays``
-read the raw data.
+(`PixelNormalizer`); ``cluttered`` generates the synthetic cluttered set; ``ground_truth`` reads object masks
+(a dataset, a masks folder, boxes) and draws the annotated images few-shot selection takes
+(`annotated_model_inputs`); ``image_inputs`` prepares in-memory images for head selection and visualisation;
+``fashion_mnist`` and ``arrays`` read the raw data.
 
 Every public name of these modules is importable from here (``from modeling_gpa.data import load_image_datasets``).
 They load on first use: ``sources`` imports `datasets`, which the GPU benchmark machines lack, and the modules that

@@ -7,7 +7,9 @@ Three sources give a (H, W) bool mask per image, at the image's own size:
 - a ``datasets.Dataset``: its ``object_mask`` column (cluttered Fashion-MNIST), or the non-zero pixels of the image
   itself (plain Fashion-MNIST: the garment on a black background).
 
-``object_patches`` turns pixel masks at the model's size into patch masks in ViT's patch order.
+``object_patches`` turns pixel masks at the model's size into patch masks in ViT's patch order, and
+``annotated_model_inputs`` draws a few annotated images from one source as the model's tensors: what few-shot
+attention selection (``modeling_gpa.head_selection``) takes.
 """
 
 from __future__ import annotations
@@ -204,4 +206,54 @@ def masks_from_dataset(
     return AnnotatedImages(images, masks, names)
 
 
-__all__ = ["AnnotatedImages", "object_patches", "masks_from_folder", "masks_from_boxes", "masks_from_dataset"]
+def annotated_model_inputs(
+    count: int,
+    settings: ImageSettings,
+    patch_size: int | Sequence[int],
+    *,
+    dataset=None,
+    image_column: str = "image",
+    mask_column: str | None = "auto",
+    image_dir: str | None = None,
+    masks_dir: str | None = None,
+    boxes_json: str | None = None,
+    min_object_fraction: float = 0.5,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` annotated images drawn at random (``seed``) from one source -> (count, C, H, W), (count, n) bool.
+
+    The source: ``image_dir`` with ``boxes_json`` (``masks_from_boxes``), else ``image_dir`` with its masks folder
+    (``masks_from_folder``, ``masks_dir`` default ``<image_dir>/masks``), else ``dataset``: a ``datasets.Dataset``
+    (``masks_from_dataset`` with ``image_column`` / ``mask_column``) or ``AnnotatedImages``. Images and masks are
+    resized alike to ``settings.image_size`` and normalised with ``settings``; a patch of ``patch_size`` is object
+    when at least ``min_object_fraction`` of its pixels are. The same ``seed`` draws the same images in the same
+    order whatever ``count`` is, so of a draw of ``N + M`` the first ``N`` are the images a draw of ``N`` gives:
+    selection images first, held-out ones after.
+    """
+    if image_dir is None and (boxes_json or masks_dir):
+        raise ValueError("a boxes JSON or a masks folder needs the folder of its images: pass image_dir too.")
+    if image_dir is not None:
+        dataset = masks_from_boxes(image_dir, boxes_json) if boxes_json else masks_from_folder(image_dir, masks_dir)
+    if dataset is None:
+        raise ValueError("no annotated images: pass a dataset, or an image_dir with masks or a boxes JSON.")
+    if not 1 <= count <= len(dataset):
+        raise ValueError(
+            f"need {count} annotated images but {len(dataset)} are available; ask for 1 to {len(dataset)} images in "
+            "all (selection and held-out images together)."
+        )
+    chosen = np.random.default_rng(seed).permutation(len(dataset))[:count].tolist()
+    if isinstance(dataset, AnnotatedImages):
+        annotated = dataset.subset(chosen)
+    else:
+        annotated = masks_from_dataset(dataset, chosen, image_column=image_column, mask_column=mask_column)
+    return annotated.to_model_inputs(settings, patch_size, min_object_fraction)
+
+
+__all__ = [
+    "AnnotatedImages",
+    "annotated_model_inputs",
+    "masks_from_boxes",
+    "masks_from_dataset",
+    "masks_from_folder",
+    "object_patches",
+]

@@ -180,6 +180,17 @@ def listing_record_path(train_dir: str, validation_dir: str | None, cache_dir: s
     return os.path.join(cache_dir or datasets.config.HF_DATASETS_CACHE, "image_folder_listings", f"{digest}.json")
 
 
+def image_folder_data_files(train_dir: str, validation_dir: str | None) -> dict[str, str]:
+    """``data_files`` of `datasets`' imagefolder builder for the folders (every file below each), checked to exist."""
+    for flag, directory in (("--train_dir", train_dir), ("--validation_dir", validation_dir)):
+        if directory is not None and not os.path.isdir(directory):
+            raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing {flag}")
+    data_files = {"train": os.path.join(train_dir, "**")}
+    if validation_dir is not None:
+        data_files["validation"] = os.path.join(validation_dir, "**")
+    return data_files
+
+
 def load_image_folder(
     train_dir: str, validation_dir: str | None, cache_dir: str | None, listing: str | None = None
 ) -> datasets.DatasetDict:
@@ -208,12 +219,7 @@ def load_image_folder(
             "training images), without listing the folder."
         )
         return dataset
-    data_files = {"train": os.path.join(train_dir, "**")}
-    if validation_dir is not None:
-        data_files["validation"] = os.path.join(validation_dir, "**")
-    for flag, directory in (("--train_dir", train_dir), ("--validation_dir", validation_dir)):
-        if directory is not None and not os.path.isdir(directory):
-            raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing {flag}")
+    data_files = image_folder_data_files(train_dir, validation_dir)
     started = time.perf_counter()
     try:
         dataset = datasets.load_dataset("imagefolder", data_files=data_files, cache_dir=cache_dir)
@@ -416,6 +422,7 @@ __all__ = [
     "collate_pixel_values",
     "collate_pixel_values_and_labels",
     "image_column",
+    "image_folder_data_files",
     "load_fashion_mnist",
     "load_image_datasets",
     "load_image_datasets_of",

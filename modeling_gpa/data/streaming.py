@@ -38,6 +38,7 @@ from .sources import (
     FASHION_MNIST_NAMES,
     holds_shards,
     image_column,
+    image_folder_data_files,
     load_from_hub_or_folder,
     load_image_datasets,
 )
@@ -259,12 +260,7 @@ def load_image_streams(
 
 
 def _stream_image_folder(train_dir: str, validation_dir: str | None) -> datasets.IterableDatasetDict:
-    data_files = {"train": os.path.join(train_dir, "**")}
-    if validation_dir is not None:
-        data_files["validation"] = os.path.join(validation_dir, "**")
-    for flag, directory in (("--train_dir", train_dir), ("--validation_dir", validation_dir)):
-        if directory is not None and not os.path.isdir(directory):
-            raise FileNotFoundError(f"image folder {directory} does not exist: pass an existing {flag}")
+    data_files = image_folder_data_files(train_dir, validation_dir)
     # A stream lists nothing before it is read: look for one file (the first one found ends the walk).
     if not any(files for _, _, files in os.walk(train_dir)):
         raise ValueError(f"no images in {train_dir}: put image files (in one subfolder per class) there")
