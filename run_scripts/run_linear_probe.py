@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     check_pooling(encoder, args.pooling)
     config = encoder.config
     data = load_labelled_splits(args, config.image_size, config.num_channels, args.model_name_or_path)
+    unreadable: set[str] = set()
     eval_features, eval_labels = labelled_features(
-        encoder, data["eval"], args.pooling, args.feature_batch_size, args.device, normalizer=data["normalizer"]
+        encoder, data["eval"], args.pooling, args.feature_batch_size, args.device, data["normalizer"], unreadable
     )
     # A split smaller than the batch trains on full batches; the lr follows the batch actually used (MAE's rule).
     num_train = len(data["splits"]["train"])
@@ -99,11 +100,12 @@ def main(argv: list[str] | None = None) -> dict:
             feature_batch_size=args.feature_batch_size,
             normalizer=data["normalizer"],
             num_workers=args.num_workers,
+            unreadable=unreadable,
             **schedule,
         )
     else:
         train_features, train_labels = labelled_features(
-            encoder, data["train"], args.pooling, args.feature_batch_size, args.device, normalizer=data["normalizer"]
+            encoder, data["train"], args.pooling, args.feature_batch_size, args.device, data["normalizer"], unreadable
         )
         check_features(train_features, eval_features)
         probe = train_linear_probe(train_features, train_labels, data["num_classes"], batch_size=batch_size, **schedule)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_train": num_train,
         "num_eval": len(eval_labels),
         "num_classes": data["num_classes"],
-        "unreadable_images": data["unreadable_images"],
+        "unreadable_images": len(unreadable),
     }
     summary = (
         f"linear probe ({args.optimizer}, augment {args.augment}, {args.epochs} epochs, pooling={args.pooling}): "

@@ -314,7 +314,8 @@ def test_every_evaluation_script_records_the_distinct_unreadable_files(folder_wi
     knn = run_knn.main(base + ["--k", "3", "--device", "cpu"] + data_args(folder_with_bad_files, tmp_path / "knn"))
     probe_args = ["--epochs", "1", "--batch_size", "8", "--warmup_epochs", "0", "--device", "cpu"]
     probe = run_linear_probe.main(base + probe_args + data_args(folder_with_bad_files, tmp_path / "probe"))
-    finetune_args = ["--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--report_to", "none"]
+    finetune_args = ["--recipe", "plain", "--num_train_epochs", "1", "--per_device_train_batch_size", "8"]
+    finetune_args += ["--report_to", "none"]
     finetune_args += ["--save_strategy", "no", "--use_cpu"]
     finetune = run_finetune.main(base + finetune_args + data_args(folder_with_bad_files, tmp_path / "finetune"))
     for name, results in (("knn", knn), ("probe", probe), ("finetune", finetune)):

@@ -179,13 +179,15 @@ def augmented_feature_batches(
     normalizer: Callable[[torch.Tensor], torch.Tensor] | None = None,
     num_workers: int = 0,
     device: str = "cpu",
+    unreadable: set[str] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of probe batches: ((batch_size, D) frozen features, (batch_size,) labels) of fresh random crops.
 
     ``dataset`` rows are ``{"pixel_values", "labels"}`` whose transform draws a new crop on every read (a
     `TrainCrop`). Each batch goes through the encoder ``feature_batch_size`` images at a time and its features are
     gathered before the step, so the probe (and its BatchNorm) sees the whole batch however little memory the
-    encoder has. The order is a new permutation from ``generator``; the last incomplete batch is dropped.
+    encoder has. The order is a new permutation from ``generator``; the last incomplete batch is dropped. The names
+    of unreadable images (each replaced by the next readable one) are added to ``unreadable`` when given.
     """
     from torch.utils.data import DataLoader
 
@@ -205,7 +207,9 @@ def augmented_feature_batches(
     loaded = iter(loader)
     for _ in range(steps):
         step_batches = (next(loaded) for _ in range(chunks_per_step))
-        yield extract_features(encoder, step_batches, pooling=pooling, device=device, normalizer=normalizer)
+        yield extract_features(
+            encoder, step_batches, pooling=pooling, device=device, normalizer=normalizer, unreadable=unreadable
+        )
 
 
 def train_augmented_linear_probe(
@@ -226,9 +230,11 @@ def train_augmented_linear_probe(
     num_workers: int = 0,
     seed: int = 0,
     device: str = "cpu",
+    unreadable: set[str] | None = None,
 ) -> LinearProbe:
     """MAE's linear probe: new crops of ``dataset`` through the frozen ``encoder`` every epoch
-    ([`augmented_feature_batches`]), then the probe step on each batch."""
+    ([`augmented_feature_batches`]), then the probe step on each batch; unreadable images' names go to
+    ``unreadable``."""
     _check_training_inputs(optimizer, len(dataset), len(dataset))
     batch_size = min(batch_size, len(dataset))
     torch.manual_seed(seed)
@@ -247,6 +253,7 @@ def train_augmented_linear_probe(
             normalizer=normalizer,
             num_workers=num_workers,
             device=device,
+            unreadable=unreadable,
         ):
             check_labels(labels, num_classes)
             yield features, labels
