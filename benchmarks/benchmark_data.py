@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Does the start of a pretraining run grow with the dataset? Image folders, parquet and webdataset shards, map-style
-and streamed: time to the first step, peak memory, one DataLoader worker's rate; see `modeling_gpa.benchmarking.data`.
+and streamed: time to the first step, peak memory, one DataLoader worker's rate; see `benchmarks.measuring.data`.
 
     python benchmarks/benchmark_data.py --quick                       # about a minute
     python benchmarks/benchmark_data.py --output benchmarks/data_cpu  # 2k, 20k and 200k images
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_gpa.benchmarking.data import FORMATS, Settings, quick_settings, run, save  # noqa: E402
+from benchmarks.measuring.data import FORMATS, Settings, quick_settings, run, save  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What each evaluation protocol gives on one checkpoint: fine-tuning recipes and the linear probe, side by side.
 
-The measuring code, its usage and its options: `modeling_gpa.benchmarking.finetune_recipes`.
+The measuring code, its usage and its options: `benchmarks.measuring.finetune_recipes`.
 What the committed results mean: benchmarks/README.md.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_gpa.benchmarking.finetune_recipes import main  # noqa: E402
+from benchmarks.measuring.finetune_recipes import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

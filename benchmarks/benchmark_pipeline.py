@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Is pretraining input-bound? The input pipeline alone, the training step alone (eager and compiled), and
-run_pretrain.py end to end, over one image folder; see `modeling_gpa.benchmarking.pipeline`.
+run_pretrain.py end to end, over one image folder; see `benchmarks.measuring.pipeline`.
 
     python benchmarks/benchmark_pipeline.py --quick                     # CPU, about a minute
     python benchmarks/benchmark_pipeline.py --quick --output benchmarks/pipeline_cpu
@@ -22,7 +22,7 @@ from pathlib import Path
 # Runs from a plain checkout too: the GPU machines have no install of this repository.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_gpa.benchmarking.pipeline import ARMS, MODELS, Settings, quick_settings, run, save  # noqa: E402
+from benchmarks.measuring.pipeline import ARMS, MODELS, Settings, quick_settings, run, save  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

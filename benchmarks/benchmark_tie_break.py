@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does breaking few-shot recall ties by average precision choose heads that rank objects better on held-out images?
 
-The measuring code, its usage and its options: `modeling_gpa.benchmarking.tie_break`.
+The measuring code, its usage and its options: `benchmarks.measuring.tie_break`.
 What the committed results mean: benchmarks/README.md.
 Runs from a plain checkout: the GPU machines have no install of this repository.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modeling_gpa.benchmarking.tie_break import main  # noqa: E402
+from benchmarks.measuring.tie_break import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

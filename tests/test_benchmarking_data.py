@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import benchmark_data  # noqa: E402
 
-from modeling_gpa.benchmarking.data import (  # noqa: E402
+from benchmarks.measuring.data import (  # noqa: E402
     Settings,
     compare_one_worker,
     first_step_arguments,

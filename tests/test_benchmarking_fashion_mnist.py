@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modeling_gpa.benchmarking import fashion_mnist as benchmark
+from benchmarks.measuring import fashion_mnist as benchmark
 
 PROGRAM = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_fashion_mnist.py"
 

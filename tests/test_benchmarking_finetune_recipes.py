@@ -1,6 +1,6 @@
 """The protocol comparison's commands (same data and seed for every run) and its table."""
 
-from modeling_gpa.benchmarking.finetune_recipes import markdown, parse_args, run_commands
+from benchmarks.measuring.finetune_recipes import markdown, parse_args, run_commands
 
 
 def _flag(command: list[str], name: str) -> str:

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import benchmark_pipeline  # noqa: E402
 
-from modeling_gpa.benchmarking.pipeline import write_image_folder  # noqa: E402
+from benchmarks.measuring.pipeline import write_image_folder  # noqa: E402
 
 
 def test_image_folder_is_imagenet_like(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.container import BarContainer
 
-from modeling_gpa.benchmarking import fashion_mnist as benchmark
-from modeling_gpa.benchmarking import settings_report as report
+from benchmarks.measuring import fashion_mnist as benchmark
+from benchmarks.measuring import settings_report as report
 
 TINY = ["--quick", "--train_samples", "48", "--test_samples", "24", "--batch_size", "16", "--hidden_size", "16"]
 TINY += ["--num_heads", "2", "--decoder_hidden_size", "16", "--probe_epochs", "2", "--threads", "1"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling_gpa.benchmarking import speed
+from benchmarks.measuring import speed
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_speed.py"
 ARMS = [

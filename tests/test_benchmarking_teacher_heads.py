@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from modeling_gpa.benchmarking import fashion_mnist as benchmark
-from modeling_gpa.benchmarking import teacher_heads
+from benchmarks.measuring import fashion_mnist as benchmark
+from benchmarks.measuring import teacher_heads
 
 SETTINGS = ["--quick", "--train_samples", "48", "--test_samples", "24", "--batch_size", "16", "--hidden_size", "16"]
 SETTINGS += ["--num_heads", "2", "--decoder_hidden_size", "16", "--epochs", "1", "--probe_epochs", "2"]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from tiny import tiny_kwargs
 
+from benchmarks.measuring import tie_break as benchmark_tie_break
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.benchmarking import tie_break as benchmark_tie_break
 from modeling_gpa.data import load_image_datasets
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings

@@ -82,3 +82,15 @@ def test_few_shot_selection_takes_tensors_and_loads_no_data():
     for name in ("modeling_gpa.head_selection", "modeling_gpa.head_reselection"):
         imports = imported_modules(name, modules[name], modules)
         assert not {module for module in imports if module.startswith("modeling_gpa.data")}, name
+
+
+def test_the_package_does_not_import_the_benchmarks_measuring_code():
+    """`benchmarks/` is not installed with the package, so nothing in `modeling_gpa/` may import it."""
+    importers = []
+    for name, path in module_names(PACKAGE).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            importers.extend(f"{name} imports {module}" for module in names if module.split(".")[0] == "benchmarks")
+    assert importers == []

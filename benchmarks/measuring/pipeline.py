@@ -38,15 +38,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from ..configuration_gpa import GPAConfig
-from ..data.device_decoding import (
+from modeling_gpa.configuration_gpa import GPAConfig
+from modeling_gpa.data.device_decoding import (
     DeviceDecodingImageDataset,
     DeviceDecodingUnavailable,
     decode_on_device,
     nvjpeg_decoder,
 )
-from ..data.encoded_images import ENCODED_KEY
-from ..data.pipeline import (
+from modeling_gpa.data.encoded_images import ENCODED_KEY
+from modeling_gpa.data.pipeline import (
     ImageDataset,
     PixelNormalizer,
     TrainCrop,
@@ -54,7 +54,7 @@ from ..data.pipeline import (
     random_resized_crop_box,
     to_num_channels,
 )
-from ..modeling_gpa import GPAForPreTraining
+from modeling_gpa.modeling_gpa import GPAForPreTraining
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -38,14 +38,15 @@ from pathlib import Path
 import torch
 from transformers import SwinConfig, SwinForMaskedImageModeling, ViTConfig, ViTForMaskedImageModeling
 
-from ..configuration_gpa import GPAConfig
-from ..data.ground_truth import object_patches
-from ..evaluation import cosine_lr, knn_scores, probe_logits, train_linear_probe
-from ..head_selection import select_attention_head
-from ..masking import KEPT
-from ..modeling_gpa import GPAForPreTraining
-from ..simmim import SimMIMMasker, SimMIMMaskSettings
-from ..simmim_masking import gpa_mask_patch_groups, random_mask_patches
+from modeling_gpa.configuration_gpa import GPAConfig
+from modeling_gpa.data.ground_truth import object_patches
+from modeling_gpa.evaluation import cosine_lr, knn_scores, probe_logits, train_linear_probe
+from modeling_gpa.head_selection import select_attention_head
+from modeling_gpa.masking import KEPT
+from modeling_gpa.modeling_gpa import GPAForPreTraining
+from modeling_gpa.simmim import SimMIMMasker, SimMIMMaskSettings
+from modeling_gpa.simmim_masking import gpa_mask_patch_groups, random_mask_patches
+
 from .fashion_mnist import cached, flipped_batches, save_result
 
 DATASETS = ("plain", "cluttered")
@@ -117,8 +118,8 @@ QUICK = dict(
 
 def load_arrays(dataset: str, settings: Settings, work_dir: Path) -> dict[str, torch.Tensor]:
     """Normalised padded images ``{split}_x`` (N, 1, S, S), labels ``{split}_y`` and garment masks ``{split}_mask``."""
-    from ..data.cluttered import make_cluttered
-    from ..data.fashion_mnist import garment_arrays
+    from modeling_gpa.data.cluttered import make_cluttered
+    from modeling_gpa.data.fashion_mnist import garment_arrays
 
     key = hashlib.sha256(f"{dataset}-{settings.train_samples}-{settings.test_samples}".encode()).hexdigest()[:10]
     path = work_dir / "data" / f"{dataset}-{key}.pt"

@@ -12,7 +12,7 @@ webdataset shards with `modeling_gpa.data.shards`) and each (format, mode):
 - **one worker's rate**: CPU milliseconds per image of one DataLoader worker (`getrusage` of the exited worker,
   start-up cancelled by differencing two lengths) and its images/s, map-style (`ImageDataset`) against streamed
   (`StreamingImageDataset` over the parquet shards, with its shuffle buffer), on the same images: the tiny JPEGs of
-  the smallest size and ImageNet-like JPEGs (`modeling_gpa.benchmarking.pipeline`'s, 400-600 x 300-450 px).
+  the smallest size and ImageNet-like JPEGs (`benchmarks.measuring.pipeline`'s, 400-600 x 300-450 px).
 
 Every measurement is kept in ``<work_dir>/measurements.json`` as it finishes, so an interrupted run resumes there.
 """
@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from modeling_gpa.benchmarking.pipeline import _children_cpu_s, _fmt, load_run_pretrain, machine, versions
-from modeling_gpa.benchmarking.pipeline import save as save_results
+from benchmarks.measuring.pipeline import REPO, _children_cpu_s, _fmt, load_run_pretrain, machine, versions
+from benchmarks.measuring.pipeline import save as save_results
 from modeling_gpa.data.pipeline import ImageDataset, TrainCrop, collate_pixel_values
 from modeling_gpa.data.shards import prepare_shards
 from modeling_gpa.data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams
@@ -145,10 +145,18 @@ def first_step_in_this_process(args: list[str]) -> dict:
 def time_to_first_step(args: list[str]) -> dict:
     """``first_step_in_this_process(args)`` in a new Python process: seconds from its start, and its peak RSS."""
     code = (
-        "import json, sys; from modeling_gpa.benchmarking.data import first_step_in_this_process; "
+        "import json, sys; from benchmarks.measuring.data import first_step_in_this_process; "
         "print('FIRST_STEP ' + json.dumps(first_step_in_this_process(sys.argv[1:])))"
     )
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    # The checkout's root on the path: the measuring code is not installed with the package.
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    environment = {
+        **os.environ,
+        "PYTHONPATH": python_path,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     cpu_before, start = _children_cpu_s(), time.time()
     process = subprocess.run(
         [sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True, timeout=3600
@@ -260,7 +268,7 @@ def run(settings: Settings, command: list[str]) -> dict:
         )
         _keep(kept_path, kept)
     if settings.photo_images and "one_worker/photos" not in kept:
-        from modeling_gpa.benchmarking.pipeline import write_image_folder
+        from benchmarks.measuring.pipeline import write_image_folder
 
         log(f"one worker, {settings.photo_images} ImageNet-like JPEGs")
         photos = work / "photos" / "images"
