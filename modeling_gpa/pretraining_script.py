@@ -35,6 +35,7 @@ from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.folder_checks import check_image_folders
 from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
 from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
+from .data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
 from .distributed import DistributedSetupError, check_output_dir_is_shared
 from .trainer import last_complete_checkpoint
 from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
@@ -42,7 +43,7 @@ from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInt
 logger = logging.getLogger(__name__)
 
 # Where training JPEGs are decoded: in the DataLoader workers, or on the training device (nvJPEG).
-IMAGE_DECODING = ("cpu", "device")
+IMAGE_DECODING = ("cpu", "pil", "device")
 
 
 @dataclass
@@ -150,10 +151,11 @@ class ImageDataArguments:
         metadata={
             "choices": list(IMAGE_DECODING),
             "help": (
-                "Where training JPEGs are decoded: 'cpu' (DataLoader workers, PIL) or 'device' (nvJPEG on the GPU, "
-                "batched, crop and flip there; needs torchvision built for this torch): for hosts with few CPU "
-                "cores per GPU. Evaluation images, and images that are not RGB (or, for 1 channel, grayscale) "
-                "JPEGs, are decoded by the workers either way."
+                "Where and how training JPEGs are decoded: 'cpu' (DataLoader workers, torchvision's decode_jpeg "
+                "and uint8 resized_crop; PIL where torchvision does not import), 'pil' (DataLoader workers, PIL "
+                "for every image) or 'device' (nvJPEG on the GPU, batched, crop and flip there; needs torchvision "
+                "built for this torch): for hosts with few CPU cores per GPU. Evaluation images, and images that "
+                "are not RGB (or, for 1 channel, grayscale) JPEGs, are decoded by PIL in the workers either way."
             ),
         },
     )
@@ -517,9 +519,11 @@ def with_crops(
     """Both splits with uint8 ``pixel_values`` (C, H, W): the processor's random crop for train, its fixed one for eval.
 
     The trainer normalises each batch on ``device`` with the processor's mean/std. ``data_args`` gives
-    ``strict_images`` and ``image_decoding``; with ``--image_decoding device`` the train split's JPEGs stay undecoded
-    until they reach ``device`` (`modeling_gpa.data.device_decoding.DeviceDecodingImageDataset`), and a machine that
-    cannot decode them there fails here, with a one-line `DeviceDecodingUnavailable`. With ``--streaming`` the
+    ``strict_images`` and ``image_decoding``: with ``cpu`` the train split's JPEGs are decoded and cropped by
+    torchvision (`modeling_gpa.data.torchvision_decoding.TorchvisionImageDataset`), with ``pil`` by PIL, and with
+    ``device`` they stay undecoded until they reach ``device``
+    (`modeling_gpa.data.device_decoding.DeviceDecodingImageDataset`), and a machine that cannot decode them there
+    fails here, with a one-line `DeviceDecodingUnavailable`. With ``--streaming`` the
     splits are streams and become [`StreamingImageDataset`]s; the train one shuffles through a buffer seeded by
     ``seed`` and ``rank``.
     """
@@ -531,7 +535,11 @@ def with_crops(
         if data_args.image_decoding == "device":
             nvjpeg_decoder(device)
             train = DeviceDecodingImageDataset(train, crop, image_column, strict=strict)
+        elif data_args.image_decoding == "cpu" and torchvision_decoding_available():
+            train = TorchvisionImageDataset(train, crop, image_column, strict=strict)
         else:
+            if data_args.image_decoding == "cpu":
+                logger.info("torchvision does not import here: training images are decoded by PIL.")
             train = with_pixel_values(train, crop, image_column, strict=strict)
         if data_args.streaming:
             train = StreamingImageDataset(

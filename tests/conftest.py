@@ -38,3 +38,25 @@ def image_folder(tmp_path: Path) -> Path:
         suffix = "jpg" if mode in ("RGB", "L") else "png"
         image.save(folder / f"{index:02d}.{suffix}")
     return tmp_path / "train"
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> dict[str, Path]:
+    """Photo JPEGs (RGB, grayscale, CMYK), a truncated JPEG whose header still reads, and the formats the pipelines
+    leave to PIL: an RGB PNG, a 16-bit grayscale PNG and a PGM."""
+    import skimage.data
+
+    coffee, chelsea, camera = skimage.data.coffee(), skimage.data.chelsea(), skimage.data.camera()
+    paths = {name: tmp_path / f"{name}.jpg" for name in ("coffee", "chelsea", "gray", "cmyk", "truncated")}
+    Image.fromarray(coffee).save(paths["coffee"], quality=90)
+    Image.fromarray(chelsea).save(paths["chelsea"], quality=90)
+    Image.fromarray(chelsea).convert("L").save(paths["gray"], quality=90)
+    Image.fromarray(coffee).convert("CMYK").save(paths["cmyk"], quality=90)
+    paths["truncated"].write_bytes(paths["coffee"].read_bytes()[:2000])
+    paths["png"] = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()[::2, ::2]).save(paths["png"])
+    paths["png16"] = tmp_path / "deep.png"
+    Image.fromarray((camera.astype(np.uint16) * 257)[::4, ::4]).save(paths["png16"])
+    paths["pgm"] = tmp_path / "camera.pgm"
+    Image.fromarray(camera[::4, ::4]).save(paths["pgm"])
+    return paths

@@ -7,11 +7,9 @@ same interface (bytes tensors in, (C, H, W) uint8 tensors out); everything else 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage.data
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader
@@ -22,7 +20,6 @@ from modeling_gpa.data.device_decoding import (
     DeviceDecodingImageDataset,
     DeviceDecodingUnavailable,
     decode_on_device,
-    exif_transpose_tensor,
     nvjpeg_decoder,
 )
 from modeling_gpa.data.encoded_images import ENCODED_KEY, EncodedImages
@@ -31,6 +28,7 @@ from modeling_gpa.data.pipeline import (
     TrainCrop,
     UnreadableImageError,
     collate_pixel_values,
+    exif_transpose_tensor,
     random_resized_crop_box,
 )
 from modeling_gpa.trainer import GPATrainer
@@ -49,21 +47,6 @@ def pil_jpeg_decoder(datas: list[torch.Tensor], num_channels: int, device: torch
         pixels = pixels.unsqueeze(-1) if pixels.ndim == 2 else pixels
         images.append(pixels.permute(2, 0, 1).to(device))
     return images
-
-
-@pytest.fixture
-def photos(tmp_path: Path) -> dict[str, Path]:
-    """Photo JPEGs (RGB, grayscale, CMYK), a PNG and a truncated JPEG whose header still reads."""
-    coffee, chelsea = skimage.data.coffee(), skimage.data.chelsea()
-    paths = {name: tmp_path / f"{name}.jpg" for name in ("coffee", "chelsea", "gray", "cmyk", "truncated")}
-    Image.fromarray(coffee).save(paths["coffee"], quality=90)
-    Image.fromarray(chelsea).save(paths["chelsea"], quality=90)
-    Image.fromarray(chelsea).convert("L").save(paths["gray"], quality=90)
-    Image.fromarray(coffee).convert("CMYK").save(paths["cmyk"], quality=90)
-    paths["truncated"].write_bytes(paths["coffee"].read_bytes()[:2000])
-    paths["png"] = tmp_path / "astronaut.png"
-    Image.fromarray(skimage.data.astronaut()[::2, ::2]).save(paths["png"])
-    return paths
 
 
 def device_batch(dataset, indices: list[int], seed: int) -> dict:

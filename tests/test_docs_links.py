@@ -43,12 +43,7 @@ def anchors(path: Path) -> set[str]:
 
 
 def relative_links(path: Path) -> list[str]:
-    return [
-        target
-        for line in prose_lines(path)
-        for target in LINK.findall(line)
-        if not re.match(r"[a-z]+:", target)
-    ]
+    return [target for line in prose_lines(path) for target in LINK.findall(line) if not re.match(r"[a-z]+:", target)]
 
 
 def test_github_slug_matches_githubs_rules():

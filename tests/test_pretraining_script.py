@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import datasets
 import numpy as np
 import pytest
+import torch
 from tiny import write_image_folders
 
 from modeling_gpa.pretraining_script import (
@@ -74,3 +75,19 @@ def test_an_empty_split_is_refused_with_the_flags_to_check():
     empty = datasets.Dataset.from_dict({"image": []})
     with pytest.raises(ValueError, match="the validation split has no images: check --train_dir / --dataset_name."):
         prepare_split(empty, "validation", None, SimpleNamespace(seed=0))
+
+
+@pytest.mark.parametrize("image_decoding, expected", [("cpu", "TorchvisionImageDataset"), ("pil", "ImageDataset")])
+def test_training_images_are_decoded_by_torchvision_unless_pil_is_asked_for(image_dirs, image_decoding, expected):
+    from modeling_gpa.data import build_image_processor
+    from modeling_gpa.data.torchvision_decoding import torchvision_decoding_available
+    from modeling_gpa.pretraining_script import with_crops
+
+    if not torchvision_decoding_available():
+        pytest.skip("torchvision does not import")
+    images = datasets.load_dataset("imagefolder", data_dir=str(image_dirs / "train"), split="train")
+    processor = build_image_processor(16, 1)
+    data = ImageDataArguments(image_decoding=image_decoding)
+    train, eval_ = with_crops(images, images, processor, 1, "image", data, torch.device("cpu"))
+    assert type(train).__name__ == expected and type(eval_).__name__ == "ImageDataset"
+    assert train[0]["pixel_values"].shape == eval_[0]["pixel_values"].shape == (1, 16, 16)

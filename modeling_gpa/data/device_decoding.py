@@ -24,7 +24,6 @@ everything else here is plain torch and PIL.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -38,9 +37,10 @@ from .pipeline import (
     TrainCrop,
     UnreadableImageError,
     decode_image,
-    exif_orientation,
+    exif_transpose_tensor,
     image_bytes,
     image_name,
+    jpeg_header,
     random_resized_crop_box,
     to_num_channels,
     to_uint8_tensor,
@@ -50,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 # (list of 1-D uint8 tensors of file bytes, num_channels, device) -> list of (C, H, W) uint8 tensors on the device.
 JpegDecoder = Callable[[list[torch.Tensor], int, torch.device], list[torch.Tensor]]
-PIL_MODES = {1: "L", 3: "RGB"}
 
 
 class DeviceDecodingUnavailable(ValueError):
@@ -76,16 +75,10 @@ class DeviceDecodingImageDataset(ImageDataset):
             return {"pixel_values": self.crop(value)}
         name = image_name(value, index)
         data = image_bytes(value, index)
-        try:
-            header = Image.open(io.BytesIO(data))
-        except Exception:  # PIL raises many types for a file that is not an image; decode_image names it below
-            header = None
-        if header is None or header.format != "JPEG" or header.mode != PIL_MODES[self.crop.num_channels]:
+        header = jpeg_header(data, self.crop.num_channels)
+        if header is None:
             return {"pixel_values": self.crop(decode_image({"bytes": data, "path": name}))}
-        orientation = exif_orientation(header)
-        # Orientations 5-8 turn the image a quarter: the upright image is the stored one's height wide.
-        width, height = (header.height, header.width) if orientation >= 5 else (header.width, header.height)
-        top, left, h, w = random_resized_crop_box(width, height, self.crop.scale, self.crop.ratio)
+        top, left, h, w = random_resized_crop_box(header.width, header.height, self.crop.scale, self.crop.ratio)
         flip = torch.rand(1).item() < 0.5
         pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         jpeg = EncodedJpeg(
@@ -96,29 +89,9 @@ class DeviceDecodingImageDataset(ImageDataset):
             self.crop.image_size,
             self.crop.num_channels,
             self.strict,
-            orientation,
+            header.orientation,
         )
         return {ENCODED_KEY: jpeg}
-
-
-def exif_transpose_tensor(image: torch.Tensor, orientation: int) -> torch.Tensor:
-    """A (C, H, W) image as stored -> upright by its EXIF ``orientation`` (1-8), as PIL's ``ImageOps.exif_transpose``;
-    orientations 5-8 give (C, W, H)."""
-    if orientation == 2:
-        return image.flip(-1)
-    if orientation == 3:
-        return image.flip(-2, -1)
-    if orientation == 4:
-        return image.flip(-2)
-    if orientation == 5:
-        return image.transpose(-2, -1)
-    if orientation == 6:
-        return image.rot90(-1, (-2, -1))
-    if orientation == 7:
-        return image.transpose(-2, -1).flip(-2, -1)
-    if orientation == 8:
-        return image.rot90(1, (-2, -1))
-    return image
 
 
 def crop_resize(images: list[torch.Tensor], jpegs: list[EncodedJpeg], image_size: int) -> torch.Tensor:
@@ -222,6 +195,5 @@ __all__ = [
     "DeviceDecodingUnavailable",
     "crop_resize",
     "decode_on_device",
-    "exif_transpose_tensor",
     "nvjpeg_decoder",
 ]

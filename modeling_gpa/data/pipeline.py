@@ -2,10 +2,11 @@
 
 DataLoader workers decode each image with PIL and crop it (MAE's RandomResizedCrop + horizontal flip for
 pretraining, resize + center crop for evaluation) straight into a uint8 (C, H, W) tensor: no float work in the
-workers and 4x fewer bytes through shared memory and over PCIe than float32. The main process hands the uint8 batch
-to the device, where [`PixelNormalizer`] turns it into float32 ``(x / 255 - mean) / std`` with the image processor's
-mean and std; [`GPATrainer`], the fine-tuning trainer and the evaluation scripts all call it. Float ``pixel_values``
-pass through unchanged, so a model called directly on normalised floats behaves as before.
+workers and 4x fewer bytes through shared memory and over PCIe than float32 (pretraining JPEGs go through torchvision
+instead by default, with the same crops: `modeling_gpa.data.torchvision_decoding`). The main process hands the uint8
+batch to the device, where [`PixelNormalizer`] turns it into float32 ``(x / 255 - mean) / std`` with the image
+processor's mean and std; [`GPATrainer`], the fine-tuning trainer and the evaluation scripts all call it. Float
+``pixel_values`` pass through unchanged, so a model called directly on normalised floats behaves as before.
 
 Unreadable images are found where they are decoded, never in a pass over the dataset: [`ImageDataset`] logs a
 warning naming the file, takes the next readable image in its place (batches keep their size, so shapes stay fixed
@@ -13,7 +14,7 @@ for ``torch.compile``) and lists the file's name in the batch (``unreadable_imag
 [`UnreadableImageError`] naming the file. Names, not counts, travel with the batches: a bad file is met again by the
 index before it, in every epoch and by every worker, and the trainer counts each file once.
 
-No torchvision and no `datasets` import: the randomness comes from torch's global RNG, which torch seeds per
+No torchvision and no `datasets` import here: the randomness comes from torch's global RNG, which torch seeds per
 DataLoader worker, so runs are reproducible and a resumed run draws what the uninterrupted one would.
 """
 
@@ -44,6 +45,9 @@ UNREADABLE_KEY = "unreadable_images"
 # An image that fails to decode is replaced by the next one; this many failures in a row mean the data is broken.
 MAX_UNREADABLE_IN_A_ROW = 100
 EXIF_ORIENTATION = ExifTags.Base.Orientation
+JPEG_MAGIC = b"\xff\xd8\xff"
+# The PIL mode an image of this many channels is decoded to.
+PIL_MODES = {1: "L", 3: "RGB"}
 # Files above PIL's decompression-bomb limit already named in a warning by this process.
 _LARGE_IMAGES_WARNED: set[str] = set()
 
@@ -121,6 +125,61 @@ def exif_orientation(image: Image.Image) -> int:
 def exif_transposed(image: Image.Image) -> Image.Image:
     """``image`` turned upright by its EXIF orientation (the image itself when it is upright already)."""
     return ImageOps.exif_transpose(image) if exif_orientation(image) != 1 else image
+
+
+def exif_transpose_tensor(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A (C, H, W) image as stored -> upright by its EXIF ``orientation`` (1-8), as PIL's ``ImageOps.exif_transpose``;
+    orientations 5-8 give (C, W, H)."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return image.rot90(-1, (-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return image.rot90(1, (-2, -1))
+    return image
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """What a JPEG's header says before its data is decoded: the upright size and the EXIF orientation (1-8)."""
+
+    width: int
+    height: int
+    orientation: int
+
+
+def jpeg_header(data: bytes, num_channels: int) -> JpegHeader | None:
+    """The header of ``data`` when it is a JPEG that decodes straight to ``num_channels`` (baseline RGB for 3,
+    grayscale for 1) within PIL's decompression-bomb limit; None for anything else (other formats, CMYK, huge or
+    unparseable files), which PIL decodes, converts, warns about or names as unreadable ([`decode_image`]).
+
+    Only the header is parsed (PIL's lazy open, about 30 us); other formats are told apart by their first bytes.
+    """
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            header = Image.open(io.BytesIO(data))
+    except Exception:  # PIL raises many types for a file that is not an image; decode_image names it later
+        return None
+    if header.format != "JPEG" or header.mode != PIL_MODES.get(num_channels):
+        return None
+    if Image.MAX_IMAGE_PIXELS and header.width * header.height > Image.MAX_IMAGE_PIXELS:
+        return None
+    orientation = exif_orientation(header)
+    # Orientations 5-8 turn the image a quarter: the upright image is the stored one's height wide.
+    if orientation >= 5:
+        return JpegHeader(header.height, header.width, orientation)
+    return JpegHeader(header.width, header.height, orientation)
 
 
 def warn_large_image(name: str, size: tuple[int, int]) -> None:
@@ -425,6 +484,7 @@ class PixelNormalizer:
 __all__ = [
     "EvalCrop",
     "ImageDataset",
+    "JpegHeader",
     "PixelNormalizer",
     "TrainCrop",
     "UnreadableImageError",
@@ -432,8 +492,10 @@ __all__ = [
     "collate_pixel_values_and_labels",
     "decode_image",
     "exif_orientation",
+    "exif_transpose_tensor",
     "exif_transposed",
     "image_bytes",
+    "jpeg_header",
     "random_resized_crop_box",
     "to_num_channels",
     "to_uint8_tensor",
