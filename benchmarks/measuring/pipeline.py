@@ -2,10 +2,11 @@
 
 Three measurements in one run, over one image folder (written here, ImageNet-like JPEGs, or given):
 
-- (a) the input pipeline alone, images/s in total and per DataLoader worker: the uint8 pipeline run_pretrain.py uses
-  (`modeling_gpa.data.pipeline`), the float32 pipeline it replaced (kept here only as the baseline), torchvision's
-  ``decode_jpeg`` + ``transforms.v2`` on uint8 tensors (the same crop without PIL), the bare cost of
-  one image (PIL decode + one bicubic crop-resize, one process), and ``--image_decoding device``
+- (a) the input pipeline alone, images/s in total and per DataLoader worker: run_pretrain.py's default
+  ``--image_decoding cpu`` (torchvision's ``decode_jpeg`` and uint8 ``resized_crop``,
+  `modeling_gpa.data.torchvision_decoding`), the same crops by PIL (``--image_decoding pil``,
+  `modeling_gpa.data.pipeline`), the float32 pipeline the uint8 ones replaced (kept here only as the baseline), the
+  bare cost of one image (PIL decode + one bicubic crop-resize, one process), and ``--image_decoding device``
   (`modeling_gpa.data.device_decoding`): the workers' part (file bytes, JPEG header, crop box) everywhere, and the
   GPU's part (batched nvJPEG, crop, resize, flip, normalise) where torchvision imports and a GPU is present;
 - (b) the training step alone (uint8 batch normalised on the device, forward, backward, AdamW; EMA update for the
@@ -54,6 +55,7 @@ from modeling_gpa.data.pipeline import (
     random_resized_crop_box,
     to_num_channels,
 )
+from modeling_gpa.data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
 from modeling_gpa.modeling_gpa import GPAForPreTraining
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -209,41 +211,6 @@ class FloatBaselineTransform:
         return {"pixel_values": [self.crop(to_num_channels(image, 3)) for image in batch["image"]]}
 
 
-class TorchvisionV2Dataset(torch.utils.data.Dataset):
-    """The same crop with torchvision instead of PIL: ``torchvision.io.decode_jpeg`` of the file's bytes (CPU), then
-    ``transforms.v2`` RandomResizedCrop (scale 0.2-1, bicubic, antialiased) and flip on the (3, H, W) uint8 tensor."""
-
-    def __init__(self, files: list[str], crop_size: int) -> None:
-        from torchvision.transforms import v2
-
-        self.files = files
-        self.transform = v2.Compose(
-            [
-                v2.RandomResizedCrop(
-                    crop_size, scale=(0.2, 1.0), interpolation=v2.InterpolationMode.BICUBIC, antialias=True
-                ),
-                v2.RandomHorizontalFlip(),
-            ]
-        )
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-        image = decode_jpeg(read_file(self.files[index]), mode=ImageReadMode.RGB)
-        return {"pixel_values": self.transform(image)}
-
-
-def torchvision_v2(files: list[str], crop_size: int) -> TorchvisionV2Dataset | None:
-    """[`TorchvisionV2Dataset`] over ``files``, or ``None`` where torchvision does not import."""
-    try:
-        return TorchvisionV2Dataset(files, crop_size)
-    except (ImportError, RuntimeError):
-        return None
-
-
 def float_baseline(folder, crop_size: int):
     """The imagefolder dataset as the float32 baseline pipeline reads it."""
     return folder.with_transform(FloatBaselineTransform(crop_size), columns=["image"])
@@ -363,25 +330,25 @@ def gpu_decode_rate(files: list[str], settings: Settings, repeats: int = 2) -> d
 
 
 def measure_pipeline(settings: Settings, files: list[str]) -> dict:
-    """(a): per-worker CPU cost and DataLoader throughput of the uint8 pipeline and the float32 baseline, the bare
-    decode + crop-resize cost, and GPU decoding."""
+    """(a): per-worker CPU cost and DataLoader throughput of the torchvision and PIL uint8 pipelines and the float32
+    baseline, the bare decode + crop-resize cost, and GPU decoding."""
     results = {"workers": settings.workers, "batch_size": settings.batch_size, "crop_size": settings.crop_size}
     crop = TrainCrop(settings.crop_size, 3)
     try:
         folder = imagefolder(settings.image_dir)
     except ImportError:
         folder = None
-    pipelines = {
-        "uint8_pipeline": ImageDataset(folder, crop, image_column="image") if folder else ImageDataset(files, crop)
-    }
+
+    def over_images(dataset_type):
+        return dataset_type(folder, crop, "image") if folder else dataset_type(files, crop)
+
+    pipelines = {}
+    if torchvision_decoding_available():
+        pipelines["torchvision_pipeline"] = over_images(TorchvisionImageDataset)
+    pipelines["pil_pipeline"] = over_images(ImageDataset)
     if folder is not None:
         pipelines["float32_baseline"] = float_baseline(folder, settings.crop_size)
-    torchvision_pipeline = torchvision_v2(files, settings.crop_size)
-    if torchvision_pipeline is not None:
-        pipelines["torchvision_v2"] = torchvision_pipeline
-    pipelines["device_decoding_workers"] = (
-        DeviceDecodingImageDataset(folder, crop, "image") if folder else DeviceDecodingImageDataset(files, crop)
-    )
+    pipelines["device_decoding_workers"] = over_images(DeviceDecodingImageDataset)
     # Alternating pipelines, so that a change in the machine's load hits both alike.
     costs = {name: [] for name in pipelines}
     totals = {name: [] for name in pipelines}
@@ -399,17 +366,17 @@ def measure_pipeline(settings: Settings, files: list[str]) -> dict:
         }
     if folder is None:
         results["float32_baseline"] = {"skipped": "needs `datasets` (the baseline is the imagefolder path)"}
-    if torchvision_pipeline is None:
-        results["torchvision_v2"] = {"skipped": "torchvision does not import"}
+    if "torchvision_pipeline" not in pipelines:
+        results["torchvision_pipeline"] = {"skipped": "torchvision does not import"}
     bare = bare_ms_per_image(files[: 4 * settings.batch_size], settings.crop_size)
     results["bare_decode_crop_resize"] = {"worker_ms_per_image": bare, "img_s_per_worker": 1e3 / bare}
     results["gpu_decode"] = gpu_decode_rate(files, settings)
-    uint8 = results["uint8_pipeline"]["worker_ms_per_image"]
-    results["uint8_vs_bare_time"] = uint8 / bare
+    pil = results["pil_pipeline"]["worker_ms_per_image"]
+    results["pil_vs_bare_time"] = pil / bare
     if folder is not None:
-        results["uint8_vs_float32_speed"] = results["float32_baseline"]["worker_ms_per_image"] / uint8
-    if torchvision_pipeline is not None:
-        results["uint8_vs_torchvision_v2_speed"] = results["torchvision_v2"]["worker_ms_per_image"] / uint8
+        results["pil_vs_float32_speed"] = results["float32_baseline"]["worker_ms_per_image"] / pil
+    if "torchvision_pipeline" in pipelines:
+        results["torchvision_vs_pil_speed"] = pil / results["torchvision_pipeline"]["worker_ms_per_image"]
     results["load_average"] = os.getloadavg()
     return results
 
@@ -705,9 +672,10 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|",
     ]
     names = {
-        "uint8_pipeline": "uint8 pipeline (run_pretrain.py's)",
-        "float32_baseline": "float32 baseline (the pipeline it replaced)",
-        "torchvision_v2": "torchvision decode_jpeg + transforms.v2 on uint8 tensors (CPU)",
+        "torchvision_pipeline": "--image_decoding cpu, run_pretrain.py's default (torchvision decode_jpeg + uint8 "
+        "resized_crop)",
+        "pil_pipeline": "--image_decoding pil (PIL decode + Image.resize, uint8 out)",
+        "float32_baseline": "float32 baseline (the pipeline the uint8 ones replaced)",
         "bare_decode_crop_resize": "bare PIL decode + crop-resize of one image",
         "device_decoding_workers": "--image_decoding device, the workers' part (file bytes, JPEG header, crop box)",
         "gpu_decode": "--image_decoding device, the GPU's part (nvJPEG, batched; crop, resize, flip, normalise)",
@@ -723,17 +691,17 @@ def markdown(results: dict) -> str:
         )
     lines += [
         "",
-        f"Per worker, the uint8 pipeline takes {pipeline['uint8_vs_bare_time']:.2f}x the bare time of one image"
-        + (
-            f" and runs {pipeline['uint8_vs_float32_speed']:.2f}x as fast as the float32 baseline."
-            if "uint8_vs_float32_speed" in pipeline
-            else "."
-        )
-        + (
-            " Against torchvision's decode_jpeg + transforms.v2 it runs "
-            f"{pipeline['uint8_vs_torchvision_v2_speed']:.2f}x as fast."
-            if "uint8_vs_torchvision_v2_speed" in pipeline
+        (
+            f"Per worker, run_pretrain.py's torchvision pipeline runs {pipeline['torchvision_vs_pil_speed']:.2f}x as "
+            "fast as the PIL one. "
+            if "torchvision_vs_pil_speed" in pipeline
             else ""
+        )
+        + f"The PIL pipeline takes {pipeline['pil_vs_bare_time']:.2f}x the bare time of one image"
+        + (
+            f" and runs {pipeline['pil_vs_float32_speed']:.2f}x as fast as the float32 baseline."
+            if "pil_vs_float32_speed" in pipeline
+            else "."
         ),
         "",
         "## (b) Training step alone and (c) run_pretrain.py end to end",
