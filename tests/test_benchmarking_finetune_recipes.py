@@ -14,8 +14,10 @@ def test_every_run_sees_the_same_data_and_seed():
         "finetune mae",
         "finetune gpa_released",
         "finetune plain",
-        "linear probe rrc",
-        "linear probe none",
+        "linear probe lars rrc",
+        "linear probe lars none",
+        "linear probe sgd rrc",
+        "linear probe sgd none",
     ]
     for command in commands.values():
         assert (_flag(command, "--seed"), _flag(command, "--max_train_samples")) == ("0", "500")
@@ -25,8 +27,9 @@ def test_every_run_sees_the_same_data_and_seed():
     assert "--total_batch_size" not in commands["finetune plain"]
     assert _flag(commands["finetune plain"], "--num_train_epochs") == "2"
     assert _flag(commands["finetune mae"], "--total_batch_size") == "128"
-    assert [_flag(commands[name], "--augment") for name in list(commands)[3:]] == ["rrc", "none"]
-    assert len({_flag(command, "--output_dir") for command in commands.values()}) == 5
+    assert [_flag(commands[name], "--augment") for name in list(commands)[3:]] == ["rrc", "none"] * 2
+    assert [_flag(commands[name], "--optimizer") for name in list(commands)[3:]] == ["lars"] * 2 + ["sgd"] * 2
+    assert len({_flag(command, "--output_dir") for command in commands.values()}) == 7
 
 
 def test_table_has_a_row_per_protocol():
@@ -39,11 +42,24 @@ def test_table_has_a_row_per_protocol():
     header = {"date": "d", "machine": "m", "versions": "v", "model_name_or_path": "c", "num_train": 10}
     header |= {"num_eval": 5, "seed": 0}
     table = markdown(
-        {"finetune mae": finetune | {"seconds": 60}, "linear probe rrc": probe | {"seconds": 9}}, "cmd", header
+        {"finetune mae": finetune | {"seconds": 60}, "linear probe lars rrc": probe | {"seconds": 9}}, "cmd", header
     )
     assert "| finetune mae | batch 256, lr 0.0005, layer decay 0.65, drop path 0.1, avg pooling" in table
     assert "| 81.23 | 99.00 | 82.00 (epoch 4) | 60 |" in table
     assert (
-        "| linear probe rrc | LARS, batch 1024, lr 0.4, 10 epochs, cls token, new crop + flip each epoch | 70.00"
+        "| linear probe lars rrc | LARS, batch 1024, lr 0.4, 10 epochs, cls token, new crop + flip each epoch | 70.00"
         in table
     )
+
+
+def test_a_finished_run_is_read_back_instead_of_run_again(tmp_path):
+    import json
+
+    from benchmarks.measuring.finetune_recipes import run_all
+
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    command = ["run_scripts/run_linear_probe.py", "--output_dir", str(output_dir)]
+    (output_dir / "results.json").write_text(json.dumps({"top1_accuracy": 0.5}))
+    (output_dir / "benchmark_run.json").write_text(json.dumps({"command": command, "seconds": 12.5}))
+    assert run_all({"probe": command}) == {"probe": {"top1_accuracy": 0.5, "seconds": 12.5}}

@@ -66,7 +66,7 @@ def run_commands(args: argparse.Namespace) -> dict[str, list[str]]:
     finetune += ["--per_device_eval_batch_size", "512", "--dataloader_num_workers", str(args.dataloader_num_workers)]
     finetune += ["--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu"]
     mae_style = ["--total_batch_size", str(args.total_batch_size), "--warmup_epochs", f"{args.warmup_epochs:g}"]
-    probe = [str(RUN_SCRIPTS / "run_linear_probe.py"), *data, "--device", "cpu", "--optimizer", "lars"]
+    probe = [str(RUN_SCRIPTS / "run_linear_probe.py"), *data, "--device", "cpu"]
     probe += ["--epochs", str(args.probe_epochs), "--warmup_epochs", str(args.probe_warmup_epochs)]
     probe += ["--batch_size", str(args.probe_batch_size), "--feature_batch_size", "512"]
     probe += ["--num_workers", str(args.dataloader_num_workers)]
@@ -82,8 +82,19 @@ def run_commands(args: argparse.Namespace) -> dict[str, list[str]]:
             str(work / "ft_gpa_released"),
         ],
         "finetune plain": [*finetune, "--recipe", "plain", "--output_dir", str(work / "ft_plain")],
-        "linear probe rrc": [*probe, "--augment", "rrc", "--output_dir", str(work / "lp_rrc")],
-        "linear probe none": [*probe, "--augment", "none", "--output_dir", str(work / "lp_none")],
+        **{
+            f"linear probe {optimizer} {augment}": [
+                *probe,
+                "--optimizer",
+                optimizer,
+                "--augment",
+                augment,
+                "--output_dir",
+                str(work / ("lp_" + augment if optimizer == "lars" else f"lp_{optimizer}_{augment}")),
+            ]
+            for optimizer in ("lars", "sgd")
+            for augment in ("rrc", "none")
+        },
     }
 
 
@@ -92,14 +103,26 @@ def output_dir_of(command: list[str]) -> Path:
 
 
 def run_all(commands: dict[str, list[str]]) -> dict[str, dict]:
-    """Runs each command (the interpreter of this process) and reads its results.json; adds ``seconds``."""
+    """Runs each command (the interpreter of this process) and reads its results.json; adds ``seconds``.
+
+    A run whose output_dir already holds the results of the same command is not run again (an interrupted
+    benchmark keeps what it finished): ``benchmark_run.json`` there records the command and its seconds.
+    """
     results = {}
     for name, command in commands.items():
-        print(f"[{name}] {shlex.join(command)}", flush=True)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, *command], check=True)
-        results[name] = json.loads((output_dir_of(command) / "results.json").read_text())
-        results[name]["seconds"] = round(time.perf_counter() - start, 1)
+        output_dir = output_dir_of(command)
+        record = output_dir / "benchmark_run.json"
+        done = json.loads(record.read_text()) if record.exists() else {}
+        if done.get("command") != command or not (output_dir / "results.json").exists():
+            print(f"[{name}] {shlex.join(command)}", flush=True)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *command], check=True)
+            done = {"command": command, "seconds": round(time.perf_counter() - start, 1)}
+            record.write_text(json.dumps(done) + "\n")
+        else:
+            print(f"[{name}] finished before: {output_dir}", flush=True)
+        results[name] = json.loads((output_dir / "results.json").read_text())
+        results[name]["seconds"] = done["seconds"]
     return results
 
 
