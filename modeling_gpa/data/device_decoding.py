@@ -29,18 +29,15 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from PIL import Image
 
 from .encoded_images import ENCODED_KEY, EncodedImages, EncodedJpeg
 from .pipeline import (
-    ImageDataset,
+    JpegHeader,
+    JpegImageDataset,
     TrainCrop,
     UnreadableImageError,
     decode_image,
     exif_transpose_tensor,
-    image_bytes,
-    image_name,
-    jpeg_header,
     random_resized_crop_box,
     to_num_channels,
     to_uint8_tensor,
@@ -56,8 +53,8 @@ class DeviceDecodingUnavailable(ValueError):
     """``--image_decoding device`` on a machine without torchvision's CUDA JPEG decoder; the message says what to do."""
 
 
-class DeviceDecodingImageDataset(ImageDataset):
-    """[`ImageDataset`] for pretraining with device decoding: JPEGs leave the worker undecoded, with their crop drawn.
+class DeviceDecodingImageDataset(JpegImageDataset):
+    """[`JpegImageDataset`] for pretraining with device decoding: JPEGs leave the worker undecoded, crop drawn.
 
     Rows are ``{"encoded_images": EncodedJpeg}`` for a JPEG in the crop's colour mode (baseline RGB for 3 channels,
     grayscale for 1) and ``{"pixel_values": (C, S, S) uint8}`` (decoded and cropped here by ``crop``) for anything
@@ -69,15 +66,7 @@ class DeviceDecodingImageDataset(ImageDataset):
             raise ValueError("device decoding takes the pretraining crop (TrainCrop): evaluation decodes on the CPU")
         super().__init__(source, crop, image_column, strict=strict)
 
-    def example_of_row(self, row: Any, index: int | None = None) -> dict[str, Any]:
-        value = row if self.image_column is None else row[self.image_column]
-        if isinstance(value, Image.Image):
-            return {"pixel_values": self.crop(value)}
-        name = image_name(value, index)
-        data = image_bytes(value, index)
-        header = jpeg_header(data, self.crop.num_channels)
-        if header is None:
-            return {"pixel_values": self.crop(decode_image({"bytes": data, "path": name}))}
+    def jpeg_example(self, data: bytes, header: JpegHeader, name: str) -> dict[str, Any]:
         top, left, h, w = random_resized_crop_box(header.width, header.height, self.crop.scale, self.crop.ratio)
         flip = torch.rand(1).item() < 0.5
         pixels = torch.frombuffer(bytearray(data), dtype=torch.uint8)

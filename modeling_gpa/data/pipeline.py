@@ -416,6 +416,35 @@ class ImageDataset(Dataset):
         return image_name(row if self.image_column is None else row[self.image_column], index)
 
 
+class JpegImageDataset(ImageDataset):
+    """[`ImageDataset`] that hands the JPEGs decoding straight to the crop's channels ([`jpeg_header`]) to
+    [`jpeg_example`] and crops everything else with PIL as [`ImageDataset`] does: the base of the torchvision and the
+    device decoding paths. Rows carry ``"labels"`` as [`ImageDataset`]'s do."""
+
+    def example_of_row(self, row: Any, index: int | None = None) -> dict[str, Any]:
+        value = row if self.image_column is None else row[self.image_column]
+        example = self.image_example(value, index)
+        if self.label_column is not None:
+            example["labels"] = row[self.label_column]
+        return example
+
+    def image_example(self, value: Any, index: int | None = None) -> dict[str, Any]:
+        """An image value (path, ``{"bytes", "path"}`` or PIL image) -> its example: [`jpeg_example`]'s for a JPEG
+        it takes, else ``{"pixel_values": (C, S, S) uint8}`` cropped by PIL. Raises [`UnreadableImageError`]."""
+        if isinstance(value, Image.Image):
+            return {"pixel_values": self.crop(value)}
+        name, data = image_name(value, index), image_bytes(value, index)
+        header = jpeg_header(data, self.crop.num_channels)
+        example = self.jpeg_example(data, header, name) if header is not None else None
+        if example is None:
+            return {"pixel_values": self.crop(decode_image({"bytes": data, "path": name}))}
+        return example
+
+    def jpeg_example(self, data: bytes, header: JpegHeader, name: str) -> dict[str, Any] | None:
+        """The example of the JPEG ``data`` (named ``name`` in errors), or None to leave it to PIL."""
+        raise NotImplementedError
+
+
 def collate_pixel_values(examples: list[dict]) -> dict[str, Any]:
     """Stack examples into ``{"pixel_values": (B, C, H, W)}`` (the examples' dtype, uint8 from [`ImageDataset`]).
 
@@ -485,6 +514,7 @@ __all__ = [
     "EvalCrop",
     "ImageDataset",
     "JpegHeader",
+    "JpegImageDataset",
     "PixelNormalizer",
     "TrainCrop",
     "UnreadableImageError",

@@ -24,18 +24,8 @@ import importlib
 from typing import Any
 
 import torch
-from PIL import Image
 
-from .pipeline import (
-    ImageDataset,
-    TrainCrop,
-    decode_image,
-    exif_transpose_tensor,
-    image_bytes,
-    image_name,
-    jpeg_header,
-    random_resized_crop_box,
-)
+from .pipeline import JpegHeader, JpegImageDataset, TrainCrop, exif_transpose_tensor, random_resized_crop_box
 
 
 class TorchvisionUnavailable(ImportError):
@@ -67,9 +57,10 @@ def _torchvision_functions():
     return io.decode_jpeg, io.ImageReadMode, functional.resized_crop, transforms.InterpolationMode
 
 
-class TorchvisionImageDataset(ImageDataset):
-    """[`ImageDataset`] for pretraining whose JPEGs are decoded and cropped by torchvision; rows as
-    [`ImageDataset`]'s: ``{"pixel_values": (C, S, S) uint8}`` (plus ``"labels"``).
+class TorchvisionImageDataset(JpegImageDataset):
+    """[`JpegImageDataset`] for pretraining whose JPEGs are decoded and cropped by torchvision; rows as
+    [`ImageDataset`]'s: ``{"pixel_values": (C, S, S) uint8}`` (plus ``"labels"``); a JPEG torchvision refuses is
+    left to PIL, which names it when it is unreadable.
 
     Raises [`TorchvisionUnavailable`] at construction where torchvision does not import.
     """
@@ -87,24 +78,9 @@ class TorchvisionImageDataset(ImageDataset):
         _torchvision_functions()
         super().__init__(source, crop, image_column, label_column, strict=strict)
 
-    def example_of_row(self, row: Any, index: int | None = None) -> dict[str, Any]:
-        value = row if self.image_column is None else row[self.image_column]
-        example = {"pixel_values": self.cropped_image(value, index)}
-        if self.label_column is not None:
-            example["labels"] = row[self.label_column]
-        return example
-
-    def cropped_image(self, value: Any, index: int | None = None) -> torch.Tensor:
-        """An image value (path, ``{"bytes", "path"}`` or PIL image) -> its crop, (C, S, S) uint8. Raises
-        `UnreadableImageError` naming the file when neither torchvision nor PIL can decode it."""
-        if isinstance(value, Image.Image):
-            return self.crop(value)
-        data = image_bytes(value, index)
-        header = jpeg_header(data, self.crop.num_channels)
-        pixels = self._decoded_jpeg(data, header.orientation) if header is not None else None
-        if pixels is None:
-            return self.crop(decode_image({"bytes": data, "path": image_name(value, index)}))
-        return self._cropped(pixels)
+    def jpeg_example(self, data: bytes, header: JpegHeader, name: str) -> dict[str, Any] | None:
+        pixels = self._decoded_jpeg(data, header.orientation)
+        return None if pixels is None else {"pixel_values": self._cropped(pixels)}
 
     def _decoded_jpeg(self, data: bytes, orientation: int) -> torch.Tensor | None:
         """(C, H, W) uint8 of the JPEG ``data``, upright; None when torchvision refuses it (PIL then decides)."""
