@@ -36,7 +36,7 @@ from .data.folder_checks import check_image_folders
 from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
 from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
 from .data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
-from .distributed import DistributedSetupError, check_output_dir_is_shared
+from .distributed import DistributedSetupError, check_output_dir_is_shared, is_shared_storage_probe
 from .trainer import last_complete_checkpoint
 from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
@@ -183,7 +183,7 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None
     checkpoint = last_complete_checkpoint(output_dir)
-    if checkpoint is None and os.listdir(output_dir):
+    if checkpoint is None and any(not is_shared_storage_probe(name) for name in os.listdir(output_dir)):
         raise ValueError(
             f"Output directory ({output_dir}) already exists and is not empty. Use --overwrite_output_dir to train "
             "from scratch there, or pick another --output_dir."

@@ -30,6 +30,7 @@ from .data.pipeline import UNREADABLE_KEY, PixelNormalizer
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .masking import progress_tensor
 from .streaming_trainer import StreamingTrainerMixin
+from .training.seeding import ProcessSeedsMixin
 from .training_guards import TrainingGuardsMixin
 
 logger = logging.get_logger(__name__)
@@ -405,7 +406,7 @@ class UnreadableFilesCallback(TrainerCallback, ExportableState):
         state.stateful_callbacks[name] = self.state()
 
 
-class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
+class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.

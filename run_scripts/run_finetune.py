@@ -56,6 +56,7 @@ from modeling_gpa.evaluation import (
 )
 from modeling_gpa.evaluation.features import SWIN_HAS_NO_CLS, is_swin
 from modeling_gpa.trainer import DeviceInputsMixin
+from modeling_gpa.training.seeding import ProcessSeedsMixin
 
 # MAE's per-GPU batch (main_finetune.py's --batch_size default): the micro-batch when the recipe's total is larger.
 DEFAULT_MICRO_BATCH = 64
@@ -105,7 +106,7 @@ class FinetuneTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `pixel_values` and `labels`."})
 
 
-class FinetuneTrainer(DeviceInputsMixin, Trainer):
+class FinetuneTrainer(ProcessSeedsMixin, DeviceInputsMixin, Trainer):
     """Trainer with layer-wise lr decay (timm's groups for a timm ViT, SimMIM's for a Swin), timm's Mixup/CutMix on
     the device and its losses, and a plain cross-entropy in evaluation. uint8 batches (the ``plain`` recipe's
     pipeline) are normalised on the device with the image processor's mean/std (``processing_class``)."""

@@ -1,0 +1,1 @@
+"""Training machinery shared by the scripts that train: trainers' mixins, distributed set-up, resuming."""
