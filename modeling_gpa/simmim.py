@@ -23,9 +23,9 @@ from transformers import Trainer, TrainerCallback, ViTModel
 
 from .simmim_masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 from .streaming_trainer import StreamingTrainerMixin
-from .training.seeding import ProcessSeedsMixin
 from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
 from .trainer import DeviceInputsMixin, GPATrainer
+from .training.seeding import ProcessSeedsMixin
 from .training_guards import TrainingGuardsMixin
 
 MASK_METHODS = ("gpa", "random")

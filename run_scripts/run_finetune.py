@@ -50,6 +50,7 @@ from modeling_gpa.evaluation import (
     load_vit,
     param_groups_layer_decay,
     report_results,
+    resolve_model_size,
     timm_classifier,
     timm_param_groups,
     top1_top5,
@@ -68,7 +69,15 @@ class FinetuneArguments:
 
     model_name_or_path: str = field(metadata={"help": "GPA, ViTMAE, ViT or Swin checkpoint directory."})
     recipe: str = field(default="mae", metadata={"help": f"One of {', '.join(RECIPES)}."})
-    model_size: str = field(default="base", metadata={"help": f"MAE's values for ViT-{'/'.join(MODEL_SIZES)}."})
+    model_size: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                f"MAE's values for ViT-{'/'.join(MODEL_SIZES)}; default: the size the checkpoint's depth and width "
+                "say (base for other shapes)."
+            )
+        },
+    )
     dataset_name: str | None = field(default=None, metadata={"help": "fashion_mnist, cluttered_fashion_mnist, ..."})
     dataset_config_name: str | None = None
     train_dir: str | None = field(default=None, metadata={"help": "Image folder, one subfolder per class."})
@@ -175,7 +184,7 @@ def explicit_flags(argv: list[str]) -> set[str]:
 def resolve_recipe(args: FinetuneArguments) -> FinetuneRecipe:
     """The recipe of ``--recipe`` / ``--model_size`` with every recipe flag given on the command line applied."""
     overrides = {name: getattr(args, name, None) for name in FinetuneRecipe.__dataclass_fields__ if name != "name"}
-    recipe = finetune_recipe(args.recipe, args.model_size).replace(**overrides)
+    recipe = finetune_recipe(args.recipe, args.model_size or "base").replace(**overrides)
     if recipe.auto_augment is not None and recipe.auto_augment.lower() == "none":
         recipe = dataclasses.replace(recipe, auto_augment=None)
     return recipe
@@ -375,9 +384,6 @@ def parse(argv: list[str] | None) -> tuple[FinetuneArguments, FinetuneTrainingAr
 
 def main(argv: list[str] | None = None) -> dict:
     args, training_args, given = parse(argv)
-    recipe = resolve_recipe(args)
-    if not 0.0 < recipe.layer_decay <= 1.0:
-        raise ValueError(f"--layer_decay={recipe.layer_decay} is invalid; allowed values: a number in (0, 1].")
     args.seed = training_args.seed
     try:
         config = AutoConfig.from_pretrained(args.model_name_or_path)
@@ -386,6 +392,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"No checkpoint config at {args.model_name_or_path!r}: pass --model_name_or_path a directory saved by "
             "run_pretrain.py, run_mim.py, ViTMAEForPreTraining or ViTModel."
         ) from error
+    args.model_size = resolve_model_size(args.model_size, config, args.recipe, args.model_name_or_path)
+    recipe = resolve_recipe(args)
+    if not 0.0 < recipe.layer_decay <= 1.0:
+        raise ValueError(f"--layer_decay={recipe.layer_decay} is invalid; allowed values: a number in (0, 1].")
     image_size = args.image_size or config.image_size
     data = load_labelled_splits(args, image_size, config.num_channels, args.model_name_or_path)
     model = build_model(args, recipe, config, data["id2label"], image_size)

@@ -9,10 +9,10 @@ final norm; ``--pooling mean`` for the patches' mean), trained for 90 epochs (10
 16384 (all images when fewer) at lr = blr x batch / 256 with blr 0.1 (lr 6.4), no weight decay, with timm's LARS
 (``--optimizer sgd``: SGD with momentum 0.9, the GPA release's probe). ``--augment rrc`` (the default, MAE's): every
 epoch draws a new RandomResizedCrop (scale 0.08-1, bicubic; MAE's ``util/crop.py`` box: one draw, clamped to the
-image) and flip of each training image and passes it through
-the encoder, up to ``--feature_batch_size`` images at a time, the batch's features gathered before each step.
-``--augment none``: features computed once on the evaluation crop, much faster, not MAE's protocol. Evaluation: MAE's
-view (Resize(256 / 224 x size), CenterCrop(size)), top-1 and top-5. Writes ``<output_dir>/results.json`` and prints a one-line summary.
+image) and flip of each training image and passes it through the encoder, up to ``--feature_batch_size`` images at
+a time, the batch's features gathered before each step. ``--augment none``: features computed once on the
+evaluation crop, much faster, not MAE's protocol. Evaluation: MAE's view (Resize(256 / 224 x size),
+CenterCrop(size)), top-1 and top-5. Writes ``<output_dir>/results.json`` and prints a one-line summary.
 """
 
 from __future__ import annotations

@@ -147,7 +147,8 @@ def test_two_nodes_start_in_one_fresh_output_dir_every_time_with_rank_0_slow(tmp
     slow to delete its shared-storage check file. No start may take that file for a used folder."""
     port = str(29500 + (os.getpid() + 17) % 1000)
     command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
-    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--num_machines", "2", "--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", port]
+    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--num_machines", "2", "--num_processes", "2"]
+    command += ["--main_process_ip", "127.0.0.1", "--main_process_port", port]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "GPA_SHARED_STORAGE_WAIT_S": "1"}
     nodes = [
         subprocess.Popen(
