@@ -2,19 +2,20 @@
 """End-to-end fine-tuning of a GPA, ViTMAE, ViT or Swin checkpoint for image classification, by MAE's recipe.
 
     python run_scripts/run_finetune.py --model_name_or_path outputs/gpa --dataset_name fashion_mnist \\
-        --output_dir outputs/finetune                      # --recipe mae --model_size base: MAE's ViT-B recipe
+        --output_dir outputs/finetune                      # --recipe mae: MAE's recipe for the checkpoint's size
 
 ``--recipe`` resolves every setting (``modeling_gpa.evaluation.recipes``); any flag given wins over it:
 
 - ``mae`` (default): facebookresearch/mae's ``main_finetune.py`` with ``FINETUNE.md``'s values, ``--model_size``
-  base / large / huge: drop path 0.1 / 0.2 / 0.3, layer decay 0.65 / 0.75 / 0.75, blr 5e-4 / 1e-3 / 1e-3, 100 / 50 /
-  50 epochs. Total batch 1024 (``--per_device_train_batch_size`` the micro-batch, gradient accumulation the rest),
+  (default: what the checkpoint's depth and width say; ViT-B's for other shapes) base / large / huge: drop path
+  0.1 / 0.2 / 0.3, layer decay 0.65 / 0.75 / 0.75, blr 5e-4 / 1e-3 / 1e-3, 100 / 50 / 50 epochs. Total batch 1024
+  (``--per_device_train_batch_size`` the micro-batch, gradient accumulation the rest),
   lr = blr * total batch / 256, AdamW (weight decay 0.05) with timm's layer-wise decay groups, 5 warm-up epochs then
   cosine to min lr 1e-6, no gradient clipping; timm's ``create_transform`` (RandomResizedCrop 0.08-1 bicubic, flip,
   RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25), mixup 0.8 / CutMix 1.0 with smoothing 0.1 (timm's
   ``Mixup`` and ``SoftTargetCrossEntropy``); average pooling into a new ``fc_norm`` (``--pooling cls``: the CLS
   token); head from trunc_normal(std 2e-5); evaluation crop 224/256; top-1 and top-5 after every epoch.
-- ``gpa_released``: the GPA release's values: MAE's ViT-B recipe with layer decay 0.8.
+- ``gpa_released``: the GPA release README's fine-tuning command: MAE's ViT-B recipe with layer decay 0.8.
 - ``plain``: Trainer's defaults (lr 5e-5, batch 8, 3 epochs, gradient clipping 1.0), layer decay 0.75, the
   pretraining crop and flip only, CLS pooling, head std 0.02.
 

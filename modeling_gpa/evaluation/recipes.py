@@ -102,7 +102,8 @@ MAE_BY_SIZE = {
     "large": MAE_BASE.replace(base_learning_rate=1e-3, layer_decay=0.75, epochs=50, drop_path=0.2),
     "huge": MAE_BASE.replace(base_learning_rate=1e-3, layer_decay=0.75, epochs=50, drop_path=0.3),
 }
-# The GPA authors' release: MAE's recipe for ViT-B/16 with layer decay 0.8.
+# The fine-tuning command of the GPA release's README: MAE's recipe for ViT-B/16 with layer decay 0.8 (2 GPUs x 128 x
+# 4 accumulation steps: batch 1024, as MAE's).
 GPA_RELEASED = MAE_BASE.replace(name="gpa_released", layer_decay=0.8)
 # Trainer's defaults with the pretraining crop: what run_finetune.py gives without a recipe.
 PLAIN = FinetuneRecipe(
