@@ -32,11 +32,11 @@ from modeling_gpa.data import (
 )
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import format_selection, select_head_for_pretraining, teacher_encoder_of
-from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.presets import GPA_PRESETS, preset_fields
-from modeling_gpa.pretraining_script import (
+from modeling_gpa.training.head_reselection import HeadReselectionCallback
+from modeling_gpa.training.hub import push_checkpoint_to_hub, write_model_card
+from modeling_gpa.training.script import (
     HubArguments,
     ImageDataArguments,
     build_image_processor_for,
@@ -51,7 +51,7 @@ from modeling_gpa.pretraining_script import (
     train_or_exit,
     with_crops,
 )
-from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
+from modeling_gpa.training.trainer import GPATrainer, GPATrainingArguments
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Setup, lint, then the test suite (tests/). Arguments replace that path: bash scripts/test.sh tests/test_trainer.py -x
+# Setup, lint, then the test suite (tests/). Arguments replace that path: bash scripts/test.sh tests/test_training_trainer.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

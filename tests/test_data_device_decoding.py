@@ -31,7 +31,7 @@ from modeling_gpa.data.pipeline import (
     exif_transpose_tensor,
     random_resized_crop_box,
 )
-from modeling_gpa.trainer import GPATrainer
+from modeling_gpa.training.trainer import GPATrainer
 from tests.tiny import save_rotated, tiny_kwargs
 
 MODES = {1: "L", 3: "RGB"}

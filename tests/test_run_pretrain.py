@@ -23,8 +23,8 @@ from tiny import (
 from transformers import TrainerCallback, ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
-from modeling_gpa.pretraining_script import train_or_exit
-from modeling_gpa.trainer import GPATrainingArguments
+from modeling_gpa.training.script import train_or_exit
+from modeling_gpa.training.trainer import GPATrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))

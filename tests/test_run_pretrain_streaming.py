@@ -23,7 +23,7 @@ RECORDING_RUN = """
 import json, os, signal, sys
 sys.path.insert(0, "run_scripts")
 import run_pretrain
-from modeling_gpa.trainer import GPATrainer
+from modeling_gpa.training.trainer import GPATrainer
 
 train_step = GPATrainer.training_step
 

@@ -6,8 +6,8 @@ from transformers import (
     ViTForMaskedImageModeling,
 )
 
-from modeling_gpa.simmim import SimMIMMasker, SimMIMMaskSettings
-from modeling_gpa.simmim_masking import simmim_mask_count
+from modeling_gpa.simmim.masking import simmim_mask_count
+from modeling_gpa.simmim.trainer import SimMIMMasker, SimMIMMaskSettings
 from modeling_gpa.teacher import query_key_at, teacher_scores
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny import config_overrides, script_args, write_image_folders
 
-from modeling_gpa.distributed import BatchGeometry, recorded_geometry, suggestion
+from modeling_gpa.training.distributed import BatchGeometry, recorded_geometry, suggestion
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
@@ -120,7 +120,7 @@ def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_rec
     from test_trainer import tiny_model
     from tiny import RandomImages, tiny_training_arguments
 
-    from modeling_gpa.trainer import GPATrainer
+    from modeling_gpa.training.trainer import GPATrainer
 
     settings = dict(max_steps=2, save_strategy="steps", save_steps=2)
     GPATrainer(

@@ -13,7 +13,7 @@ from tiny import WITHOUT_THE_PACKAGE, tiny_kwargs
 from transformers import AutoModelForPreTraining, ViTForImageClassification
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.hub import push_checkpoint_to_hub, redact_command, write_model_card
+from modeling_gpa.training.hub import push_checkpoint_to_hub, redact_command, write_model_card
 
 TOKEN = "hf_TestOnlyToken1234567890abcdef"
 MODEL_FILES = {"configuration_gpa.py", "modeling_gpa.py", "gpa.py", "masking.py", "teacher.py"}

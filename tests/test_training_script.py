@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import write_image_folders
 
-from modeling_gpa.pretraining_script import (
+from modeling_gpa.training.script import (
     HubArguments,
     ImageDataArguments,
     hub_kwargs,
@@ -20,7 +20,7 @@ from modeling_gpa.pretraining_script import (
     parse_script_arguments,
     prepare_split,
 )
-from modeling_gpa.trainer import GPATrainingArguments
+from modeling_gpa.training.trainer import GPATrainingArguments
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_an_empty_split_is_refused_with_the_flags_to_check():
 def test_training_images_are_decoded_by_torchvision_unless_pil_is_asked_for(image_dirs, image_decoding, expected):
     from modeling_gpa.data import build_image_processor
     from modeling_gpa.data.torchvision_decoding import torchvision_decoding_available
-    from modeling_gpa.pretraining_script import with_crops
+    from modeling_gpa.training.script import with_crops
 
     if not torchvision_decoding_available():
         pytest.skip("torchvision does not import")

@@ -263,7 +263,7 @@ class RandomImages:
 
 def tiny_training_arguments(tmp_path, **overrides):
     """``GPATrainingArguments`` for a few logged CPU steps of batch 2 in ``tmp_path``, no saving; ``overrides`` win."""
-    from modeling_gpa.trainer import GPATrainingArguments
+    from modeling_gpa.training.trainer import GPATrainingArguments
 
     defaults = dict(
         output_dir=str(tmp_path),

@@ -16,8 +16,8 @@ MAE's checkpoints, and every MAE-style fine-tuning codebase, use timm's names; T
 The LayerNorm eps is not in a state dict: [`timm_vit_kwargs`] carries the config's (Transformers' ViTs default to
 1e-12, timm to 1e-6) into the timm model, and [`vit_config_from_timm`] takes it as an argument the other way.
 
-    python -m modeling_gpa.convert to-timm --model_name_or_path outputs/gpa --output outputs/gpa-timm.safetensors
-    python -m modeling_gpa.convert from-timm --checkpoint mae_pretrain_vit_base.pth --num_attention_heads 12 \\
+    python -m modeling_gpa.tools.convert to-timm --model_name_or_path outputs/gpa --output outputs/gpa-timm.safetensors
+    python -m modeling_gpa.tools.convert from-timm --checkpoint mae_pretrain_vit_base.pth --num_attention_heads 12 \\
         --output_dir outputs/mae-vit-base
 """
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         from safetensors.torch import save_file
         from transformers import ViTModel
 
-        from .evaluation.features import load_vit
+        from ..evaluation.features import load_vit
 
         encoder = load_vit(ViTModel, args.model_name_or_path, add_pooling_layer=False)
         weights = {key: value.contiguous() for key, value in timm_state_dict(encoder.state_dict()).items()}
@@ -244,6 +244,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from .command_line import exit_on_bad_input
+    from ..command_line import exit_on_bad_input
 
     exit_on_bad_input(main)

@@ -13,7 +13,7 @@ parameters and ``N`` GPUs, in bytes:
   (DeepSpeed casts the whole module, teacher included); bf16 gradients, fp32 master weights and moments sharded,
   ``(2 + 4 + 8) P / N``.
 
-Run ``python -m modeling_gpa.memory`` for the README's table.
+Run ``python -m modeling_gpa.tools.memory`` for the README's table.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig, ViTMAEConfig
 
-from .configuration_gpa import GPAConfig
+from ..configuration_gpa import GPAConfig
 from .flops import _pair, num_patches
 
 ENGINES = ("ddp", "fsdp", "deepspeed_zero2")

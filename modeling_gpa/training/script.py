@@ -28,17 +28,17 @@ from transformers import (
     TrainingArguments,
 )
 
-from .checkpoint_files import check_resumable
-from .command_line import pickle_refusal
-from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
-from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
-from .data.folder_checks import check_image_folders
-from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
-from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
-from .data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
+from ..checkpoint_files import check_resumable
+from ..command_line import pickle_refusal
+from ..data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
+from ..data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
+from ..data.folder_checks import check_image_folders
+from ..data.pipeline import ImageDataset, UnreadableImageError, decode_image
+from ..data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
+from ..data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
 from .distributed import DistributedSetupError, check_output_dir_is_shared
+from .guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 from .trainer import last_complete_checkpoint
-from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -317,8 +317,8 @@ def start(parse_arguments: Callable[[list[str] | None], tuple], argv: list[str] 
 
 def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArguments, checkpoint: str | None) -> dict:
     """[`train_and_evaluate`]; an unreadable image (with --strict_images), the training guards' stops
-    ([`exit_on_training_failure`]) and a distributed setup that cannot go on (`modeling_gpa.distributed`) end the
-    process with one line."""
+    ([`exit_on_training_failure`]) and a distributed setup that cannot go on (`modeling_gpa.training.distributed`)
+    end the process with one line."""
     try:
         with exit_on_training_failure(script, trainer):
             return train_and_evaluate(trainer, training_args, checkpoint)
