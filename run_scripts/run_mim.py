@@ -35,23 +35,23 @@ from modeling_gpa.data import (
 )
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
+from modeling_gpa.data.splits import image_geometry, load_splits, with_crops
 from modeling_gpa.head_selection import format_selection, select_attention_head
 from modeling_gpa.simmim.trainer import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
-from modeling_gpa.training.script import (
+from modeling_gpa.training.arguments import (
     HubArguments,
     ImageDataArguments,
+    hub_kwargs,
+    parse_head,
+    parse_script_arguments,
+)
+from modeling_gpa.training.script import (
     build_image_processor_for,
     check_output_dir_writable,
     checkpoint_to_resume,
-    hub_kwargs,
-    image_geometry,
-    load_splits,
     one_line,
-    parse_head,
-    parse_script_arguments,
     start,
     train_or_exit,
-    with_crops,
 )
 from modeling_gpa.training.trainer import GPATrainingArguments
 

@@ -5,7 +5,8 @@ processor; ``pipeline`` turns images into uint8 batches (decode, crop, collate) 
 (`PixelNormalizer`); ``cluttered`` generates the synthetic cluttered set; ``ground_truth`` reads object masks
 (a dataset, a masks folder, boxes) and draws the annotated images few-shot selection takes
 (`annotated_model_inputs`); ``image_inputs`` prepares in-memory images for head selection and visualisation;
-``fashion_mnist`` and ``arrays`` read the raw data.
+``fashion_mnist`` and ``arrays`` read the raw data; ``splits`` gives the pretraining scripts their train and validation
+splits and crops.
 
 Every public name of these modules is importable from here (``from modeling_gpa.data import load_image_datasets``).
 They load on first use: ``sources`` imports `datasets`, which the GPU benchmark machines lack, and the modules that
@@ -26,6 +27,7 @@ _SUBMODULES = (
     "sources",
     "streaming",
     "cluttered",
+    "splits",
 )
 
 
