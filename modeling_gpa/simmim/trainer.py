@@ -1,7 +1,7 @@
 """SimMIM pretraining (``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling``) with GPA or random masks.
 
 [`SimMIMMasker`] turns a batch of normalised images into ``bool_masked_pos``: ``run_mim.py``'s random mask, or the
-soft-to-hard GPA mask of ``simmim_masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
+soft-to-hard GPA mask of ``simmim.masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
 
 - ``pretrained``: a frozen ViT / ViTMAE / GPA checkpoint, for any student (the paper's setting);
 - ``ema``: a momentum copy of a ViT student's encoder, stepped after every optimizer step;
