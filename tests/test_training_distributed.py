@@ -117,7 +117,7 @@ def test_the_suggested_flags_reach_the_checkpoints_total_batch():
 
 
 def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_records_it(tmp_path, caplog):
-    from test_trainer import tiny_model
+    from test_training_trainer import tiny_model
     from tiny import RandomImages, tiny_training_arguments
 
     from modeling_gpa.training.trainer import GPATrainer
