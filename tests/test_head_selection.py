@@ -357,6 +357,7 @@ def test_select_head_script_errors(tmp_path):
         script.main(base + ["--image_dir", str(tmp_path / "images"), "--masks_dir", str(tmp_path / "none")])
 
 
+@pytest.mark.slow
 def test_selection_on_tensors_needs_neither_datasets_nor_matplotlib(tmp_path):
     # The GPU benchmark machines have neither package; the benchmark scores heads from tensors.
     script = textwrap.dedent(

@@ -148,6 +148,7 @@ def test_swin_refuses_the_self_teacher(images, tmp_path):
     assert "ViT student" in str(exit_info.value.code)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
     args = mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2")

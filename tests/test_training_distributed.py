@@ -56,6 +56,7 @@ def logged_steps(output_dir: Path) -> dict[int, dict]:
     return {entry["step"]: entry for entry in history if "loss" in entry}
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch(images, tmp_path, capsys):
     two = tmp_path / "two"
     process = launch(images, two, "--main_process_port", str(29500 + (os.getpid() + 11) % 1000))
@@ -87,6 +88,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch
     assert recorded_geometry(str(one / "checkpoint-4")) == BatchGeometry(1, 4, 2)
 
 
+@pytest.mark.slow
 def test_nodes_that_do_not_share_the_output_dir_stop_at_start_in_one_line(images, tmp_path):
     """Two launches of one process each, as two nodes on 127.0.0.1, each with its own --output_dir."""
     port = str(29500 + (os.getpid() + 13) % 1000)

@@ -44,6 +44,7 @@ def test_save_pretrained_writes_safetensors_the_model_code_and_auto_map(checkpoi
     }
 
 
+@pytest.mark.slow
 def test_trust_remote_code_loads_without_the_package_and_matches(checkpoint, tmp_path):
     model, directory = checkpoint
     torch.manual_seed(1)
