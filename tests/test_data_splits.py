@@ -7,14 +7,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from tiny import write_image_folders
 
 from modeling_gpa.data.splits import image_geometry, load_splits, prepare_split
 from modeling_gpa.training.arguments import HubArguments, ImageDataArguments
 
 
 @pytest.fixture
-def image_dirs(tmp_path):
+def image_dirs(tmp_path, write_image_folders):
     """train/ (6 gray 20x20 PNGs) and val/ (2), two classes."""
     return write_image_folders(tmp_path, gray_noise, counts=(("train", 6), ("val", 2)))
 

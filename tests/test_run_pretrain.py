@@ -18,7 +18,6 @@ from tiny import (
     config_overrides,
     script_args,
     tiny_kwargs,
-    write_image_folders,
 )
 from transformers import TrainerCallback, ViTMAEConfig, ViTMAEForPreTraining
 
@@ -37,7 +36,7 @@ OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, write_image_folders) -> Path:
     """train/ (16 gray 28x28 PNGs and one unreadable file) and val/ (4 PNGs), two classes each."""
     root = write_image_folders(
         tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from tiny import save_mae_teacher, swin_student
+from tiny import swin_student
 from transformers import (
     ViTConfig,
     ViTForMaskedImageModeling,
@@ -27,7 +27,7 @@ def vit_student(image_size=32, patch_size=4, seed=0):
 
 
 @pytest.fixture(scope="module")
-def mae_teacher_dir(tmp_path_factory):
+def mae_teacher_dir(tmp_path_factory, save_mae_teacher):
     return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=3)
 
 

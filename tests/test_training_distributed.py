@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import config_overrides, script_args, write_image_folders
+from tiny import config_overrides, script_args
 
 from modeling_gpa.training.distributed import BatchGeometry, recorded_geometry, suggestion
 
@@ -23,7 +23,7 @@ SCHEDULE_KEYS = ("epoch", "learning_rate", "hard_fraction", "soft_fraction", "ra
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, write_image_folders) -> Path:
     """16 gray 28x28 training PNGs: two steps per epoch at a total batch of 8."""
     return write_image_folders(
         tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
