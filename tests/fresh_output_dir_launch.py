@@ -9,8 +9,8 @@ import os
 import sys
 import time
 
-from modeling_gpa.pretraining_script import checkpoint_to_resume
-from modeling_gpa.trainer import GPATrainingArguments
+from modeling_gpa.training.script import checkpoint_to_resume
+from modeling_gpa.training.trainer import GPATrainingArguments
 
 root, starts = sys.argv[1], int(sys.argv[2])
 rank = int(os.environ["RANK"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import config_overrides, script_args, write_image_folders
+from tiny import config_overrides, script_args
 
 from modeling_gpa.training.seeding import process_seed
 
@@ -20,7 +20,9 @@ def test_each_process_seeds_with_the_seed_plus_its_rank():
 
 
 @pytest.mark.slow
-def test_two_processes_fed_one_image_draw_their_own_crops_masks_and_mixup_and_resume_their_own_draws(tmp_path):
+def test_two_processes_fed_one_image_draw_their_own_crops_masks_and_mixup_and_resume_their_own_draws(
+    tmp_path, write_image_folders
+):
     """Every training image is the same picture, so whatever differs between the ranks' inputs and masks was drawn
     differently: with one seed on every process they would be equal."""
     picture = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
