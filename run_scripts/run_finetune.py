@@ -58,8 +58,8 @@ from modeling_gpa.evaluation import (
     top1_top5,
 )
 from modeling_gpa.evaluation.features import SWIN_HAS_NO_CLS, is_swin
+from modeling_gpa.training.device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
 from modeling_gpa.training.seeding import ProcessSeedsMixin
-from modeling_gpa.training.trainer import DeviceInputsMixin
 
 # MAE's per-GPU batch (main_finetune.py's --batch_size default): the micro-batch when the recipe's total is larger.
 DEFAULT_MICRO_BATCH = 64
@@ -117,7 +117,7 @@ class FinetuneTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `pixel_values` and `labels`."})
 
 
-class FinetuneTrainer(ProcessSeedsMixin, DeviceInputsMixin, Trainer):
+class FinetuneTrainer(ProcessSeedsMixin, UnreadableImagesMixin, PixelNormalizationMixin, DeviceDecodingMixin, Trainer):
     """Trainer with layer-wise lr decay (timm's groups for a timm ViT, SimMIM's for a Swin), timm's Mixup/CutMix on
     the device and its losses, and a plain cross-entropy in evaluation. uint8 batches (the ``plain`` recipe's
     pipeline) are normalised on the device with the image processor's mean/std (``processing_class``)."""

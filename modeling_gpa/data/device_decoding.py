@@ -3,7 +3,7 @@
 With ``--image_decoding device`` the DataLoader workers no longer decode: [`DeviceDecodingImageDataset`] reads each
 file's bytes and its JPEG header (for the size), draws MAE's RandomResizedCrop box and flip there (the same draws, from
 the same RNG, as [`TrainCrop`]) and hands the undecoded bytes to the main process. [`collate_pixel_values`] gathers a
-batch's JPEGs into one [`EncodedImages`]; the trainer's [`DeviceInputsMixin`] decodes them in one batched call on the
+batch's JPEGs into one [`EncodedImages`]; the trainer's [`DeviceDecodingMixin`] decodes them in one batched call on the
 device, crops, resizes (bicubic, antialiased) and flips there ([`decode_on_device`]), and normalises the resulting
 uint8 (B, C, S, S) batch as usual. Images nvJPEG should not get (PNG, CMYK or other-mode JPEGs) are decoded and
 cropped in the worker as before and travel in ``pixel_values``; the decoded JPEGs take their places beside them.

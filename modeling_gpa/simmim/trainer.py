@@ -22,10 +22,11 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, ViTModel
 
 from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
+from ..training.device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
 from ..training.guards import TrainingGuardsMixin
 from ..training.seeding import ProcessSeedsMixin
 from ..training.streaming import StreamingTrainerMixin
-from ..training.trainer import DeviceInputsMixin, GPATrainer
+from ..training.trainer import GPATrainer
 from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 
 MASK_METHODS = ("gpa", "random")
@@ -190,7 +191,15 @@ class EMAMaskTeacherCallback(TrainerCallback):
         self.masker.update_teacher(extract_model_from_parallel(model))
 
 
-class SimMIMTrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
+class SimMIMTrainer(
+    ProcessSeedsMixin,
+    StreamingTrainerMixin,
+    UnreadableImagesMixin,
+    PixelNormalizationMixin,
+    DeviceDecodingMixin,
+    TrainingGuardsMixin,
+    Trainer,
+):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
     The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with
