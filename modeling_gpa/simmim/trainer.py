@@ -8,7 +8,8 @@ soft-to-hard GPA mask of ``simmim.masking`` scored by a teacher ViT that runs on
 - ``self``: a ViT student's own encoder on the full image, without gradients.
 
 A Swin student takes only the ``pretrained`` teacher: its windowed attention has no global patch-to-patch score.
-[`SimMIMTrainer`] computes the mask on the device at every forward with the schedule progress of ``GPATrainer``.
+[`SimMIMTrainer`] computes the mask on the device at every forward with ``GPATrainer``'s schedule progress
+([`MaskScheduleMixin`]).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from transformers import Trainer, TrainerCallback, ViTModel
 from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
 from ..training.device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
 from ..training.guards import TrainingGuardsMixin
+from ..training.mask_schedule import MaskScheduleMixin
 from ..training.seeding import ProcessSeedsMixin
 from ..training.streaming import StreamingTrainerMixin
-from ..training.trainer import GPATrainer
 from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 
 MASK_METHODS = ("gpa", "random")
@@ -192,6 +193,7 @@ class EMAMaskTeacherCallback(TrainerCallback):
 
 
 class SimMIMTrainer(
+    MaskScheduleMixin,
     ProcessSeedsMixin,
     StreamingTrainerMixin,
     UnreadableImagesMixin,
@@ -202,15 +204,14 @@ class SimMIMTrainer(
 ):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
-    The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with
-    ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them; masks are
+    The schedule's progress is ``GPATrainer``'s ([`MaskScheduleMixin`]: ``global_step / max_steps``, or by epoch
+    with ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them; masks are
     drawn from the process's own RNG (seeded ``seed + rank``, saved in every checkpoint). The model's
     loss is a per-batch mean, so it is divided by the gradient accumulation steps. With the ``ema`` teacher the copy
     restarts from the student's weights when training resumes from a checkpoint.
     """
 
     loss_is_scaled_for_ga = False
-    mask_progress = GPATrainer.mask_progress
 
     def __init__(self, *args, masker: SimMIMMasker, **kwargs):
         super().__init__(*args, **kwargs)

@@ -9,7 +9,6 @@ the input pipeline's uint8 images, normalised on the device (`modeling_gpa.train
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from ..masking import progress_tensor
 from .device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .guards import TrainingGuardsMixin
+from .mask_schedule import MaskScheduleMixin
 from .seeding import ProcessSeedsMixin
 from .streaming import StreamingTrainerMixin
 
@@ -274,6 +274,7 @@ def restore_weights(model: PreTrainedModel, checkpoint: str) -> None:
 
 
 class GPATrainer(
+    MaskScheduleMixin,
     ProcessSeedsMixin,
     StreamingTrainerMixin,
     UnreadableImagesMixin,
@@ -284,7 +285,8 @@ class GPATrainer(
 ):
     """[`Trainer`] for [`GPAForPreTraining`].
 
-    - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
+    - Every forward gets ``mask_progress`` = [`MaskScheduleMixin.mask_progress`]; evaluation uses the progress
+      reached so far.
     - The EMA teacher is stepped once per optimizer step ([`EMATeacherCallback`]).
     - The model's loss is a per-batch mean, so it is divided by the gradient accumulation steps: accumulating two
       batches of ``B`` gives the loss and gradient of one batch of ``2B`` (``Trainer`` would otherwise read the
@@ -358,23 +360,6 @@ class GPATrainer(
             return
         logger.info(f"Loading best model from {best} (score: {self.state.best_metric}).")
         restore_weights(extract_model_from_parallel(self.model), best)
-
-    def mask_progress(self) -> float:
-        """Schedule progress in [0, 1]: ``global_step / max_steps``, or completed epochs / epochs ('epoch')."""
-        state = self.state
-        if not state.max_steps:
-            return 0.0
-        if getattr(self.args, "mask_schedule", "step") == "epoch" and self.streams_training_data:
-            # A stream has no length: its epochs are counted in examples (the script requires their number).
-            examples = self.train_dataset.num_examples
-            epochs_done = state.global_step * self.args.total_train_batch_size // examples
-            return min(epochs_done / self.args.num_train_epochs, 1.0)
-        if getattr(self.args, "mask_schedule", "step") == "epoch":
-            # Trainer rounds a fractional --num_train_epochs up in its state; the schedule runs over the real count.
-            epochs = self.args.num_train_epochs if self.args.max_steps <= 0 else state.num_train_epochs
-            # Float epochs land on whole numbers at epoch ends; the epsilon absorbs rounding below them.
-            return min(math.floor((state.epoch or 0.0) + 1e-6) / epochs, 1.0)
-        return min(state.global_step / state.max_steps, 1.0)
 
     def compute_loss(
         self,
