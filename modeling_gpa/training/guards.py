@@ -30,7 +30,6 @@ from collections.abc import Iterator
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
-from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
@@ -70,34 +69,6 @@ def check_finite_weights(module: nn.Module, where: str, what_to_do: str) -> None
         )
 
 
-class NonFiniteStepCallback(TrainerCallback):
-    """Runs the trainer's finite-loss guard before each optimizer step (``on_pre_optimizer_step`` follows the
-    gradients' reduction and clipping in every Transformers 5 release)."""
-
-    def __init__(self, trainer) -> None:
-        self.trainer = trainer
-
-    def on_pre_optimizer_step(self, args, state, control, model: nn.Module | None = None, **kwargs):
-        self.trainer.skip_nonfinite_step(model)
-
-
-class SigtermCheckpointCallback(TrainerCallback):
-    """At the end of the step during which SIGTERM arrived (on any process): save a checkpoint and stop."""
-
-    def __init__(self, trainer) -> None:
-        self.trainer = trainer
-        self.saved = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.saved = False
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.trainer.sigterm_received():
-            control.should_save = True
-            control.should_training_stop = True
-            self.saved = True
-
-
 class TrainingGuardsMixin:
     """[`Trainer`] mixin: finite-loss guard, no non-finite saves, checkpoint on SIGTERM, checked resume, no stored
     Hub token. The arguments may set ``max_nonfinite_steps`` (default 10)."""
@@ -108,9 +79,8 @@ class TrainingGuardsMixin:
         self._nonfinite_in_a_row = 0
         self._nonfinite_loss: torch.Tensor | None = None
         self._sigterm = threading.Event()
-        self.add_callback(NonFiniteStepCallback(self))
-        self._sigterm_callback = SigtermCheckpointCallback(self)
-        self.add_callback(self._sigterm_callback)
+        self._sigterm_saved = False
+        self._sigterm_checked_step: int | None = None
 
     # ---- finite-loss guard ---------------------------------------------------------------------------------------
 
@@ -120,6 +90,13 @@ class TrainingGuardsMixin:
         bad = ~torch.isfinite(loss.detach()).all()
         self._nonfinite_loss = bad if self._nonfinite_loss is None else self._nonfinite_loss | bad
         return loss
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm=None):
+        """``Trainer``'s gradient norm, then [`skip_nonfinite_step`]: ``Trainer`` calls this once per optimizer step,
+        after the gradients' reduction and clipping and right before ``optimizer.step()`` (Transformers 5.17-5.25)."""
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        self.skip_nonfinite_step(model)
+        return grad_norm
 
     def skip_nonfinite_step(self, model: nn.Module) -> None:
         """Called between the gradients' reduction (and clipping) and ``optimizer.step()``: drops the gradients when
@@ -198,6 +175,17 @@ class TrainingGuardsMixin:
             received = bool(self.accelerator.reduce(flag, reduction="max") > 0)
         return received
 
+    def _maybe_log_save_evaluate(self, *args, **kwargs) -> None:
+        """``Trainer``'s log, evaluate and save at the end of each step (and epoch); once per step, a SIGTERM on any
+        process turns it into: save a checkpoint and stop."""
+        step = self.state.global_step
+        if step != self._sigterm_checked_step and self.sigterm_received():
+            self.control.should_save = True
+            self.control.should_training_stop = True
+            self._sigterm_saved = True
+        self._sigterm_checked_step = step
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+
     @contextlib.contextmanager
     def _checkpoint_on_sigterm(self) -> Iterator[None]:
         """SIGTERM sets a flag instead of killing the process (the main thread only can install handlers)."""
@@ -222,10 +210,11 @@ class TrainingGuardsMixin:
         self.check_free_space()
         self.nonfinite_steps = self._nonfinite_in_a_row = 0
         self._sigterm.clear()
+        self._sigterm_saved, self._sigterm_checked_step = False, None
         with self._checkpoint_on_sigterm():
             output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         if self.sigterm_received():
-            if not self._sigterm_callback.saved:
+            if not self._sigterm_saved:
                 # SIGTERM came after the last step (during the final evaluation or logging): save that step now.
                 self._save_checkpoint(self.model, trial=None)
             checkpoint = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
@@ -257,10 +246,8 @@ class TrainingGuardsMixin:
 
 
 __all__ = [
-    "NonFiniteStepCallback",
     "NonFiniteTrainingError",
     "NotEnoughSpace",
-    "SigtermCheckpointCallback",
     "TrainingGuardsMixin",
     "TrainingInterrupted",
     "check_finite_weights",
