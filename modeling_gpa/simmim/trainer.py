@@ -27,6 +27,7 @@ from ..training.device_inputs import DeviceDecodingMixin, PixelNormalizationMixi
 from ..training.guards import TrainingGuardsMixin
 from ..training.mask_schedule import MaskScheduleMixin
 from ..training.seeding import ProcessSeedsMixin
+from ..training.startup import StartupChecksMixin
 from ..training.streaming import StreamingTrainerMixin
 from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 
@@ -195,6 +196,7 @@ class EMAMaskTeacherCallback(TrainerCallback):
 class SimMIMTrainer(
     MaskScheduleMixin,
     ProcessSeedsMixin,
+    StartupChecksMixin,
     StreamingTrainerMixin,
     UnreadableImagesMixin,
     PixelNormalizationMixin,

@@ -12,8 +12,6 @@
 - **SIGTERM** (what preemptible cloud GPUs and schedulers send before killing a job): the step that is running
   finishes, a checkpoint is written and training stops with [`TrainingInterrupted`]; the scripts exit 143 without
   saving a final model, writing a model card or pushing. The same command resumes from the checkpoint.
-- **Resume.** An explicit checkpoint that cannot load fails in one line; ``resume_from_checkpoint=True`` takes the
-  last checkpoint that can (`modeling_gpa.checkpoint_files`).
 - **Space.** Before training, an ``output_dir`` with less free space than about one checkpoint fails in one line.
 - ``--hub_token`` never reaches the ``training_args.bin`` that every save writes.
 """
@@ -33,7 +31,6 @@ from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from ..checkpoint_files import check_resumable
 from ..finite_weights import nonfinite_tensors
 
 logger = logging.get_logger(__name__)
@@ -70,7 +67,7 @@ def check_finite_weights(module: nn.Module, where: str, what_to_do: str) -> None
 
 
 class TrainingGuardsMixin:
-    """[`Trainer`] mixin: finite-loss guard, no non-finite saves, checkpoint on SIGTERM, checked resume, no stored
+    """[`Trainer`] mixin: finite-loss guard, no non-finite saves, checkpoint on SIGTERM, free space, no stored
     Hub token. The arguments may set ``max_nonfinite_steps`` (default 10)."""
 
     def __init__(self, *args, **kwargs):
@@ -165,7 +162,7 @@ class TrainingGuardsMixin:
         finally:
             self.args.hub_token = token
 
-    # ---- training: SIGTERM, resume, space ---------------------------------------------------------------------
+    # ---- training: SIGTERM, space -----------------------------------------------------------------------------
 
     def sigterm_received(self) -> bool:
         """Whether SIGTERM reached this process, or (distributed) any process. Collective call when distributed."""
@@ -205,8 +202,6 @@ class TrainingGuardsMixin:
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train`` with the guards above; raises [`TrainingInterrupted`] when SIGTERM stopped it."""
-        if isinstance(resume_from_checkpoint, str):
-            check_resumable(resume_from_checkpoint)
         self.check_free_space()
         self.nonfinite_steps = self._nonfinite_in_a_row = 0
         self._sigterm.clear()

@@ -18,15 +18,14 @@ import datasets
 import transformers
 from transformers import AutoImageProcessor, BaseImageProcessor, PretrainedConfig, Trainer, TrainingArguments
 
-from ..checkpoint_files import check_resumable
 from ..command_line import pickle_refusal
 from ..data import build_image_processor
 from ..data.pipeline import UnreadableImageError
 from ..data.splits import logger as splits_logger
 from .arguments import HubArguments, hub_kwargs
-from .distributed import DistributedSetupError, check_output_dir_is_shared, is_shared_storage_probe
+from .distributed import DistributedSetupError, is_shared_storage_probe
 from .guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
-from .trainer import last_complete_checkpoint
+from .startup import check_output_dir_is_shared_once, check_resumable_once, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +33,12 @@ logger = logging.getLogger(__name__)
 def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does).
 
-    On several nodes, first stops (one line) unless every node sees the same --output_dir, before any data loads."""
+    On several nodes, first stops (one line) unless every node sees the same --output_dir, before any data loads.
+    The trainer's ``train`` does not repeat these checks (`modeling_gpa.training.startup`)."""
     if training_args.do_train:
-        check_output_dir_is_shared(training_args.output_dir)
+        check_output_dir_is_shared_once(training_args.output_dir)
     if training_args.resume_from_checkpoint is not None:
-        return check_resumable(training_args.resume_from_checkpoint)
+        return check_resumable_once(training_args.resume_from_checkpoint)
     output_dir = training_args.output_dir
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None

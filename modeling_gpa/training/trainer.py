@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
-from ..checkpoint_files import checkpoint_problem
 from ..masking import progress_tensor
 from .device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
-from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .guards import TrainingGuardsMixin
 from .mask_schedule import MaskScheduleMixin
 from .seeding import ProcessSeedsMixin
+from .startup import StartupChecksMixin
 from .streaming import StreamingTrainerMixin
 
 logger = logging.get_logger(__name__)
 
 MASK_SCHEDULES = ("step", "epoch")
 FRACTION_NAMES = ("hard_fraction", "soft_fraction", "random_fraction")
-_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # DataLoader settings when --dataloader_num_workers > 0 and the flags are not given: workers live across epochs and
 # each keeps this many batches ready, so the accelerator never waits for a worker to start or to catch up.
 DEFAULT_PREFETCH_FACTOR = 4
@@ -241,28 +238,6 @@ class RunningMeans:
         return {name: (total / totals[-1]).item() for name, total in zip(names, totals[:-1], strict=True)}
 
 
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The highest-step ``checkpoint-N`` in ``output_dir`` that can be loaded, or None; warnings name the others.
-
-    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save;
-    one with a truncated file (`modeling_gpa.checkpoint_files.checkpoint_problem`) is passed over the same way.
-    """
-    if not os.path.isdir(output_dir):
-        return None
-    steps = []
-    for name in os.listdir(output_dir):
-        match = _CHECKPOINT_RE.match(name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append((int(match.group(1)), name))
-    for _, name in sorted(steps, reverse=True):
-        path = os.path.join(output_dir, name)
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path
-        logger.warning(f"Skipping checkpoint {path}, which cannot be loaded: {problem}.")
-    return None
-
-
 def _has_safetensors(checkpoint: str) -> bool:
     return any(os.path.isfile(os.path.join(checkpoint, name)) for name in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME))
 
@@ -276,6 +251,7 @@ def restore_weights(model: PreTrainedModel, checkpoint: str) -> None:
 class GPATrainer(
     MaskScheduleMixin,
     ProcessSeedsMixin,
+    StartupChecksMixin,
     StreamingTrainerMixin,
     UnreadableImagesMixin,
     PixelNormalizationMixin,
@@ -304,31 +280,18 @@ class GPATrainer(
         # GPAForPreTraining.forward passes **kwargs to its encoder; it takes no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
         self.add_callback(EMATeacherCallback())
-        self.add_callback(BatchGeometryCallback())
         self._train_means = RunningMeans()
         self._eval_means = RunningMeans()
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
-        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the last checkpoint in ``output_dir`` that loads.
+        """``Trainer.train``, whose metrics add ``train_unreadable_images`` (logged when not 0).
 
-        Step, schedules, weights, EMA teacher, optimizer and the images of every later step always continue exactly.
-        The random draws after the checkpoint (crops, flips, masks) are the uninterrupted run's only from a checkpoint
-        at an epoch boundary, with the loader in this process or without persistent workers: inside an epoch
-        ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and persistent
-        workers carry their own random state across epochs. On several nodes, ``output_dir`` must be shared storage;
-        a resume at another total batch than the checkpoint's is refused (`modeling_gpa.training.distributed`). Both
-        raise [`DistributedSetupError`] with a one-line message.
+        Step, schedules, weights, EMA teacher, optimizer and the images of every later step always continue exactly on
+        resume. The random draws after the checkpoint (crops, flips, masks) are the uninterrupted run's only from a
+        checkpoint at an epoch boundary, with the loader in this process or without persistent workers: inside an
+        epoch ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and
+        persistent workers carry their own random state across epochs.
         """
-        check_output_dir_is_shared(self.args.output_dir)
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(
-                    f"no complete checkpoint in {self.args.output_dir} to resume from: train without "
-                    "--resume_from_checkpoint or point it at a checkpoint directory."
-                )
-        if resume_from_checkpoint:
-            check_resume_geometry(resume_from_checkpoint, self.args)
         output = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         unreadable = self.total_unreadable_images("train")
         if unreadable:
@@ -414,6 +377,5 @@ __all__ = [
     "GPATrainingArguments",
     "EMATeacherCallback",
     "RunningMeans",
-    "last_complete_checkpoint",
     "restore_weights",
 ]
