@@ -1,10 +1,12 @@
 """Pretraining with the Hugging Face ``Trainer``.
 
-``trainer`` holds `GPATrainer` and its arguments; ``streaming`` the loader of a streamed train split, ``guards`` the
-non-finite, disk-space and SIGTERM guards, ``distributed`` the checks of a multi-process run and
-``head_reselection`` the callback that picks the teacher's head again during training, ``seeding`` each
-process's own randomness. ``arguments`` and ``script`` are what run_pretrain.py and run_mim.py share (flags,
-logging, train / evaluate and their one-line exits); ``hub`` writes model cards and pushes checkpoints.
+``trainer`` holds `GPATrainer` and its arguments; its docstring lists the mixins it is built of, one per module:
+``mask_schedule`` the schedule's progress, ``seeding`` each process's own randomness, ``startup`` the checks made
+once before training, ``streaming`` the loader of a streamed train split, ``device_inputs`` what happens to a batch
+on the device, ``guards`` the non-finite, disk-space and SIGTERM guards. ``distributed`` holds the checks of a
+multi-process run and ``head_reselection`` the callback that picks the teacher's head again during training.
+``arguments`` and ``script`` are what run_pretrain.py and run_mim.py share (flags, logging, train / evaluate and
+their one-line exits); ``hub`` writes model cards and pushes checkpoints.
 
 Import from the modules (``from modeling_gpa.training.trainer import GPATrainer``): this file imports nothing, so
 loading one module does not load the others.

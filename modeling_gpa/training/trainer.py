@@ -271,6 +271,32 @@ class GPATrainer(
       logging interval; evaluation adds ``eval_rgb_loss`` and ``eval_gpa_loss``.
     - uint8 batches are normalised on the device ([`PixelNormalizationMixin`]); images that could not be decoded are
       counted, logged at the end of training and reported as ``train_unreadable_images`` / ``eval_unreadable_images``.
+
+    The stack, one concern per base (`SimMIMTrainer` has the same bases; `FinetuneTrainer` in run_finetune.py takes
+    the seeding and the three device-input mixins):
+
+    - [`MaskScheduleMixin`] (``mask_schedule``): ``mask_progress``.
+    - [`ProcessSeedsMixin`] (``seeding``): ``__init__`` reseeds each process with ``seed + rank``.
+    - [`StartupChecksMixin`] (``startup``): ``train`` checks, once, the shared ``output_dir``, the checkpoint and its
+      total batch; ``__init__`` records the batch geometry in checkpoints.
+    - [`StreamingTrainerMixin`] (``streaming``): the loader of a streamed split, its position in checkpoints.
+    - [`UnreadableImagesMixin`], [`PixelNormalizationMixin`], [`DeviceDecodingMixin`] (``device_inputs``): what
+      ``_prepare_inputs`` does to a batch on the device.
+    - [`TrainingGuardsMixin`] (``guards``): finite-loss guard, no non-finite saves, SIGTERM, free space, Hub token.
+
+    Where several override one method, each calls ``super()``, so they run in this order (outermost first):
+
+    - ``__init__``: every one after ``Trainer.__init__`` has returned, innermost first: guards, unreadable-files
+      callback, batch-geometry callback, reseeding, then this class (EMA callback, loss means).
+    - ``train``: this class (unreadable count after training) > startup checks (resolves
+      ``resume_from_checkpoint=True``) > streaming (notes the checkpoint for its loader) > guards (free space, SIGTERM
+      handler; raises [`TrainingInterrupted`] after) > ``Trainer``.
+    - ``_save_checkpoint``: streaming (the stream positions, before ``Trainer``'s files) > unreadable images (gathers
+      every process's names into the state) > guards (no Hub token in the saved arguments) > ``Trainer``.
+    - ``_prepare_inputs``: ``Trainer`` moves the batch to the device; on its result the device decoding decodes
+      JPEGs, then the normalisation turns uint8 into floats, then the unreadable names leave the batch.
+    - Only the guards override ``training_step``, ``_get_grad_norm``, ``_maybe_log_save_evaluate`` and
+      ``save_model``; only this class ``compute_loss``, ``log``, ``evaluation_loop`` and the checkpoint loads.
     """
 
     loss_is_scaled_for_ga = False
