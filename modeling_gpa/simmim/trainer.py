@@ -20,15 +20,10 @@ import dataclasses
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
-from transformers import Trainer, TrainerCallback, ViTModel
+from transformers import TrainerCallback, ViTModel
 
 from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
-from ..training.device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
-from ..training.guards import TrainingGuardsMixin
-from ..training.mask_schedule import MaskScheduleMixin
-from ..training.seeding import ProcessSeedsMixin
-from ..training.startup import StartupChecksMixin
-from ..training.streaming import StreamingTrainerMixin
+from ..training.pretraining_trainer import PretrainingTrainer
 from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 
 MASK_METHODS = ("gpa", "random")
@@ -193,31 +188,19 @@ class EMAMaskTeacherCallback(TrainerCallback):
         self.masker.update_teacher(extract_model_from_parallel(model))
 
 
-class SimMIMTrainer(
-    MaskScheduleMixin,
-    ProcessSeedsMixin,
-    StartupChecksMixin,
-    StreamingTrainerMixin,
-    UnreadableImagesMixin,
-    PixelNormalizationMixin,
-    DeviceDecodingMixin,
-    TrainingGuardsMixin,
-    Trainer,
-):
+class SimMIMTrainer(PretrainingTrainer):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
     The schedule's progress is ``GPATrainer``'s ([`MaskScheduleMixin`]: ``global_step / max_steps``, or by epoch
     with ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them; masks are
     drawn from the process's own RNG (seeded ``seed + rank``, saved in every checkpoint). The model's
-    loss is a per-batch mean, so it is divided by the gradient accumulation steps. With the ``ema`` teacher the copy
+    loss is a per-batch mean, so it is divided by the gradient accumulation steps ([`PretrainingTrainer`], whose
+    bases `GPATrainer`'s docstring describes). With the ``ema`` teacher the copy
     restarts from the student's weights when training resumes from a checkpoint.
     """
 
-    loss_is_scaled_for_ga = False
-
     def __init__(self, *args, masker: SimMIMMasker, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False
         self.masker = masker
         self.add_callback(EMAMaskTeacherCallback(masker))
 

@@ -1,6 +1,7 @@
 """Pretraining with the Hugging Face ``Trainer``.
 
-``trainer`` holds `GPATrainer` and its arguments; its docstring lists the mixins it is built of, one per module:
+``trainer`` holds `GPATrainer` and its arguments; ``pretraining_trainer`` the base it shares with `SimMIMTrainer`,
+whose mixins (listed in `GPATrainer`'s docstring) have one module each:
 ``mask_schedule`` the schedule's progress, ``seeding`` each process's own randomness, ``startup`` the checks made
 once before training, ``streaming`` the loader of a streamed train split, ``device_inputs`` what happens to a batch
 on the device, ``guards`` the non-finite, disk-space and SIGTERM guards. ``distributed`` holds the checks of a

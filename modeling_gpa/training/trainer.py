@@ -15,17 +15,12 @@ from dataclasses import dataclass, field
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from ..masking import progress_tensor
-from .device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
-from .guards import TrainingGuardsMixin
-from .mask_schedule import MaskScheduleMixin
-from .seeding import ProcessSeedsMixin
-from .startup import StartupChecksMixin
-from .streaming import StreamingTrainerMixin
+from .pretraining_trainer import PretrainingTrainer
 
 logger = logging.get_logger(__name__)
 
@@ -248,32 +243,21 @@ def restore_weights(model: PreTrainedModel, checkpoint: str) -> None:
     model.load_state_dict(saved.state_dict())
 
 
-class GPATrainer(
-    MaskScheduleMixin,
-    ProcessSeedsMixin,
-    StartupChecksMixin,
-    StreamingTrainerMixin,
-    UnreadableImagesMixin,
-    PixelNormalizationMixin,
-    DeviceDecodingMixin,
-    TrainingGuardsMixin,
-    Trainer,
-):
+class GPATrainer(PretrainingTrainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`MaskScheduleMixin.mask_progress`]; evaluation uses the progress
       reached so far.
     - The EMA teacher is stepped once per optimizer step ([`EMATeacherCallback`]).
-    - The model's loss is a per-batch mean, so it is divided by the gradient accumulation steps: accumulating two
-      batches of ``B`` gives the loss and gradient of one batch of ``2B`` (``Trainer`` would otherwise read the
-      model's ``**kwargs`` as "the model normalises over the whole accumulated batch itself").
+    - The model's loss is a per-batch mean, so it is divided by the gradient accumulation steps
+      ([`PretrainingTrainer`]).
     - Training logs add ``rgb_loss``, ``gpa_loss`` and the ``hard/soft/random_fraction`` in use, averaged over the
       logging interval; evaluation adds ``eval_rgb_loss`` and ``eval_gpa_loss``.
     - uint8 batches are normalised on the device ([`PixelNormalizationMixin`]); images that could not be decoded are
       counted, logged at the end of training and reported as ``train_unreadable_images`` / ``eval_unreadable_images``.
 
-    The stack, one concern per base (`SimMIMTrainer` has the same bases; `FinetuneTrainer` in run_finetune.py takes
-    the seeding and the three device-input mixins):
+    The stack: the bases of [`PretrainingTrainer`] (`SimMIMTrainer` shares them; `FinetuneTrainer` in
+    run_finetune.py takes the seeding and the three device-input mixins), one concern each, outermost first:
 
     - [`MaskScheduleMixin`] (``mask_schedule``): ``mask_progress``.
     - [`ProcessSeedsMixin`] (``seeding``): ``__init__`` reseeds each process with ``seed + rank``.
@@ -287,7 +271,8 @@ class GPATrainer(
     Where several override one method, each calls ``super()``, so they run in this order (outermost first):
 
     - ``__init__``: every one after ``Trainer.__init__`` has returned, innermost first: guards, unreadable-files
-      callback, batch-geometry callback, reseeding, then this class (EMA callback, loss means).
+      callback, batch-geometry callback, reseeding, ``PretrainingTrainer`` (no loss kwargs), then this class (EMA
+      callback, loss means).
     - ``train``: this class (unreadable count after training) > startup checks (resolves
       ``resume_from_checkpoint=True``) > streaming (notes the checkpoint for its loader) > guards (free space, SIGTERM
       handler; raises [`TrainingInterrupted`] after) > ``Trainer``.
@@ -299,12 +284,8 @@ class GPATrainer(
       ``save_model``; only this class ``compute_loss``, ``log``, ``evaluation_loop`` and the checkpoint loads.
     """
 
-    loss_is_scaled_for_ga = False
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # GPAForPreTraining.forward passes **kwargs to its encoder; it takes no num_items_in_batch.
-        self.model_accepts_loss_kwargs = False
         self.add_callback(EMATeacherCallback())
         self._train_means = RunningMeans()
         self._eval_means = RunningMeans()
