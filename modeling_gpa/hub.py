@@ -237,6 +237,11 @@ def write_space(
     ``app.py`` launches ``modeling_gpa.tools.explorer_app``; ``requirements.txt`` holds ``requirement`` (how the Space
     installs this package, e.g. ``modeling-gpa[demo] @ git+https://...``); ``README.md`` has the Space metadata.
     """
+    if os.path.isdir(model_id):
+        raise ValueError(
+            f"--model_name_or_path {model_id!r} is a local directory; a Space loads a published checkpoint: push it "
+            "(--push_to_hub) and pass its Hub id ('user-or-org/model-name')."
+        )
     try:
         validate_repo_id(model_id)
     except HFValidationError:

@@ -164,12 +164,12 @@ class Explorer:
         ``"all"`` or None the sum of heads; a block or head out of range raises one line."""
         if head == CHECKPOINT_CHOICE:
             return self.checkpoint_layer, self.checkpoint_head
-        if layer is None or not 0 <= int(layer) < self.num_layers:
-            raise ValueError(f"block {layer!r} is out of range: the teacher has blocks 0 to {self.num_layers - 1}.")
+        if not _is_index(layer, self.num_layers):
+            raise ValueError(f"block {layer} is out of range: the teacher has blocks 0 to {self.num_layers - 1}.")
         if head in (None, ALL_HEADS):
             return int(layer), None
-        if not 0 <= int(head) < self.num_heads:
-            raise ValueError(f"head {head!r} is out of range: the teacher has heads 0 to {self.num_heads - 1}.")
+        if not _is_index(head, self.num_heads):
+            raise ValueError(f"head {head} is out of range: the teacher has heads 0 to {self.num_heads - 1}.")
         return int(layer), int(head)
 
     @torch.no_grad()
@@ -260,6 +260,10 @@ class Explorer:
         groups = self.mask_groups(table, mask_ratio, progress, seed)
         shares = hidden_object_share(groups, self.object_patches(object_mask).expand_as(groups))
         return shares.view(self.num_layers, self.num_heads + 1)
+
+
+def _is_index(value: int | str | None, size: int) -> bool:
+    return value is not None and str(value).isdigit() and int(value) < size
 
 
 def _check_fraction(name: str, value: float, *, open_interval: bool) -> None:

@@ -41,11 +41,11 @@ def _candidate(explorer: Explorer, flat: int) -> tuple[int, int | None, int]:
 
 def explore_fn(explorer: Explorer):
     """The ``/explore`` handler: (image, block, head, score variant, mask ratio, progress, object mask) ->
-    (heat map, mask, reconstruction, numbers)."""
+    (heat map, mask, reconstruction, counts line, numbers)."""
 
     def explore(image, block, head, variant, mask_ratio, progress, object_mask):
         if image is None:
-            return None, None, None, None
+            return None, None, None, "", None
         score, queries = variant.split("/")
         try:
             view = explorer.explore(
@@ -71,8 +71,14 @@ def explore_fn(explorer: Explorer):
             "object_share": view.object_share,
             "random_object_share": view.random_object_share,
             "gpa": [round(float(value), 6) for value in view.gpa],
+            "groups": view.groups.tolist(),
         }
-        return _shown(view.heat_map), _shown(view.mask), _shown(view.reconstruction), numbers
+        counts = view.counts
+        line = f"**{sum(counts.values())} of {explorer.num_patches} patches masked**: hard {counts['hard']}, soft "
+        line += f"{counts['soft']}, random {counts['random']} (block {view.layer}, {_head_name(view.head)})"
+        if view.object_share is not None:
+            line += f"; object hidden {view.object_share:.0%} (a random mask: {view.random_object_share:.0%})"
+        return _shown(view.heat_map), _shown(view.mask), _shown(view.reconstruction), line, numbers
 
     return explore
 
@@ -158,11 +164,13 @@ def build_app(explorer: Explorer, examples: list[tuple[str, Image.Image]]) -> gr
                 interactive=False,
                 visible=explorer.has_decoder,
             )
-        numbers = gr.JSON(label="numbers", elem_id="numbers")
+        counts = gr.Markdown(elem_id="counts")
         with gr.Row():
             rank_button = gr.Button("rank every block x head by the object share hidden", elem_id="rank")
         ranking = gr.Image(format="png", label="blocks x heads", elem_id="ranking", interactive=False)
         top = gr.JSON(label="best candidates", elem_id="top")
+        with gr.Accordion("numbers: scores, counts, shares", open=False):
+            numbers = gr.JSON(label="numbers", elem_id="numbers")
 
         example.change(named.get, example, image, api_name=False)
         controls = [image, block, head, variant, mask_ratio, progress, object_mask]
@@ -170,7 +178,7 @@ def build_app(explorer: Explorer, examples: list[tuple[str, Image.Image]]) -> gr
             [app.load, *(control.change for control in controls)],
             explore_fn(explorer),
             controls,
-            [heat_map, mask, reconstruction, numbers],
+            [heat_map, mask, reconstruction, counts, numbers],
             api_name="explore",
             trigger_mode="always_last",
         )
