@@ -19,7 +19,7 @@ from tiny import tiny_kwargs
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data.ground_truth import object_patches
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.head_selection import teacher_encoder_of
+from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
 from modeling_gpa.masking import KEPT, mask_counts
 from modeling_gpa.teacher import teacher_scores
 
@@ -30,6 +30,7 @@ STARTUP_TIMEOUT_S = 90
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # Where the browser test saves the page once it shows the mask (the README's screenshot is taken this way).
 SCREENSHOT_ENV = "GPA_EXPLORER_SCREENSHOT"
+CHECKPOINT_ENV = "GPA_EXPLORER_CHECKPOINT"
 
 
 def free_port() -> int:
@@ -55,6 +56,10 @@ def wait_until_serving(url: str, process: subprocess.Popen, timeout_s: float) ->
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    """A tiny GPA model and its directory; ``GPA_EXPLORER_CHECKPOINT`` serves another 28x28 checkpoint (49 patches,
+    mask ratio 0.75) to the browser test instead, e.g. the quick start's for the README's screenshot."""
+    if os.environ.get(CHECKPOINT_ENV):
+        return load_scoring_model(os.environ[CHECKPOINT_ENV]), os.environ[CHECKPOINT_ENV]
     torch.manual_seed(0)
     model = GPAForPreTraining(GPAConfig(**tiny_kwargs(gpa_teacher="self", gpa_layer=1, gpa_head=2))).eval()
     directory = tmp_path_factory.mktemp("explorer_checkpoint")
@@ -156,13 +161,18 @@ def _wait_for(condition, timeout_s: float, what: str):
 
 
 def _image_source(driver, element_id: str) -> str | None:
-    images = driver.find_elements("css selector", f"#{element_id} img")
-    return images[0].get_attribute("src") if images else None
+    """The address of the image shown in ``element_id`` once the browser has loaded it, else None."""
+    script = "const image = document.querySelector(arguments[0]); "
+    script += "return image && image.complete && image.naturalWidth > 0 ? image.src : null;"
+    return driver.execute_script(script, f"#{element_id} img")
 
 
 def save_page_screenshot(driver, path: str, width: int = 900) -> None:
-    """The whole page as a small PNG (``width`` px wide, 64 colours): the README's picture of the explorer."""
+    """The page down to the counts line as a small PNG (``width`` px wide, 64 colours): the README's picture."""
     page = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    counts = driver.find_element("css selector", "#counts").rect
+    scale = page.width / driver.execute_script("return window.innerWidth;")
+    page = page.crop((0, 0, page.width, min(page.height, round((counts["y"] + counts["height"] + 16) * scale))))
     page = page.resize((width, round(page.height * width / page.width)), Image.Resampling.LANCZOS)
     page.quantize(colors=64).save(path, optimize=True)
 
@@ -183,6 +193,9 @@ def test_the_page_takes_an_upload_and_redraws_the_mask_when_the_progress_slider_
         driver.set_page_load_timeout(30)
         driver.get(server)
         example_source = _wait_for(lambda: _image_source(driver, "mask"), 30, "show the example's mask")
+        if os.environ.get(SCREENSHOT_ENV):
+            time.sleep(1.0)
+            save_page_screenshot(driver, os.environ[SCREENSHOT_ENV])
 
         driver.find_element("css selector", "#image input[type=file]").send_keys(photo)
         uploaded_source = _wait_for(
@@ -192,11 +205,11 @@ def test_the_page_takes_an_upload_and_redraws_the_mask_when_the_progress_slider_
         )
         time.sleep(0.5)
         before = _element_png(driver, "mask")
-        if os.environ.get(SCREENSHOT_ENV):
-            save_page_screenshot(driver, os.environ[SCREENSHOT_ENV])
+        hard, soft, random = mask_counts(49, 0.75, 0.5)
+        assert f"hard {hard}, soft {soft}, random {random}" in driver.find_element("css selector", "#counts").text
 
         slider = driver.find_element("css selector", "#progress input[type=range]")
-        slider.send_keys(*[Keys.ARROW_RIGHT] * 20)  # 0.0 -> 1.0 in steps of 0.05: all soft -> half hard
+        slider.send_keys(*[Keys.ARROW_RIGHT] * 10)  # 0.5 -> 1.0 in steps of 0.05: a quarter hard -> half hard
         _wait_for(
             lambda: (source := _image_source(driver, "mask")) not in (None, uploaded_source) and source,
             30,

@@ -19,6 +19,10 @@ from .explorer import ALL_HEADS, CHECKPOINT_CHOICE, Explorer, figure_to_array, u
 DISPLAY_SIDE = 224
 NUM_FASHION_MNIST = 3
 TOP_CANDIDATES = 10
+# Half-way through training, Eq. 6's default schedule has hard, soft and random patches all in the mask.
+START_PROGRESS = 0.5
+# Small inputs (a 28x28 garment) fill their panel, pixels kept sharp.
+CSS = "#image img, #object-mask img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def _variant_key(score: str, queries: str) -> str:
@@ -151,7 +155,7 @@ def build_app(explorer: Explorer, examples: list[tuple[str, Image.Image]]) -> gr
                 mask_ratio = gr.Slider(
                     0.05, 0.95, explorer.mask_ratio, step=0.05, label="mask ratio", elem_id="mask-ratio"
                 )
-                progress = gr.Slider(0.0, 1.0, 0.0, step=0.05, label="training progress", elem_id="progress")
+                progress = gr.Slider(0.0, 1.0, START_PROGRESS, step=0.05, label="training progress", elem_id="progress")
         with gr.Row():
             heat_map = gr.Image(format="png", label="GPA heat map", elem_id="heat-map", interactive=False)
             mask = gr.Image(
@@ -194,8 +198,12 @@ def launch(model_name_or_path: str, server_name: str | None = None, server_port:
     ``server_name`` None: Gradio's default (``GRADIO_SERVER_NAME``, else 127.0.0.1), as a Space sets it.
     """
     explorer = Explorer.from_pretrained(model_name_or_path)
-    app = build_app(explorer, example_images(SKIMAGE_PHOTOS, NUM_FASHION_MNIST))
-    return app.launch(server_name=server_name, server_port=server_port, share=False, **launch_options)
+    examples = example_images(SKIMAGE_PHOTOS, NUM_FASHION_MNIST)
+    if explorer.settings.num_channels == 1:
+        # A grey model was most likely trained on Fashion-MNIST: show a garment first.
+        examples = examples[len(SKIMAGE_PHOTOS) :] + examples[: len(SKIMAGE_PHOTOS)]
+    app = build_app(explorer, examples)
+    return app.launch(server_name=server_name, server_port=server_port, share=False, css=CSS, **launch_options)
 
 
 __all__ = ["build_app", "explore_fn", "launch", "rank_fn"]
