@@ -1,4 +1,5 @@
 import ast
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,16 @@ def test_only_the_gradio_page_imports_gradio_and_no_module_of_the_package_import
                     if module in name.split("."):
                         importing[module].add(path.name)
     assert importing == {"gradio": {"explorer_app.py"}, "explorer_app": set()}
+
+
+def test_the_script_writes_a_space_for_a_hub_id_and_refuses_a_local_directory(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "gpa_explorer", Path(__file__).parents[1] / "run_scripts" / "gpa_explorer.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--model_name_or_path", "someone/gpa-tiny", "--space_dir", str(tmp_path / "space")])
+    assert sorted(path.name for path in (tmp_path / "space").iterdir()) == ["README.md", "app.py", "requirements.txt"]
+    assert (tmp_path / "space" / "requirements.txt").read_text() == "modeling-gpa[demo]\n"
+    with pytest.raises(SystemExit, match=r"^error: --model_name_or_path .* is a local directory; a Space loads"):
+        script.main(["--model_name_or_path", str(tmp_path), "--space_dir", str(tmp_path / "space")])
