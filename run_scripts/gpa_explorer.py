@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> None:
     if args.space_dir is not None:
-        from modeling_gpa.hub import DEFAULT_SPACE_REQUIREMENT, write_space
+        from modeling_gpa.training.hub import DEFAULT_SPACE_REQUIREMENT, write_space
 
         requirement = args.space_requirement or DEFAULT_SPACE_REQUIREMENT
         print(f"wrote the Space to {write_space(args.space_dir, args.model_name_or_path, requirement=requirement)}")

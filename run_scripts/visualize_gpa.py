@@ -23,7 +23,7 @@ from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data.image_inputs import SKIMAGE_PHOTOS, ImageSettings, example_images
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
 from modeling_gpa.masking import KEPT, gpa_mask_groups, noise_from_mask
-from modeling_gpa.visualization import (
+from modeling_gpa.tools.visualization import (
     configured_layer_head,
     gpa_figure,
     gpa_scores,

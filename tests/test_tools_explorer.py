@@ -16,7 +16,7 @@ from modeling_gpa.head_selection import object_ranking_tables
 from modeling_gpa.masking import HARD, KEPT, RANDOM, SOFT, mask_counts
 from modeling_gpa.teacher import teacher_scores
 from modeling_gpa.tools.explorer import MASK_ALPHA, Explorer, hidden_object_share
-from modeling_gpa.visualization import GROUP_COLOURS
+from modeling_gpa.tools.visualization import GROUP_COLOURS
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from ..gpa import minmax_normalize
 from ..head_selection import every_head_scores, load_scoring_model, teacher_encoder_of
 from ..masking import HARD, KEPT, RANDOM, SOFT, gpa_mask_groups, mask_counts, noise_from_mask, num_masked_patches
 from ..teacher import teacher_scores
-from ..visualization import GROUP_COLOURS, configured_layer_head, mae_reconstruction, patch_map
+from .visualization import GROUP_COLOURS, configured_layer_head, mae_reconstruction, patch_map
 
 CHECKPOINT_CHOICE = "checkpoint"
 ALL_HEADS = "all"

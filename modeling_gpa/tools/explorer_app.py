@@ -12,8 +12,8 @@ from PIL import Image
 
 from ..data.image_inputs import SKIMAGE_PHOTOS, example_images
 from ..head_selection import candidate_name
-from ..visualization import recall_heatmap_figure
 from .explorer import ALL_HEADS, CHECKPOINT_CHOICE, Explorer, figure_to_array, upscaled
+from .visualization import recall_heatmap_figure
 
 # Images are shown at least this many pixels high: a 28x28 Fashion-MNIST model's patches stay visible as squares.
 DISPLAY_SIDE = 224
