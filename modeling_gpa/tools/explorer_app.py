@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..data.image_inputs import SKIMAGE_PHOTOS, example_images
 from ..head_selection import candidate_name
-from .explorer import ALL_HEADS, CHECKPOINT_CHOICE, Explorer, figure_to_array, upscaled
+from .explorer import ALL_HEADS, CHECKPOINT_CHOICE, SCORE_VARIANTS, Explorer, figure_to_array, upscaled
 from .visualization import recall_heatmap_figure
 
 # Images are shown at least this many pixels high: a 28x28 Fashion-MNIST model's patches stay visible as squares.
@@ -27,6 +27,15 @@ CSS = "#image img, #object-mask img { width: 100%; height: 100%; object-fit: con
 
 def _variant_key(score: str, queries: str) -> str:
     return f"{score}/{queries}"
+
+
+def _variant(key: str) -> tuple[str, str]:
+    """``"logits/all"`` -> ("logits", "all"); anything else raises one line."""
+    score, _, queries = str(key).partition("/")
+    if (score, queries) not in SCORE_VARIANTS:
+        allowed = ", ".join(_variant_key(*variant) for variant in SCORE_VARIANTS)
+        raise ValueError(f"score {key!r} is invalid; allowed values: {allowed}.")
+    return score, queries
 
 
 def _head_name(head: int | None) -> str:
@@ -50,8 +59,8 @@ def explore_fn(explorer: Explorer):
     def explore(image, block, head, variant, mask_ratio, progress, object_mask):
         if image is None:
             return None, None, None, "", None
-        score, queries = variant.split("/")
         try:
+            score, queries = _variant(variant)
             view = explorer.explore(
                 image,
                 layer=int(block),
@@ -93,8 +102,8 @@ def rank_fn(explorer: Explorer):
     def rank(image, object_mask, variant, mask_ratio, progress):
         if image is None or object_mask is None:
             raise gr.Error("upload an image and its object mask (object = white) to rank the blocks and heads.")
-        score, queries = variant.split("/")
         try:
+            score, queries = _variant(variant)
             shares = explorer.rank_heads(
                 image, object_mask, score=score, queries=queries, mask_ratio=float(mask_ratio), progress=float(progress)
             )
