@@ -137,6 +137,11 @@ def test_the_api_answers_with_the_score_the_mask_counts_and_a_reconstruction_of_
     assert numbers["object_share"] == pytest.approx(hidden.sum() / objects.sum())
     assert numbers["random_object_share"] == pytest.approx(25 / 49)
 
+    with pytest.raises(
+        gradio_client.exceptions.AppError, match=r"head 9 is out of range: the teacher has heads 0 to 3"
+    ):
+        client.predict(photo_file, "0", "9", "logits/all", 0.75, 0.5, None, api_name="/explore")
+
     ranking, top = client.predict(
         gradio_client.handle_file(photo), gradio_client.handle_file(photo), "logits/all", 0.75, 1.0, api_name="/rank"
     )

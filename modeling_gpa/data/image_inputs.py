@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import skimage.data
 import torch
 from PIL import Image
 
@@ -151,6 +150,9 @@ def example_images(skimage_names: Sequence[str], num_fashion_mnist: int) -> list
 
     Fashion-MNIST is left out, with a note, when its files are missing.
     """
+    # scikit-image loads in seconds: only the callers that want its photos pay for it.
+    import skimage.data
+
     images = []
     for name in skimage_names:
         if name not in skimage.data.__all__:
