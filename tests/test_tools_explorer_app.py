@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -153,9 +154,38 @@ def test_the_api_answers_with_the_score_the_mask_counts_and_a_reconstruction_of_
     assert shares == sorted(shares, reverse=True) and all(0.0 <= share <= 1.0 for share in shares)
 
 
-def _element_png(driver, element_id: str) -> np.ndarray:
-    element = driver.find_element("css selector", f"#{element_id} img")
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"))
+def _shot(driver, element_id: str) -> np.ndarray | None:
+    """What the browser shows of the block ``element_id`` (label and image), or None while it is being replaced."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        png = driver.find_element("css selector", f"#{element_id}").screenshot_as_png
+    except WebDriverException:
+        return None
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def _changed_share(first: np.ndarray, second: np.ndarray) -> float:
+    """Share of the pixels whose colour moved by more than 30 of 255 in some channel (1.0 when the sizes differ)."""
+    if first.shape != second.shape:
+        return 1.0
+    return float((np.abs(first.astype(int) - second.astype(int)).max(axis=-1) > 30).mean())
+
+
+def _settled_shot(driver, element_id: str, differs_from: np.ndarray | None, timeout_s: float, what: str, state):
+    """The block's picture once it differs from ``differs_from`` (None: anything) and stays the same for 1 s."""
+    deadline = time.monotonic() + timeout_s
+    previous, same_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        shot = _shot(driver, element_id)
+        if shot is None or previous is None or _changed_share(shot, previous) > 0:
+            previous, same_since = shot, time.monotonic()
+        elif time.monotonic() - same_since >= 1.0 and (
+            differs_from is None or _changed_share(shot, differs_from) > 0.02
+        ):
+            return shot
+        time.sleep(0.25)
+    pytest.fail(f"the page did not {what} within {timeout_s} s {state()}")
 
 
 def _wait_for(condition, timeout_s: float, what: str, state=lambda: ""):
@@ -207,38 +237,25 @@ def test_the_page_takes_an_upload_and_redraws_the_mask_when_the_progress_slider_
     try:
         driver.set_page_load_timeout(30)
         driver.get(server)
-        example_source = _wait_for(lambda: _image_source(driver, "mask"), 30, "show the example's mask")
+        state = partial(_page_state, driver)
+        _wait_for(lambda: _image_source(driver, "mask"), 30, "show the example's mask", state)
+        example = _settled_shot(driver, "mask", None, 30, "settle on the example's mask", state)
         if os.environ.get(SCREENSHOT_ENV):
-            time.sleep(1.0)
             save_page_screenshot(driver, os.environ[SCREENSHOT_ENV])
 
         driver.find_element("css selector", "#image input[type=file]").send_keys(photo)
-        uploaded_source = _wait_for(
-            lambda: (source := _image_source(driver, "mask")) not in (None, example_source) and source,
-            30,
-            "draw the uploaded image's mask",
-        )
-        time.sleep(0.5)
-        before = _element_png(driver, "mask")
+        before = _settled_shot(driver, "mask", example, 30, "draw the uploaded image's mask", state)
         hard, soft, random = mask_counts(49, 0.75, 0.5)
         assert f"hard {hard}, soft {soft}, random {random}" in driver.find_element("css selector", "#counts").text
 
         slider = driver.find_element("css selector", "#progress input[type=range]")
         slider.send_keys(*[Keys.ARROW_RIGHT] * 10)  # 0.5 -> 1.0 in steps of 0.05: a quarter hard -> half hard
-        _wait_for(
-            lambda: (source := _image_source(driver, "mask")) not in (None, uploaded_source) and source,
-            30,
-            "redraw the mask after the slider moved",
-            lambda: _page_state(driver),
-        )
-        time.sleep(0.5)
-        after = _element_png(driver, "mask")
-        assert before.shape == after.shape
-        changed = np.abs(before.astype(int) - after.astype(int)).max(axis=-1) > 30
-        assert changed.mean() > 0.02, "the mask image looks the same after the progress moved from 0 to 1"
-        progress = driver.find_element("css selector", "#progress input[type=number]").get_attribute("value")
         hard, soft, random = mask_counts(49, 0.75, 1.0)
+        expected = f"hard {hard}, soft {soft}, random {random}"
+        _wait_for(lambda: expected in driver.find_element("css selector", "#counts").text, 30, "count again", state)
+        after = _settled_shot(driver, "mask", before, 30, "redraw the mask after the slider moved", state)
+        assert _changed_share(before, after) > 0.02, "the mask looks the same after the progress moved from 0.5 to 1"
+        progress = driver.find_element("css selector", "#progress input[type=number]").get_attribute("value")
         assert float(progress) == 1.0
-        assert f"hard {hard}, soft {soft}, random {random}" in driver.find_element("css selector", "#counts").text
     finally:
         driver.quit()
