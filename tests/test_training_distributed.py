@@ -2,16 +2,21 @@
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from tiny import config_overrides, script_args
 
+from modeling_gpa.checkpoint_files import checkpoint_problem
 from modeling_gpa.training.distributed import BatchGeometry, recorded_geometry, suggestion
+from modeling_gpa.training.guards import SIGTERM_CHECK_STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
@@ -38,13 +43,14 @@ def pretrain_args(images: Path, output_dir: Path, *extra: str) -> list[str]:
     return [arg for arg in args if arg not in ("--validation_dir", str(images / "val"))]
 
 
-def launch(images: Path, output_dir: Path, *accelerate_args: str) -> subprocess.Popen:
-    """``accelerate launch`` of run_pretrain.py with cpu_2proc.yaml and ``accelerate_args``, one thread a process.
+def launch(images: Path, output_dir: Path, *accelerate_args: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """``accelerate launch`` of run_pretrain.py with cpu_2proc.yaml and ``accelerate_args``, one thread a process;
+    ``extra`` flags are added to [`pretrain_args`].
 
     A local disk shows new files at once: the shared-storage check waits 1 s, not 60."""
     command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
     command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", *accelerate_args]
-    command += ["run_scripts/run_pretrain.py", *pretrain_args(images, output_dir)]
+    command += ["run_scripts/run_pretrain.py", *pretrain_args(images, output_dir, *extra)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "GPA_SHARED_STORAGE_WAIT_S": "1"}
     return subprocess.Popen(
         command, cwd=ROOT, env=environment, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -110,6 +116,33 @@ def test_nodes_that_do_not_share_the_output_dir_stop_at_start_in_one_line(images
     for rank in (0, 1):
         assert not list((tmp_path / f"node{rank}").glob("checkpoint-*"))
     assert not list((tmp_path / "node0").glob(".shared-storage-check*"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_process_stops_both_at_the_next_step_they_agree_on(images, tmp_path):
+    """Only rank 1 gets SIGTERM; the ranks agree on it every SIGTERM_CHECK_STEPS steps, so both stop at that step,
+    after rank 0 saved its checkpoint."""
+    output_dir = tmp_path / "preempted"
+    settings = ("--max_steps", str(3 * SIGTERM_CHECK_STEPS), "--save_strategy", "no")
+    port = str(29500 + (os.getpid() + 17) % 1000)
+    process = launch(images, output_dir, "--main_process_port", port, extra=settings)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "'loss'" in line:
+            break
+    workers = psutil.Process(process.pid).children(recursive=True)
+    rank_1 = [worker for worker in workers if worker.environ().get("RANK") == "1"]
+    assert len(rank_1) == 1, "".join(lines)[-3000:]
+    rank_1[0].send_signal(signal.SIGTERM)
+    out = "".join(lines) + process.communicate(timeout=240)[0]
+
+    stops = re.findall(rf"run_pretrain.py: stopped by SIGTERM at step (\d+) of {settings[1]}: saved (\S+);", out)
+    assert len(stops) == 2 and stops[0] == stops[1], out[-3000:]
+    step = int(stops[0][0])
+    assert step in (SIGTERM_CHECK_STEPS, 2 * SIGTERM_CHECK_STEPS), out[-3000:]
+    assert sorted(path.name for path in output_dir.glob("checkpoint-*")) == [f"checkpoint-{step}"]
+    assert checkpoint_problem(str(output_dir / f"checkpoint-{step}")) is None
 
 
 def test_the_suggested_flags_reach_the_checkpoints_total_batch():

@@ -10,8 +10,9 @@
 - **No non-finite weights on disk.** ``save_model`` (checkpoints and the final model) refuses weights holding NaN or
   inf with [`NonFiniteTrainingError`], so nothing downstream (model card, push, evaluation) ever sees them.
 - **SIGTERM** (what preemptible cloud GPUs and schedulers send before killing a job): the step that is running
-  finishes, a checkpoint is written and training stops with [`TrainingInterrupted`]; the scripts exit 143 without
-  saving a final model, writing a model card or pushing. The same command resumes from the checkpoint.
+  finishes (on several processes: the next multiple of [`SIGTERM_CHECK_STEPS`] steps, or the last step, where the
+  processes agree on it), a checkpoint is written and training stops with [`TrainingInterrupted`]; the scripts exit
+  143 without saving a final model, writing a model card or pushing. The same command resumes from the checkpoint.
 - **Space.** Before training, an ``output_dir`` with less free space than about one checkpoint fails in one line.
 - ``--hub_token`` never reaches the ``training_args.bin`` that every save writes.
 """
@@ -39,6 +40,10 @@ logger = logging.get_logger(__name__)
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 # Bytes per weight byte of one checkpoint: the weights and AdamW's two moments.
 CHECKPOINT_BYTES_PER_WEIGHT_BYTE = 3
+# Optimizer steps between two agreements of the processes on a SIGTERM. An agreement is an all-reduce whose result
+# the host reads, so on GPUs it waits for the step's kernels and the next step's launches stop overlapping them
+# (benchmarks/benchmark_speed.py measures it); one process alone reads its flag at every step, for free.
+SIGTERM_CHECK_STEPS = 10
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -173,10 +178,11 @@ class TrainingGuardsMixin:
         return received
 
     def _maybe_log_save_evaluate(self, *args, **kwargs) -> None:
-        """``Trainer``'s log, evaluate and save at the end of each step (and epoch); once per step, a SIGTERM on any
-        process turns it into: save a checkpoint and stop."""
+        """``Trainer``'s log, evaluate and save at the end of each step (and epoch); a SIGTERM on any process turns it
+        into: save a checkpoint and stop. Checked once per step, every [`SIGTERM_CHECK_STEPS`] on several processes."""
         step = self.state.global_step
-        if step != self._sigterm_checked_step and self.sigterm_received():
+        due = self.accelerator.num_processes == 1 or step % SIGTERM_CHECK_STEPS == 0
+        if due and step != self._sigterm_checked_step and self.sigterm_received():
             self.control.should_save = True
             self.control.should_training_stop = True
             self._sigterm_saved = True
@@ -241,6 +247,7 @@ class TrainingGuardsMixin:
 
 
 __all__ = [
+    "SIGTERM_CHECK_STEPS",
     "NonFiniteTrainingError",
     "NotEnoughSpace",
     "TrainingGuardsMixin",
