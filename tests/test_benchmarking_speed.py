@@ -70,6 +70,11 @@ def test_quick_run_reports_scoring_memory_and_targets(quick_results):
         assert row["linear_logits_largest_tensor"] < row["n_by_n_elements"] / 3
         assert row["matrix_logits_largest_tensor"] >= row["n_by_n_elements"]
         assert row["linear_vs_matrix_max_rel_diff"] < 1e-4
+    sigterm = results["sigterm_check"]
+    assert [row["check"] for row in sigterm["rows"]] == ["never", "every step", "every 10 steps"]
+    assert sigterm["backend"] == "gloo" and sigterm["check_alone_ms"] > 0
+    assert all(row["ms_per_step"] > 0 for row in sigterm["rows"]) and sigterm["rows"][0]["cost_ms_per_step"] == 0
+    assert "## Agreeing on SIGTERM across processes" in markdown
     assert len(results["targets"]) == 6 and all(isinstance(t["met"], bool) for t in results["targets"])
     assert results["versions"]["torch"] and results["machine"]["cpu"]
     assert "--quick" in results["command"]

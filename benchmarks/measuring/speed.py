@@ -1,4 +1,5 @@
-"""GPA's cost against MAE: training steps, teacher scoring, the score alone, mask generation, memory, FLOPs.
+"""GPA's cost against MAE: training steps, teacher scoring, the score alone, mask generation, memory, FLOPs; and
+what the trainer's agreement on SIGTERM across processes costs a step.
 
 Every timed figure is the median of ``--iters`` runs after ``--warmup`` runs, with the arms alternating in one
 process (the order rotates every round), on the same model configuration, batch and inputs. Writes
@@ -22,11 +23,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import transformers
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -45,6 +47,7 @@ from modeling_gpa.tools.flops import (
     num_patches,
     teacher_forward_flops,
 )
+from modeling_gpa.training.guards import SIGTERM_CHECK_STEPS
 
 CONFIGS = {
     # A small ViT on 28x28 single-channel images (Fashion-MNIST): seconds per step on two CPU cores.
@@ -373,6 +376,78 @@ def measure_steps(args, arms: dict, optimizer, pixel_values, device, teacher_con
             )
         )
     return rows, mask_ms
+
+
+# ----------------------------------------------------------------------------- SIGTERM agreement
+
+
+@contextlib.contextmanager
+def one_process_group(device: torch.device) -> Iterator[None]:
+    """A process group of this process alone, with the backend a launch on ``device`` uses."""
+    with tempfile.TemporaryDirectory() as folder:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=f"file://{os.path.join(folder, 'store')}", rank=0, world_size=1)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+
+def measure_sigterm_check(args, arms: dict, optimizer, pixel_values, device) -> dict:
+    """Milliseconds per gpa-ema-mam step without the SIGTERM agreement, with it every step, and every
+    ``SIGTERM_CHECK_STEPS`` steps (the trainer's cadence under distributed training).
+
+    The agreement is what `TrainingGuardsMixin.sigterm_received` does on several processes: an all-reduce (max) of one
+    number on the device, read by the host; here on a one-process group (gloo on the CPU, NCCL on a GPU). Each timed
+    run is ``SIGTERM_CHECK_STEPS`` steps back to back, the host synchronising with the device only around the run: on
+    a GPU the read makes the host wait for the step's kernels, so the next step's launches stop overlapping them, and
+    that wait, more than the all-reduce, is what a check per step costs.
+    """
+    step = make_step(arms["gpa-ema-mam"], optimizer, pixel_values, args, device)
+    flag = torch.zeros((), device=device)
+
+    def agree() -> bool:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag > 0)
+
+    def steps_checking_every(every: int | None) -> Callable[[], None]:
+        def run() -> None:
+            for index in range(1, SIGTERM_CHECK_STEPS + 1):
+                step()
+                if every and index % every == 0:
+                    agree()
+
+        return run
+
+    cadences = {"never": None, "every step": 1, f"every {SIGTERM_CHECK_STEPS} steps": SIGTERM_CHECK_STEPS}
+    log(f"SIGTERM agreement: {len(cadences)} cadences x {SIGTERM_CHECK_STEPS} steps per timed run")
+    with one_process_group(device):
+        runs = {name: steps_checking_every(every) for name, every in cadences.items()}
+        seconds = {name: total / SIGTERM_CHECK_STEPS for name, total in alternate(runs, 1, args.iters, device).items()}
+        alone = alternate({"check": agree}, args.warmup, max(args.iters, 10), device)["check"]
+    rows = [
+        dict(check=name, ms_per_step=1e3 * per_step, cost_ms_per_step=1e3 * (per_step - seconds["never"]))
+        for name, per_step in seconds.items()
+    ]
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    return dict(steps_per_run=SIGTERM_CHECK_STEPS, backend=backend, check_alone_ms=1e3 * alone, rows=rows)
+
+
+def sigterm_check_markdown(results: dict) -> list[str]:
+    rows = results["rows"]
+    lines = [
+        "## Agreeing on SIGTERM across processes (one process)",
+        "",
+        f"The gpa-ema-mam step, {results['steps_per_run']} steps back to back per timed run, with an all-reduce of one "
+        f"number on a one-process {results['backend']} group read by the host after no step, every step, or every "
+        f"{results['steps_per_run']}th step (the trainer's cadence on several processes). The check alone, with no "
+        f"step pending: {results['check_alone_ms']:.3f} ms.",
+        "",
+    ]
+    return lines + table(
+        ["check", "ms/step", "cost ms/step"],
+        [[row["check"], fmt(row["ms_per_step"], ".3f"), fmt(row["cost_ms_per_step"], "+.3f")] for row in rows],
+    )
 
 
 # ----------------------------------------------------------------------------- teacher scoring
@@ -717,6 +792,7 @@ def markdown(results: dict) -> str:
         f"Mask generation (`gpa_noise`, batch {settings['batch_size']}): {results['mask_generation_ms']:.3f} ms.",
         "",
     ]
+    lines += sigterm_check_markdown(results["sigterm_check"])
     compute = results["compute_gpa"]
     lines += [
         "## Teacher scoring: `compute_gpa` against the naive route",
@@ -840,6 +916,7 @@ def main() -> dict:
         side = teacher_config.image_size
         pixel_values = torch.randn(args.batch_size, teacher_config.num_channels, side, side, device=device)
         steps, mask_ms = measure_steps(args, arms, optimizer, pixel_values, device, teacher_config, peak)
+        sigterm_check = measure_sigterm_check(args, arms, optimizer, pixel_values, device)
         compute = measure_compute_gpa(args, arms, teacher_dir, pixel_values, device, teacher_config)
     del arms, optimizer
     score = measure_score(args, teacher_config, device)
@@ -875,6 +952,7 @@ def main() -> dict:
         memory_method=memory_method,
         steps=steps,
         mask_generation_ms=mask_ms,
+        sigterm_check=sigterm_check,
         compute_gpa=compute,
         score=score,
         vit_b16_flops=vit_b16_flops(),
