@@ -441,7 +441,9 @@ def sigterm_check_markdown(results: dict) -> list[str]:
         f"The gpa-ema-mam step, {results['steps_per_run']} steps back to back per timed run, with an all-reduce of one "
         f"number on a one-process {results['backend']} group read by the host after no step, every step, or every "
         f"{results['steps_per_run']}th step (the trainer's cadence on several processes). The check alone, with no "
-        f"step pending: {results['check_alone_ms']:.3f} ms.",
+        f"step pending: {results['check_alone_ms']:.3f} ms. On a CPU that is all a check costs (the host reads the "
+        "result as soon as the all-reduce ends): differences between the rows beyond it are run-to-run spread. On a "
+        "GPU the read also waits for the step's kernels, which the rows show.",
         "",
     ]
     return lines + table(

@@ -266,7 +266,8 @@ class GPATrainer(PretrainingTrainer):
     - [`StreamingTrainerMixin`] (``streaming``): the loader of a streamed split, its position in checkpoints.
     - [`UnreadableImagesMixin`], [`PixelNormalizationMixin`], [`DeviceDecodingMixin`] (``device_inputs``): what
       ``_prepare_inputs`` does to a batch on the device.
-    - [`TrainingGuardsMixin`] (``guards``): finite-loss guard, no non-finite saves, SIGTERM, free space, Hub token.
+    - [`TrainingGuardsMixin`] (``guards``): finite-loss guard, no non-finite saves, checkpoint and stop on SIGTERM
+      (agreed every ``SIGTERM_CHECK_STEPS`` steps on several processes), free space, Hub token.
 
     Where several override one method, each calls ``super()``, so they run in this order (outermost first):
 
@@ -280,8 +281,9 @@ class GPATrainer(PretrainingTrainer):
       every process's names into the state) > guards (no Hub token in the saved arguments) > ``Trainer``.
     - ``_prepare_inputs``: ``Trainer`` moves the batch to the device; on its result the device decoding decodes
       JPEGs, then the normalisation turns uint8 into floats, then the unreadable names leave the batch.
-    - Only the guards override ``training_step``, ``_get_grad_norm``, ``_maybe_log_save_evaluate`` and
-      ``save_model``; only this class ``compute_loss``, ``log``, ``evaluation_loop`` and the checkpoint loads.
+    - Only the guards override ``training_step`` (notes a non-finite loss), ``_get_grad_norm`` (skips a non-finite
+      step), ``_maybe_log_save_evaluate`` (the SIGTERM check) and ``save_model``; only this class ``compute_loss``,
+      ``log``, ``evaluation_loop`` and the checkpoint loads.
     """
 
     def __init__(self, *args, **kwargs):
