@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTModel
 
-from .gpa import global_patch_attention
 from .masking import num_masked_patches
-from .teacher import full_image_tokens, teacher_scores
+from .teacher import block_query_key, full_image_tokens, patch_scores, teacher_scores
 
 # MAE's default, for encoders (ViTModel) whose config has no mask_ratio.
 DEFAULT_MASK_RATIO = 0.75
@@ -145,9 +144,6 @@ def teacher_encoder_of(model: torch.nn.Module) -> ViTMAEModel | ViTModel:
     """The encoder that scores patches: a GPA model's teacher, a ViTMAE/ViT model's ``vit``, or the encoder itself."""
     if isinstance(model, (ViTMAEModel, ViTModel)):
         return model
-    if getattr(model, "teacher_initialized", None) is not None and not bool(model.teacher_initialized):
-        # An EMA teacher that never copied the student holds random weights; compute_gpa copies it first too.
-        model.update_teacher()
     encoder = getattr(model, "teacher_encoder", None)
     if encoder is None:
         encoder = getattr(model, "vit", None)
@@ -289,9 +285,9 @@ def object_ranking_tables(
             objects = object_patches[start : start + batch_size].to(batch.device, torch.bool)
             hidden_states = full_image_tokens(encoder, batch)
             for index, block in enumerate(encoder.layers):
-                query, key = _block_query_key(block, hidden_states)
+                query, key = block_query_key(block, hidden_states)
                 for column, head in enumerate([*range(num_heads), None]):
-                    scores = global_patch_attention(query, key, head=head, score=score, queries=queries)
+                    scores = patch_scores(query, key, head=head, score=score, queries=queries)
                     totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
                     precision_totals[index, column] += average_precision(scores, objects).nansum().item()
                 if index + 1 < num_layers:
@@ -299,14 +295,6 @@ def object_ranking_tables(
     finally:
         encoder.train(was_training)
     return (totals / pixel_values.shape[0]).float(), (precision_totals / max(with_objects, 1)).float()
-
-
-def _block_query_key(block: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1+n, D) input of a ViT block -> its queries and keys, each (B, H, 1+n, d)."""
-    normed = block.layernorm_before(hidden_states)
-    attention = block.attention
-    shape = (*normed.shape[:2], -1, attention.head_dim)
-    return attention.q_proj(normed).view(shape).transpose(1, 2), attention.k_proj(normed).view(shape).transpose(1, 2)
 
 
 def select_attention_head(

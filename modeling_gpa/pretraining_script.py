@@ -161,16 +161,6 @@ class ImageDataArguments:
     )
 
 
-def parse_head(value: str | int | None) -> int | None:
-    """``--gpa_head``: an integer head index, or 'none' / 'all' for the sum over all heads (None)."""
-    if value is None or str(value).lower() in ("none", "all"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"--gpa_head {value!r} is invalid; allowed values: an integer, 'none' or 'all'.") from None
-
-
 def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     """--resume_from_checkpoint, else the last complete checkpoint in --output_dir (as run_mae.py does).
 

@@ -16,11 +16,11 @@ from modeling_gpa.pretraining_script import (
     image_geometry,
     load_splits,
     one_line,
-    parse_head,
     parse_script_arguments,
     prepare_split,
 )
 from modeling_gpa.trainer import GPATrainingArguments
+from modeling_gpa.training.masking_arguments import parse_head
 
 
 @pytest.fixture

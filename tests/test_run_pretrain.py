@@ -83,7 +83,7 @@ def test_pretrains_from_scratch_with_geometry_from_the_data(images, tmp_path, ca
     model = GPAForPreTraining.from_pretrained(output_dir)
     assert (model.config.image_size, model.config.num_channels, model.config.patch_size) == (28, 1, 7)
     assert model.config.mask_ratio == 0.75 and model.config.norm_pix_loss
-    assert metrics["eval_loss"] == pytest.approx(metrics["eval_rgb_loss"] + metrics["eval_gpa_loss"], rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_pixel_loss"] + metrics["eval_gpa_loss"], rel=1e-5)
     state = json.loads((output_dir / "trainer_state.json").read_text())
     logs = [entry for entry in state["log_history"] if "loss" in entry]
     assert [entry["hard_fraction"] for entry in logs] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
@@ -98,7 +98,7 @@ def test_random_masking_arm_is_plain_mae_through_the_same_model(images, tmp_path
     assert not config.gpa_prediction and config.gpa_teacher == "self"
     assert (config.hard_ratio_start, config.hard_ratio_end, config.soft_ratio_start, config.soft_ratio_end) == (0,) * 4
     log = json.loads((output_dir / "trainer_state.json").read_text())["log_history"][0]
-    assert "gpa_loss" not in log and log["random_fraction"] == 1.0 and log["loss"] == pytest.approx(log["rgb_loss"])
+    assert "gpa_loss" not in log and log["random_fraction"] == 1.0 and log["loss"] == pytest.approx(log["pixel_loss"])
 
 
 def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, tmp_path, caplog):
@@ -227,7 +227,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):
     resumed_state = json.loads((killed_dir / "trainer_state.json").read_text())
     reference_state = json.loads((reference_dir / "trainer_state.json").read_text())
     assert resumed_state["global_step"] == reference_state["global_step"] == 40
-    keys = ("step", "loss", "rgb_loss", "gpa_loss", "hard_fraction", "soft_fraction", "random_fraction")
+    keys = ("step", "loss", "pixel_loss", "gpa_loss", "hard_fraction", "soft_fraction", "random_fraction")
     resumed_logs = {entry["step"]: entry for entry in resumed_state["log_history"] if "loss" in entry}
     for entry in reference_state["log_history"]:
         if "loss" in entry:

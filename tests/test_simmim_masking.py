@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_gpa.masking import HARD, KEPT, SOFT, mask_fractions
+from modeling_gpa.masking import HARD, KEPT, SOFT, MaskSchedule, mask_fractions
 from modeling_gpa.simmim_masking import (
     area_pool_matrix,
     check_mask_geometry,
@@ -91,8 +91,7 @@ def test_hard_set_is_top_pooled_mask_patches():
         model_patch_size=4,
         mask_ratio=0.6,
         progress=1.0,
-        hard=(1.0, 1.0),
-        soft=(0.0, 0.0),
+        schedule=MaskSchedule(1.0, 1.0, 0.0, 0.0),
         generator=generator,
     )
     count = simmim_mask_count(16, 0.6)

@@ -40,7 +40,7 @@ def test_step_schedule_reaches_every_forward_and_fractions_are_logged(tmp_path):
         assert entry["hard_fraction"] == pytest.approx(hard)
         assert entry["soft_fraction"] == pytest.approx(soft)
         assert entry["random_fraction"] == pytest.approx(random)
-        assert entry["loss"] == pytest.approx(entry["rgb_loss"] + entry["gpa_loss"], rel=1e-5)
+        assert entry["loss"] == pytest.approx(entry["pixel_loss"] + entry["gpa_loss"], rel=1e-5)
     assert logs[-1]["hard_fraction"] == pytest.approx(0.375)
 
 
@@ -135,7 +135,7 @@ def test_gradient_accumulation_matches_one_step_of_the_doubled_batch(tmp_path):
         runs[accumulation] = gradient, log
 
     (full_gradient, full_log), (accumulated_gradient, accumulated_log) = runs[1], runs[2]
-    for key in ("loss", "rgb_loss", "gpa_loss"):
+    for key in ("loss", "pixel_loss", "gpa_loss"):
         assert accumulated_log[key] == pytest.approx(full_log[key], rel=1e-5)
     with torch.no_grad():
         model = tiny_model()
@@ -160,7 +160,7 @@ def test_evaluation_uses_the_progress_reached(tmp_path):
         expected = model.eval()(dataset.pixel_values, mask_progress=1.0)
     assert trainer.mask_progress() == 1.0
     assert metrics["eval_loss"] == pytest.approx(expected.loss.item(), rel=1e-5)
-    assert metrics["eval_rgb_loss"] == pytest.approx(expected.rgb_loss.item(), rel=1e-5)
+    assert metrics["eval_pixel_loss"] == pytest.approx(expected.pixel_loss.item(), rel=1e-5)
     assert metrics["eval_gpa_loss"] == pytest.approx(expected.gpa_loss.item(), rel=1e-5)
 
 

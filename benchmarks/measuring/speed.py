@@ -43,7 +43,7 @@ from modeling_gpa.flops import (
     teacher_forward_flops,
 )
 from modeling_gpa.gpa import global_patch_attention
-from modeling_gpa.masking import HARD, gpa_mask_groups, gpa_noise, mask_counts
+from modeling_gpa.masking import HARD, mask_counts, mask_groups, num_masked_patches, scheduled_noise
 from modeling_gpa.teacher import teacher_scores
 
 CONFIGS = {
@@ -330,15 +330,11 @@ def measure_steps(args, arms: dict, optimizer, pixel_values, device, teacher_con
     log(f"training steps: {len(steps)} arms x ({args.warmup} warm-up + {args.iters} timed), batch {args.batch_size}")
     seconds = alternate(steps, args.warmup, args.iters, device)
     gpa = arms["gpa-pretrained"]["model"].compute_gpa(pixel_values)
-    hard, soft = arms["gpa-pretrained"]["model"]._ratio_schedule()
+    schedule = arms["gpa-pretrained"]["model"].mask_schedule
     mask_ms = (
         1e3
         * alternate(
-            {
-                "noise": lambda: gpa_noise(
-                    gpa, arms["mae"]["model"].config.mask_ratio, MASK_PROGRESS, hard=hard, soft=soft
-                )
-            },
+            {"noise": lambda: scheduled_noise(gpa, arms["mae"]["model"].config.mask_ratio, MASK_PROGRESS, schedule)},
             args.warmup,
             max(args.iters, 10),
             device,
@@ -498,13 +494,12 @@ def train_tiny_mae(args, train_images: np.ndarray) -> tuple[GPAForPreTraining, l
 def hard_sets(model: GPAForPreTraining, pixels: torch.Tensor, generator_seed: int) -> torch.Tensor:
     """(B, n) bool: the hard patches of the mask at the end of the schedule (the largest hard set)."""
     config = model.config
-    hard, soft = model._ratio_schedule()
-    groups = gpa_mask_groups(
-        model.compute_gpa(pixels),
-        config.mask_ratio,
+    gpa = model.compute_gpa(pixels)
+    groups = mask_groups(
+        gpa,
+        num_masked_patches(gpa.shape[1], config.mask_ratio),
         1.0,
-        hard=hard,
-        soft=soft,
+        model.mask_schedule,
         generator=torch.Generator().manual_seed(generator_seed),
     )
     return groups == HARD
@@ -535,7 +530,7 @@ def measure_agreement(args) -> dict:
     config = trained.config
     garment = object_patches(images, config.patch_size)
     sizes = [*range(2 * config.patch_size, config.image_size, config.patch_size), None]
-    num_hard = mask_counts(num_patches(config), config.mask_ratio, 1.0, *trained._ratio_schedule())[0]
+    num_hard = mask_counts(num_patches(config), config.mask_ratio, 1.0, trained.mask_schedule)[0]
     rows = []
     for label, teacher in (("trained", trained), ("random weights", untrained)):
         exact = hard_sets(teacher, pixels, args.seed)

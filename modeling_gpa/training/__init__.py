@@ -1,0 +1,1 @@
+"""Training: what the scripts share around the model (command-line arguments, trainer pieces)."""
