@@ -4,9 +4,9 @@ import torch
 from modeling_gpa.masking import (
     HARD,
     KEPT,
+    PAPER_SCHEDULE,
     RANDOM,
     SOFT,
-    PAPER_SCHEDULE,
     MaskSchedule,
     mask_counts,
     mask_fractions,
