@@ -246,7 +246,8 @@ def build_config(model_args: ModelArguments, train_images: datasets.Dataset | No
     )
     if model_args.gpa_preset is not None:
         config.validate_gpa()
-        fields = preset_fields(model_args.gpa_preset, *teacher_depth(config, model_args))
+        depth = teacher_depth(config, model_args)
+        fields = preset_fields(model_args.gpa_preset, *depth, decoder_layers=config.decoder_num_hidden_layers)
         config.update({name: value for name, value in fields.items() if name not in explicit})
     config.validate_gpa()
     return config

@@ -495,3 +495,17 @@ def test_scores_stay_float32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output = model(pixels(), mask_progress=0.5)
     assert output.gpa.dtype == torch.float32 and torch.isfinite(output.loss)
+
+
+def test_the_released_mam_switch_skips_the_mam_decoders_blocks_until_three_quarters():
+    model = gpa_model(gpa_decoder_layers=1, gpa_decoder_switch=0.75)
+    noise = fixed_noise()
+
+    def mam_prediction(progress: float) -> torch.Tensor:
+        return model(pixels(), noise=noise, mask_progress=progress).gpa_logits
+
+    early, late = mam_prediction(0.5), mam_prediction(0.9)
+    with torch.no_grad():
+        model.mam_decoder.decoder_layers[0].mlp.fc2.weight.mul_(3.0)
+    torch.testing.assert_close(mam_prediction(0.74), early)
+    assert not torch.allclose(mam_prediction(0.75), late)

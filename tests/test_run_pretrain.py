@@ -95,8 +95,7 @@ def test_random_masking_arm_is_plain_mae_through_the_same_model(images, tmp_path
     output_dir = tmp_path / "random"
     run_pretrain.main(pretrain_args(images, output_dir, "--mask_method", "random", "--max_steps", "1"))
     config = GPAForPreTraining.from_pretrained(output_dir).config
-    assert not config.gpa_prediction and config.gpa_teacher == "self"
-    assert (config.hard_ratio_start, config.hard_ratio_end, config.soft_ratio_start, config.soft_ratio_end) == (0,) * 4
+    assert config.mask_method == "random" and not config.gpa_prediction and config.gpa_teacher == "self"
     log = json.loads((output_dir / "trainer_state.json").read_text())["log_history"][0]
     assert "gpa_loss" not in log and log["random_fraction"] == 1.0 and log["loss"] == pytest.approx(log["pixel_loss"])
 
@@ -162,6 +161,18 @@ def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     args = pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2")
     port = 29500 + os.getpid() % 1000
     check_two_cpu_processes_train_one_model("run_pretrain.py", args, output_dir, GPAForPreTraining, port)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_one_model_with_each_other_mask_strategy(images, tmp_path):
+    """GPA's own two-process run is the test above; every other strategy trains the same way and records itself."""
+    for index, method in enumerate(("random", "block", "cls_attention", "hpm")):
+        output_dir = tmp_path / method
+        args = pretrain_args(images, output_dir, "--mask_method", method, "--max_steps", "2", "--save_steps", "2")
+        port = 29500 + (os.getpid() + 7 * (index + 1)) % 1000
+        check_two_cpu_processes_train_one_model("run_pretrain.py", args, output_dir, GPAForPreTraining, port)
+        config = GPAForPreTraining.from_pretrained(output_dir).config
+        assert config.mask_method == method and config.gpa_teacher == ("ema" if method == "hpm" else "self")
 
 
 @pytest.mark.skipif(
