@@ -42,8 +42,9 @@ def _require_count(field: str, value: object, minimum: int) -> None:
         raise ValueError(f"GPAConfig.{field}={value!r} is invalid; allowed values: an integer >= {minimum}.")
 
 
-def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else tuple(size)
+def pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    """An image or patch size as (height, width): an int stands for a square."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def resolve_index(field: str, index: int, size: int, what: str) -> int:
@@ -240,7 +241,7 @@ class GPAConfig(ViTMAEConfig):
         ratio = self.mask_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"GPAConfig.mask_ratio={ratio!r} is invalid; allowed values: a number in (0, 1).")
-        (height, width), (patch_height, patch_width) = _pair(self.image_size), _pair(self.patch_size)
+        (height, width), (patch_height, patch_width) = pair(self.image_size), pair(self.patch_size)
         num_patches = (height // patch_height) * (width // patch_width)
         visible = int(num_patches * (1 - ratio))
         if num_patches and not 0 < visible < num_patches:
@@ -253,7 +254,7 @@ class GPAConfig(ViTMAEConfig):
         size = self.gpa_teacher_image_size
         if size is None:
             return
-        image_side, patch_sides = min(_pair(self.image_size)), _pair(self.patch_size)
+        image_side, patch_sides = min(pair(self.image_size)), pair(self.patch_size)
         whole_patches = isinstance(size, int) and not isinstance(size, bool) and not any(size % p for p in patch_sides)
         if not whole_patches or not 0 < size < image_side:
             half = image_side // 2 // max(patch_sides) * max(patch_sides)
@@ -274,4 +275,4 @@ class GPAConfig(ViTMAEConfig):
         return resolve_index("gpa_head", self.gpa_head, num_heads, "heads")
 
 
-__all__ = ["GPAConfig", "MASK_METHODS"]
+__all__ = ["GPAConfig", "MASK_METHODS", "pair"]

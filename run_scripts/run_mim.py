@@ -201,7 +201,8 @@ def select_block_and_head(masker: SimMIMMasker, model, processor, data_args, ima
     pixel_values, objects = annotated_model_inputs(
         data_args.gpa_selection_images, settings, encoder.config.patch_size, dataset=images, image_column=image_column
     )
-    selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio)
+    scoring = dict(score=masker.settings.score, queries=masker.settings.queries)
+    selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio, **scoring)
     masker.use_block_and_head(selection.best_layer, selection.best_head)
     logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
 
