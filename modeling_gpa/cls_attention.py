@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .gpa import heads_of
+
 
 def cls_patch_attention(
     query: torch.Tensor, key: torch.Tensor, *, head: int | None = -1, score: str = "softmax"
@@ -26,13 +28,7 @@ def cls_patch_attention(
     Returns:
         (B, n) float32 scores of the n patch keys (the CLS key's own share is dropped).
     """
-    if query.shape != key.shape or query.dim() != 4:
-        raise ValueError(f"query and key must both be (B, H, 1+n, d); got {tuple(query.shape)} and {tuple(key.shape)}.")
-    if score not in ("logits", "softmax"):
-        raise ValueError(f"score={score!r} is invalid; allowed values: 'logits', 'softmax'.")
-    if head is not None:
-        query = query[:, head : head + 1 if head != -1 else None]
-        key = key[:, head : head + 1 if head != -1 else None]
+    query, key = heads_of(query, key, head, score)
     with torch.autocast(device_type=query.device.type, enabled=False):
         cls_query = query[:, :, :1].float()
         logits = (cls_query @ key.float().transpose(-1, -2)).squeeze(2) * query.shape[-1] ** -0.5
