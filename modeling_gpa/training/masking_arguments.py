@@ -17,6 +17,7 @@ from ..configuration_gpa import (
     GPAConfig,
 )
 from ..presets import GPA_PRESETS
+from .arguments import parse_head
 
 # (field, help, choices): the GPAConfig fields a command line may set.
 MASKING_FLAGS = (
@@ -104,16 +105,6 @@ def _preset_flag() -> tuple[str, type, dataclasses.Field]:
         str | None,
         dataclasses.field(default=None, metadata={"help": help_text, "choices": GPA_PRESETS}),
     )
-
-
-def parse_head(value: str | int | None) -> int | None:
-    """``--gpa_head``: an integer head index, or 'none' / 'all' for the sum over all heads (None)."""
-    if value is None or str(value).lower() in ("none", "all"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"--gpa_head {value!r} is invalid; allowed values: an integer, 'none' or 'all'.") from None
 
 
 def masking_overrides(self) -> dict:

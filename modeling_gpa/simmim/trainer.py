@@ -1,7 +1,7 @@
 """SimMIM pretraining (``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling``) with GPA or random masks.
 
 [`SimMIMMasker`] turns a batch of normalised images into ``bool_masked_pos``: ``run_mim.py``'s random mask, or the
-soft-to-hard GPA mask of ``simmim_masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
+soft-to-hard GPA mask of ``simmim.masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
 
 - ``pretrained``: a frozen ViT / ViTMAE / GPA checkpoint, for any student (the paper's setting);
 - ``ema``: a momentum copy of a ViT student's encoder, stepped after every optimizer step;
@@ -21,20 +21,20 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import Trainer, TrainerCallback, ViTModel
 
-from .block_masking import block_mask
-from .configuration_gpa import ATTENTION_SCORED, GPA_QUERIES, GPA_SCORES
-from .masking import PAPER_SCHEDULE, MaskSchedule
-from .simmim_masking import (
+from ..block_masking import block_mask
+from ..configuration_gpa import ATTENTION_SCORED, GPA_QUERIES, GPA_SCORES
+from ..masking import PAPER_SCHEDULE, MaskSchedule
+from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
+from ..training.guards import TrainingGuardsMixin
+from ..training.streaming import StreamingTrainerMixin
+from ..training.trainer import DeviceInputsMixin, GPATrainer
+from .masking import (
     check_mask_geometry,
     expand_to_model_grid,
     gpa_bool_masked_pos,
     random_bool_masked_pos,
     simmim_mask_count,
 )
-from .streaming_trainer import StreamingTrainerMixin
-from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
-from .trainer import DeviceInputsMixin, GPATrainer
-from .training_guards import TrainingGuardsMixin
 
 # The strategies that fit a SimMIM student (HPM's loss predictor is a decoder branch of MAE's model).
 MASK_METHODS = ("gpa", "cls_attention", "block", "random")

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .masking import KEPT, PAPER_SCHEDULE, MaskSchedule, mask_groups
+from ..masking import KEPT, PAPER_SCHEDULE, MaskSchedule, mask_groups
 
 
 def check_mask_geometry(image_size: int, mask_patch_size: int, model_patch_size: int) -> None:

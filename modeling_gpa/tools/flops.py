@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, PretrainedConfig
 
-from .configuration_gpa import GPAConfig, pair
+from ..configuration_gpa import GPAConfig, pair
 
 
 @dataclass(frozen=True)
