@@ -373,7 +373,7 @@ def measure_steps(args, arms: dict, optimizer, pixel_values, device, teacher_con
             device,
         )["noise"]
     )
-    log(f"mask generation (gpa_noise): {mask_ms:.3f} ms")
+    log(f"mask generation (scheduled_noise): {mask_ms:.3f} ms")
     mae_flops = arm_flops(arms["mae"], teacher_config)
     rows = []
     for name, arm in arms.items():
@@ -746,7 +746,7 @@ def markdown(results: dict) -> str:
         ],
     )
     lines += [
-        f"Mask generation (`gpa_noise`, batch {settings['batch_size']}): {results['mask_generation_ms']:.3f} ms.",
+        f"Mask generation (`scheduled_noise`, batch {settings['batch_size']}): {results['mask_generation_ms']:.3f} ms.",
         "",
     ]
     compute = results["compute_gpa"]
