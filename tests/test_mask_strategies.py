@@ -1,6 +1,7 @@
 import pytest
 import torch
 from tiny import tiny_kwargs
+from transformers import ViTForImageClassification
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.configuration_gpa import MASK_METHODS
@@ -80,3 +81,11 @@ def test_hpm_trains_its_predictor_and_its_ema_copy_follows_the_momentum_schedule
 def test_invalid_combinations_fail_at_construction_naming_the_field(fields, name):
     with pytest.raises(ValueError, match=f"GPAConfig.{name}="):
         GPAConfig(**tiny_kwargs(**fields))
+
+
+def test_an_hpm_checkpoint_loads_as_a_vit_classifier_with_its_encoder(tmp_path):
+    model = strategy_model("hpm")
+    model.save_pretrained(tmp_path)
+    classifier = ViTForImageClassification.from_pretrained(tmp_path, num_labels=3)
+    for name, tensor in model.vit.layers[0].state_dict().items():
+        torch.testing.assert_close(classifier.vit.layers[0].state_dict()[name], tensor, msg=name)

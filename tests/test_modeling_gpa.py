@@ -1,3 +1,4 @@
+import inspect
 import os
 import shutil
 import subprocess
@@ -510,3 +511,9 @@ def test_the_released_mam_switch_skips_the_mam_decoders_blocks_until_three_quart
         model.mam_decoder.decoder_layers[0].mlp.fc2.weight.mul_(3.0)
     torch.testing.assert_close(mam_prediction(0.74), early)
     assert not torch.allclose(mam_prediction(0.75), late)
+
+
+def test_forward_annotations_are_objects_at_run_time():
+    """No postponed annotations in the model file: Hugging Face's tests read ``Unpack[TransformersKwargs]`` from it."""
+    annotation = inspect.signature(GPAForPreTraining.forward).parameters["kwargs"].annotation
+    assert not isinstance(annotation, str) and "TransformersKwargs" in repr(annotation)

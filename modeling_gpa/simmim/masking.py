@@ -76,7 +76,7 @@ def pool_scores(scores: torch.Tensor, mask_grid: int) -> torch.Tensor:
     return torch.einsum("ij,bjk,lk->bil", weights, grid, weights).reshape(-1, mask_grid * mask_grid).float()
 
 
-def gpa_mask_patch_groups(
+def scheduled_mask_patch_groups(
     scores: torch.Tensor,
     *,
     image_size: int,
@@ -127,7 +127,7 @@ def expand_to_model_grid(mask_patches: torch.Tensor, scale: int) -> torch.Tensor
     return grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).flatten(1)
 
 
-def gpa_bool_masked_pos(
+def scheduled_bool_masked_pos(
     scores: torch.Tensor,
     *,
     image_size: int,
@@ -140,9 +140,9 @@ def gpa_bool_masked_pos(
 ) -> torch.Tensor:
     """(B, n_teacher) raw teacher scores -> (B, (image_size / model_patch_size)**2) bool ``bool_masked_pos``.
 
-    The soft-to-hard GPA mask of [`gpa_mask_patch_groups`] on the mask grid, repeated to the student's patch grid.
+    The soft-to-hard GPA mask of [`scheduled_mask_patch_groups`] on the mask grid, repeated to the student's patch grid.
     """
-    groups = gpa_mask_patch_groups(
+    groups = scheduled_mask_patch_groups(
         scores,
         image_size=image_size,
         mask_patch_size=mask_patch_size,
@@ -182,8 +182,8 @@ __all__ = [
     "area_pool_matrix",
     "check_mask_geometry",
     "expand_to_model_grid",
-    "gpa_bool_masked_pos",
-    "gpa_mask_patch_groups",
+    "scheduled_bool_masked_pos",
+    "scheduled_mask_patch_groups",
     "pool_scores",
     "random_bool_masked_pos",
     "random_mask_patches",

@@ -31,8 +31,8 @@ from ..training.trainer import DeviceInputsMixin, GPATrainer
 from .masking import (
     check_mask_geometry,
     expand_to_model_grid,
-    gpa_bool_masked_pos,
     random_bool_masked_pos,
+    scheduled_bool_masked_pos,
     simmim_mask_count,
 )
 
@@ -214,7 +214,7 @@ class SimMIMMasker(nn.Module):
             )
             return expand_to_model_grid(blocks, s.mask_patch_size // s.model_patch_size)
         scores = self.scores(pixel_values, student)
-        return gpa_bool_masked_pos(scores, progress=progress, schedule=s.schedule, **geometry)
+        return scheduled_bool_masked_pos(scores, progress=progress, schedule=s.schedule, **geometry)
 
     @torch.no_grad()
     def update_teacher(self, student: nn.Module) -> None:
