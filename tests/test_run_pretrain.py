@@ -22,6 +22,7 @@ from tiny import (
 from transformers import TrainerCallback, ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
+from modeling_gpa.training.masking_arguments import MASKING_FLAGS
 from modeling_gpa.training.script import train_or_exit
 from modeling_gpa.training.trainer import GPATrainingArguments
 
@@ -63,7 +64,7 @@ def test_help_documents_every_flag(capsys):
     ours += [f for f in dataclasses.fields(GPATrainingArguments) if f.name in ("base_learning_rate", "mask_schedule")]
     for field in ours:
         assert f"--{field.name}" in text and field.metadata.get("help"), field.name
-    for flag in (*run_pretrain.GPA_FIELDS, "mask_method", "strict_images", "overwrite_output_dir", "max_steps"):
+    for flag in (*(name for name, _, _ in MASKING_FLAGS), "strict_images", "overwrite_output_dir", "max_steps"):
         assert f"--{flag}" in text
 
 
@@ -115,14 +116,17 @@ def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, 
     for name, tensor in vitmae.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
     message = next(record.getMessage() for record in caplog.records if "Initialised" in record.getMessage())
-    assert "gpa_head" in message and "teacher." in message
+    assert "mam_head" in message and "teacher." in message
 
 
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
         (["--gpa_head", "first"], "--gpa_head 'first' is invalid; allowed values: an integer, 'none' or 'all'."),
-        (["--mask_method", "random", "--gpa_prediction", "true"], "drop it with --mask_method random"),
+        (
+            ["--mask_method", "random", "--gpa_prediction", "true"],
+            "gpa_prediction=True is invalid with mask_method='random'",
+        ),
         (["--image_size", "30"], "image_size 30 is not a multiple of patch_size 7"),
         (["--gpa_layer", "5"], "GPAConfig.gpa_layer=5 is out of range"),
         (["--strict_images", "--max_steps", "5"], "broken.png"),
