@@ -47,6 +47,7 @@ from benchmarks.measuring.fashion_mnist import (
     mean_std,
     patch_size_for,
     run_arm,
+    run_reference,
     with_garment_masked,
 )
 
@@ -124,6 +125,16 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
+def reference_means(references: list[dict]) -> dict:
+    """Mean over seeds of the references' mean-pooled readouts: the random-init encoder's and raw pixels'."""
+    keys = {"random_init": ("knn_mean", "linear_mean"), "raw_pixels": ("knn_pixels", "linear_pixels")}
+    return {
+        name: {key: mean_std([r[key] for r in references if r["arm"] == name])[0] for key in names}
+        for name, names in keys.items()
+        if any(r["arm"] == name for r in references)
+    }
+
+
 def markdown(summary: dict, meta: dict) -> str:
     header = "| strategy | " + " | ".join(title for _, title in COLUMNS) + " | garment hidden | step time / MAE |"
     lines = [
@@ -144,6 +155,15 @@ def markdown(summary: dict, meta: dict) -> str:
         hidden = "–" if row["garment_masked"] is None else cell(row["garment_masked"]) + "%"
         ratio = "–" if row["time_vs_mae"] is None else f"{row['time_vs_mae']['mean']:.2f}x"
         lines.append(f"| {DESCRIPTIONS[arm]} | " + " | ".join(cells) + f" | {hidden} | {ratio} |")
+    refs = meta.get("references", {})
+    if refs:
+        init, pixels = refs["random_init"], refs["raw_pixels"]
+        lines += [
+            "",
+            f"References at these settings (mean-pooled k-NN / linear probe): the random-init encoder "
+            f"{100 * init['knn_mean']:.1f} / {100 * init['linear_mean']:.1f}, raw pixels "
+            f"{100 * pixels['knn_pixels']:.1f} / {100 * pixels['linear_pixels']:.1f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -176,10 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
     settings = settings_of(args)
     work_dir = Path(args.work_dir)
     arrays = load_arrays(DATASET, settings, work_dir)
-    results = []
+    results, references = [], []
     for seed in args.seeds:
         job = Job(DATASET, seed, arrays, settings, work_dir, args.device)
         results += [run_arm(arm, job, strategy_fields) for arm in args.arms]
+        references += [run_reference(name, job) for name in ("random_init", "raw_pixels")]
     results = with_garment_masked(results, settings.mask_ratio)
     summary = summarize(results)
     machine, versions = environment(args.device)
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
         "versions": versions,
         "settings": settings.for_dataset(DATASET),
         "seeds": args.seeds,
+        "references": reference_means(references),
     }
     prefix = Path(args.output)
     prefix.parent.mkdir(parents=True, exist_ok=True)
