@@ -20,9 +20,7 @@ def train_tiny(tmp_path, max_steps: int, resume_from_checkpoint: str | None = No
     return trainer
 
 
-def test_a_checkpoint_is_read_once_from_the_script_to_the_trainer_and_again_once_a_file_changed(
-    tmp_path, monkeypatch
-):
+def test_a_checkpoint_is_read_once_from_the_script_to_the_trainer_and_again_once_a_file_changed(tmp_path, monkeypatch):
     train_tiny(tmp_path, max_steps=2)
     checkpoint = str(tmp_path / "checkpoint-2")
     reads = []

@@ -6,7 +6,8 @@ whose mixins (listed in `GPATrainer`'s docstring) have one module each:
 once before training, ``streaming`` the loader of a streamed train split, ``device_inputs`` what happens to a batch
 on the device, ``guards`` the non-finite, disk-space and SIGTERM guards. ``distributed`` holds the checks of a
 multi-process run and ``head_reselection`` the callback that picks the teacher's head again during training.
-``arguments`` and ``script`` are what run_pretrain.py and run_mim.py share (flags, logging, train / evaluate and
+``arguments``, ``masking_arguments`` (the mask strategy's flags, generated from ``GPAConfig``) and ``script`` are
+what run_pretrain.py and run_mim.py share (flags, logging, train / evaluate and
 their one-line exits); ``hub`` writes model cards and pushes checkpoints.
 
 Import from the modules (``from modeling_gpa.training.trainer import GPATrainer``): this file imports nothing, so
