@@ -61,3 +61,56 @@ def object_recall(predictions, references) -> dict[str, float]:
         "object_fraction": float(objects.mean()),
         "mask_fraction": float(masks.mean()),
     }
+
+
+def mean_iou(
+    predictions,
+    references,
+    num_labels: int,
+    ignore_index: int = 255,
+    reduce_labels: bool = False,
+    nan_to_num: float | None = None,
+) -> dict:
+    """mIoU of predicted (N, H, W) label maps (or a list of (H, W) maps) against their references, as `evaluate`'s
+    ``mean_iou`` (mmsegmentation's ``mean_iou``): areas summed over all images, then one IoU per class.
+
+    ``reduce_labels``: references' 0 (ADE20K's "other") becomes ``ignore_index`` and every other label drops by one.
+    Pixels whose reference is ``ignore_index`` count nowhere. Classes absent from both predictions and references
+    get NaN (``nan_to_num`` replaces it) and are left out of the means. Returns ``mean_iou``, ``mean_accuracy``,
+    ``overall_accuracy`` (floats) and ``per_category_iou``, ``per_category_accuracy`` ((num_labels,) arrays).
+    """
+    area_intersect = np.zeros(num_labels, dtype=np.int64)
+    area_prediction = np.zeros(num_labels, dtype=np.int64)
+    area_label = np.zeros(num_labels, dtype=np.int64)
+    for prediction, reference in zip(predictions, references, strict=True):
+        prediction, reference = np.asarray(prediction).astype(np.int64), np.asarray(reference).astype(np.int64)
+        if prediction.shape != reference.shape:
+            raise ValueError(
+                f"mean_iou got a prediction of shape {prediction.shape} for a reference {reference.shape}."
+            )
+        if reduce_labels:
+            reference = np.where(reference == 0, ignore_index, reference - 1)
+            reference[reference == ignore_index - 1] = ignore_index
+        valid = reference != ignore_index
+        prediction, reference = prediction[valid], reference[valid]
+        intersect = prediction[prediction == reference]
+        area_intersect += np.bincount(intersect, minlength=num_labels)[:num_labels]
+        area_prediction += np.bincount(prediction, minlength=num_labels)[:num_labels]
+        area_label += np.bincount(reference, minlength=num_labels)[:num_labels]
+    area_union = area_prediction + area_label - area_intersect
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = area_intersect / area_union
+        per_class_accuracy = area_intersect / area_label
+    result = {
+        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "mean_accuracy": float(np.nanmean(per_class_accuracy))
+        if np.isfinite(per_class_accuracy).any()
+        else float("nan"),
+        "overall_accuracy": float(area_intersect.sum() / max(area_label.sum(), 1)),
+        "per_category_iou": iou,
+        "per_category_accuracy": per_class_accuracy,
+    }
+    if nan_to_num is not None:
+        result["per_category_iou"] = np.nan_to_num(iou, nan=nan_to_num)
+        result["per_category_accuracy"] = np.nan_to_num(per_class_accuracy, nan=nan_to_num)
+    return result
