@@ -66,7 +66,6 @@ def upernet_config(
             "drop_path_rate": recipe.drop_path,
             "out_indices": out_indices or default_out_indices(backbone_config.num_hidden_layers),
             "out_features": None,
-            "image_size": recipe.crop_size,
         }
     )
     return UperNetConfig(
@@ -192,3 +191,42 @@ def evaluate_segmentation(
         "overall_accuracy": result["overall_accuracy"],
         "per_category_iou": [float(value) for value in result["per_category_iou"]],
     }
+
+
+def segmentation_trainer_class():
+    """``SegmentationTrainer``: Trainer with the recipe's layer-decay AdamW and poly schedule, whose ``evaluate`` is
+    slide inference + mIoU (imported lazily: Trainer pulls in accelerate)."""
+    from transformers import Trainer
+
+    class SegmentationTrainer(Trainer):
+        def __init__(self, *args, recipe: SegmentationRecipe, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.recipe = recipe
+
+        def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+            if self.optimizer is None:
+                groups = segmentation_param_groups(self.model, self.recipe, self.args.learning_rate)
+                betas = (self.args.adam_beta1, self.args.adam_beta2)
+                self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, betas=betas)
+            return self.optimizer
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if self.lr_scheduler is None:
+                optimizer = self.optimizer if optimizer is None else optimizer
+                warmup = self.args.get_warmup_steps(num_training_steps)
+                self.lr_scheduler = poly_schedule(optimizer, self.recipe, num_training_steps, warmup)
+            return self.lr_scheduler
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+            dataloader = self.get_eval_dataloader(eval_dataset)
+            num_labels = self.model.config.num_labels
+            result = evaluate_segmentation(self.model, dataloader, num_labels, self.recipe.crop_size, self.recipe.stride)
+            id2label = self.model.config.id2label
+            metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items() if key != "per_category_iou"}
+            metrics.update(
+                {f"{metric_key_prefix}_iou_{id2label[i]}": iou for i, iou in enumerate(result["per_category_iou"])}
+            )
+            self.log(metrics)
+            return metrics
+
+    return SegmentationTrainer
