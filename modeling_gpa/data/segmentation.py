@@ -8,18 +8,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .fashion_mnist import FASHION_MNIST_CLASSES
 
+if TYPE_CHECKING:
+    import datasets
+
 IGNORE_INDEX = 255
 ADE_SPLITS = {"train": "training", "validation": "validation"}
 CLUTTERED_SEGMENTATION_CLASSES = ("background", *FASHION_MNIST_CLASSES)
 
 
-def load_ade_folder(root: str) -> datasets.DatasetDict:  # noqa: F821
+def load_ade_folder(root: str) -> datasets.DatasetDict:
     """``ADEChallengeData2016/{images,annotations}/{training,validation}`` -> "train" / "validation" splits with
     ``image`` and ``annotation`` columns (scene_parse_150's layout), the pairs matched by file stem."""
     import datasets
@@ -47,7 +51,7 @@ def load_ade_folder(root: str) -> datasets.DatasetDict:  # noqa: F821
     return datasets.DatasetDict(splits)
 
 
-def load_cluttered_segmentation(cache_dir: str | None = None, **kwargs) -> datasets.DatasetDict:  # noqa: F821
+def load_cluttered_segmentation(cache_dir: str | None = None, **kwargs) -> datasets.DatasetDict:
     """Cluttered Fashion-MNIST (one garment per canvas on a natural texture) for segmentation: ``annotation`` holds
     0 for the background and 1 + the garment's class on its pixels (11 classes). ``kwargs``: those of
     ``load_cluttered_fashion_mnist`` (``max_train_samples``, ``canvas_size``...)."""
@@ -71,7 +75,7 @@ class SegmentationTransform:
     """mmsegmentation's ADE20K pipeline on (image, label map) pairs, with torchvision v2.
 
     Training: rescale keeping the aspect ratio so the image fits ``image_scale`` times a random ratio in
-    ``ratio_range``, random ``crop_size`` crop (padded with 0 and ``IGNORE_INDEX``), horizontal flip, photometric
+    ``ratio_range`` (bilinear, the labels nearest), random ``crop_size`` crop (padded with 0 and ``IGNORE_INDEX``), horizontal flip, photometric
     distortion (brightness, contrast, saturation, hue), normalisation. Evaluation: rescale to fit ``image_scale``
     and normalise; the label map keeps its size (predictions are resized to it).
     """
@@ -87,29 +91,36 @@ class SegmentationTransform:
         from torchvision import tv_tensors
         from torchvision.transforms import v2
 
-        short, long = sorted(self.image_scale)
-        if self.train:
-            steps = [
-                v2.ScaleJitter((short, long), self.ratio_range, antialias=True),
+        self.augment = v2.Compose(
+            [
                 v2.RandomCrop(
                     self.crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
                 ),
                 v2.RandomHorizontalFlip(),
                 v2.ColorJitter(brightness=32 / 255, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue=18 / 360),
             ]
-        else:
-            steps = [v2.ScaleJitter((short, long), (1.0, 1.0), antialias=True)]
-        self.geometry = v2.Compose(steps)
+        )
         self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    def rescaled_size(self, height: int, width: int) -> tuple[int, int]:
+        """mmsegmentation's ``Resize(keep_ratio=True)``: the largest size within ``image_scale`` (long, short sides,
+        whatever the orientation) times a ratio drawn from ``ratio_range`` in training."""
+        ratio = float(torch.empty(()).uniform_(*self.ratio_range)) if self.train else 1.0
+        long, short = max(self.image_scale) * ratio, min(self.image_scale) * ratio
+        scale = min(long / max(height, width), short / min(height, width))
+        return int(height * scale + 0.5), int(width * scale + 0.5)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, H, W) uint8 image, (H, W) int64 label map -> (C, h, w) float pixels, label map (cropped in training)."""
         from torchvision import tv_tensors
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as F
 
+        size = self.rescaled_size(*image.shape[-2:])
+        image = F.resize(tv_tensors.Image(image), size, antialias=True)
         if self.train:
-            image, label = self.geometry(tv_tensors.Image(image), tv_tensors.Mask(label))
-        else:
-            image = self.geometry(tv_tensors.Image(image))
+            label = F.resize(tv_tensors.Mask(label), size, interpolation=InterpolationMode.NEAREST_EXACT)
+            image, label = self.augment(image, label)
         return self.normalize(image).as_subclass(torch.Tensor), label.as_subclass(torch.Tensor)
 
 
