@@ -67,6 +67,8 @@ class ModelArguments:
     stride: int | None = field(default=None, metadata={"help": "Slide inference stride (MAE: 341)."})
     image_scale: str | None = field(default=None, metadata={"help": "Rescale bound 'long,short' (ADE20K: 2048,512)."})
     auxiliary_loss_weight: float | None = None
+    decode_channels: int | None = field(default=None, metadata={"help": "UperNet head width (MAE: 768)."})
+    auxiliary_channels: int | None = field(default=None, metadata={"help": "FCN auxiliary head width (MAE: 256)."})
 
 
 @dataclass
@@ -84,6 +86,8 @@ class DataTrainingArguments:
 @dataclass
 class SegmentationTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image` and `annotation`."})
+    # The heads' BatchNorm (pooled to 1x1 in the pyramid pooling) cannot train on a batch of one image.
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete training batch."})
 
 
 def explicit_flags(argv: list[str]) -> set[str]:
@@ -97,7 +101,15 @@ def resolve_recipe(model_args: ModelArguments, training_args: TrainingArguments,
         raise ValueError(f"--recipe {model_args.recipe!r} is invalid; allowed values: {', '.join(SEGMENTATION_RECIPES)}.")
     overrides = {
         name: getattr(model_args, name)
-        for name in ("layer_decay", "drop_path", "crop_size", "stride", "auxiliary_loss_weight")
+        for name in (
+            "layer_decay",
+            "drop_path",
+            "crop_size",
+            "stride",
+            "auxiliary_loss_weight",
+            "decode_channels",
+            "auxiliary_channels",
+        )
         if getattr(model_args, name) is not None
     }
     if model_args.image_scale:
