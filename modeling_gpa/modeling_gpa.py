@@ -549,7 +549,9 @@ class GPABackbone(GPAAutoMapMixin, BackboneMixin, ViTPreTrainedModel):
         Returns: `BackboneOutput` with `feature_maps`, one (B, D, h, w) map per `out_features` stage (the neck's four
         scales with `add_fpn`). Attentions are not returned (SDPA computes none).
         """
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         height, width = pixel_values.shape[-2:]
         patch_height, patch_width = self.vit.embeddings.patch_embeddings.patch_size
         if height % patch_height or width % patch_width:
@@ -565,7 +567,9 @@ class GPABackbone(GPAAutoMapMixin, BackboneMixin, ViTPreTrainedModel):
             hidden_states = layer(hidden_states, None)
             stages.append(hidden_states)
         feature_maps = tuple(
-            tokens_to_map(stages[index], grid) for index, name in enumerate(self.stage_names) if name in self.out_features
+            tokens_to_map(stages[index], grid)
+            for index, name in enumerate(self.stage_names)
+            if name in self.out_features
         )
         if self.fpn is not None:
             feature_maps = self.fpn(feature_maps)

@@ -98,7 +98,9 @@ def explicit_flags(argv: list[str]) -> set[str]:
 def resolve_recipe(model_args: ModelArguments, training_args: TrainingArguments, given: set[str]):
     """The recipe with every flag given applied, and Trainer's settings that no flag gave set from it."""
     if model_args.recipe not in SEGMENTATION_RECIPES:
-        raise ValueError(f"--recipe {model_args.recipe!r} is invalid; allowed values: {', '.join(SEGMENTATION_RECIPES)}.")
+        raise ValueError(
+            f"--recipe {model_args.recipe!r} is invalid; allowed values: {', '.join(SEGMENTATION_RECIPES)}."
+        )
     overrides = {
         name: getattr(model_args, name)
         for name in (
@@ -128,7 +130,7 @@ def resolve_recipe(model_args: ModelArguments, training_args: TrainingArguments,
 
 
 def load_splits(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int):
-    """"train" and "validation" splits with ``image`` and ``annotation``, and the class names."""
+    """ "train" and "validation" splits with ``image`` and ``annotation``, and the class names."""
     from datasets import load_dataset
 
     if data_args.dataset_name == CLUTTERED:

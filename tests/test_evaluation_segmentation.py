@@ -30,7 +30,12 @@ def upernet(tmp_path_factory):
 def test_mae_recipe_is_mmsegmentations_and_the_encoder_loads(upernet):
     recipe = SEGMENTATION_RECIPES["mae"]
     assert (recipe.learning_rate, recipe.weight_decay, recipe.layer_decay, recipe.drop_path) == (1e-4, 0.05, 0.65, 0.1)
-    assert (recipe.warmup_steps, recipe.max_steps, recipe.total_batch_size, recipe.crop_size) == (1500, 160_000, 16, 512)
+    assert (recipe.warmup_steps, recipe.max_steps, recipe.total_batch_size, recipe.crop_size) == (
+        1500,
+        160_000,
+        16,
+        512,
+    )
     assert (recipe.stride, recipe.ratio_range, recipe.auxiliary_loss_weight) == (341, (0.5, 2.0), 0.4)
     model, directory = upernet
     backbone = model.config.backbone_config

@@ -187,8 +187,11 @@ def test_transformers_heads_train_on_the_backbone(detector):
 def test_auto_backbone_through_trust_remote_code_without_the_package(checkpoint, tmp_path):
     pixel_values = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     save_file({"pixel_values": pixel_values}, tmp_path / "inputs.safetensors")
-    script = WITHOUT_THE_PACKAGE + LOCAL_HUB + textwrap.dedent(
-        f"""
+    script = (
+        WITHOUT_THE_PACKAGE
+        + LOCAL_HUB
+        + textwrap.dedent(
+            f"""
         import torch
         from safetensors.torch import load_file, save_file
         from transformers import AutoBackbone
@@ -198,8 +201,10 @@ def test_auto_backbone_through_trust_remote_code_without_the_package(checkpoint,
         pixel_values = load_file({str(tmp_path / "inputs.safetensors")!r})["pixel_values"]
         with torch.no_grad():
             maps = backbone.eval()(pixel_values).feature_maps
-        save_file({{"stage2": maps[0].contiguous(), "stage4": maps[1].contiguous()}}, {str(tmp_path / "outputs.safetensors")!r})
+        outputs = {{"stage2": maps[0].contiguous(), "stage4": maps[1].contiguous()}}
+        save_file(outputs, {str(tmp_path / "outputs.safetensors")!r})
         """
+        )
     )
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(

@@ -61,8 +61,8 @@ ARM_DESCRIPTIONS = {
     "gpa_pretrained_last": "GPA, pretrained (MAE) teacher, last block/head, MAM",
 }
 ID2LABEL = dict(enumerate(CLUTTERED_SEGMENTATION_CLASSES))
-PRETRAIN = dict(train_samples=10000, test_samples=1000, epochs=4)
-FINETUNE = dict(max_steps=150, batch_size=16, warmup_steps=15, learning_rate=1e-3, decode_channels=32)
+PRETRAIN = dict(train_samples=4000, test_samples=500, epochs=3)
+FINETUNE = dict(max_steps=60, batch_size=8, warmup_steps=6, learning_rate=1e-3, decode_channels=16)
 QUICK_PRETRAIN = dict(train_samples=128, test_samples=32, epochs=1, hidden_size=32, num_layers=4, num_heads=2)
 QUICK_FINETUNE = dict(max_steps=2, batch_size=8, warmup_steps=1, learning_rate=1e-3, decode_channels=16)
 
@@ -135,6 +135,8 @@ def finetune(
             scheduler.step()
             losses.append(loss.item())
             step += 1
+            if step % 20 == 0:
+                print(f"  step {step}/{recipe.max_steps} loss {statistics.fmean(losses[-20:]):.3f}", flush=True)
             if step == recipe.max_steps:
                 break
     train_seconds = time.perf_counter() - start
@@ -195,7 +197,10 @@ def step_time_ratio(hidden_size: int, num_layers: int, image_size: int, batch_si
             optimizer.step()
             times.append(time.perf_counter() - start)
         seconds[name] = statistics.median(times[1:])
-    return {**{f"{name}_step_seconds": value for name, value in seconds.items()}, "ratio": seconds["gpa"] / seconds["beit"]}
+    return {
+        **{f"{name}_step_seconds": value for name, value in seconds.items()},
+        "ratio": seconds["gpa"] / seconds["beit"],
+    }
 
 
 def summarize(results: list[dict]) -> dict:
@@ -242,7 +247,8 @@ def markdown(summary: dict, results: list[dict], meta: dict) -> str:
     if timing:
         lines += [
             "",
-            f"One UperNet training step, {json.dumps(timing['shape'])}: GPABackbone {timing['gpa_step_seconds']:.3f} s, "
+            f"One UperNet training step, {json.dumps(timing['shape'])}: "
+            f"GPABackbone {timing['gpa_step_seconds']:.3f} s, "
             f"BeitBackbone {timing['beit_step_seconds']:.3f} s, ratio {timing['ratio']:.2f}.",
         ]
     return "\n".join(lines) + "\n"
@@ -254,8 +260,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", default="outputs/benchmarks/segmentation", help="Prefix of the .md and .json.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    parser.add_argument("--max_steps", type=int, help="Fine-tuning steps (default 150).")
-    parser.add_argument("--epochs", type=int, help="Pretraining epochs (default 4).")
+    parser.add_argument("--max_steps", type=int, help="Fine-tuning steps (default 60).")
+    parser.add_argument("--epochs", type=int, help="Pretraining epochs (default 3).")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: under a minute.")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
@@ -280,13 +286,17 @@ def main(argv: list[str] | None = None) -> dict:
         for arm in args.arms:
             path = work_dir / f"finetune-{settings.key('cluttered')}-{finetune_key}" / arm / f"seed{seed}"
             if (result := cached(path)) is None:
-                checkpoint = None if arm == "random_init" else pretrained_checkpoint(arm, settings, seed, arrays, work_dir)
+                checkpoint = (
+                    None if arm == "random_init" else pretrained_checkpoint(arm, settings, seed, arrays, work_dir)
+                )
                 metrics = finetune(checkpoint, settings, recipe, seed, arrays, finetune_fields["batch_size"])
                 result = save_result(path, {"arm": arm, "seed": seed, **metrics})
             print(f"[{arm} seed {seed}] mIoU {100 * result['mean_iou']:.1f}", flush=True)
             results.append(result)
-    shape = dict(hidden_size=64, num_layers=4, image_size=64, batch_size=2) if args.quick else dict(
-        hidden_size=192, num_layers=4, image_size=224, batch_size=2
+    shape = (
+        dict(hidden_size=64, num_layers=4, image_size=64, batch_size=2)
+        if args.quick
+        else dict(hidden_size=192, num_layers=4, image_size=224, batch_size=2)
     )
     step_time = {"shape": shape, **step_time_ratio(**shape, repeats=1 if args.quick else 3)}
     machine, versions = environment("cpu")

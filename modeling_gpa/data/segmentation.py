@@ -75,8 +75,8 @@ class SegmentationTransform:
     """mmsegmentation's ADE20K pipeline on (image, label map) pairs, with torchvision v2.
 
     Training: rescale keeping the aspect ratio so the image fits ``image_scale`` times a random ratio in
-    ``ratio_range`` (bilinear, the labels nearest), random ``crop_size`` crop (padded with 0 and ``IGNORE_INDEX``), horizontal flip, photometric
-    distortion (brightness, contrast, saturation, hue), normalisation. Evaluation: rescale to fit ``image_scale``
+    ``ratio_range`` (bilinear, the labels nearest), random ``crop_size`` crop (padded with 0 and ``IGNORE_INDEX``),
+    horizontal flip, photometric distortion (brightness, contrast, saturation, hue), normalisation. Evaluation: rescale to fit ``image_scale``
     and normalise; the label map keeps its size (predictions are resized to it).
     """
 
@@ -129,7 +129,9 @@ def label_map(annotation, num_labels: int, reduce_labels: bool, what: str) -> to
     ``IGNORE_INDEX`` and the rest drop by one (ADE20K). A one-line ``ValueError`` names ``what`` otherwise."""
     labels = torch.from_numpy(np.array(annotation, dtype=np.int64))
     if labels.ndim != 2:
-        raise ValueError(f"{what}: the annotation has shape {tuple(labels.shape)}; a label map is one channel (mode L/P).")
+        raise ValueError(
+            f"{what}: the annotation has shape {tuple(labels.shape)}; a label map is one channel (mode L/P)."
+        )
     if reduce_labels:
         labels = torch.where(labels == 0, IGNORE_INDEX, labels - 1)
         labels[labels == IGNORE_INDEX - 1] = IGNORE_INDEX

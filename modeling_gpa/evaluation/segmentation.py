@@ -103,7 +103,9 @@ def upernet_for_segmentation(
         weights = {key: value for key, value in pretrained.state_dict().items() if key.startswith("vit.")}
         missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
         if unexpected or any(key.startswith("vit.") for key in missing):
-            raise ValueError(f"{model_name_or_path!r} does not fit the backbone: missing {missing}, unexpected {unexpected}.")
+            raise ValueError(
+                f"{model_name_or_path!r} does not fit the backbone: missing {missing}, unexpected {unexpected}."
+            )
     return model
 
 
@@ -118,9 +120,11 @@ def segmentation_param_groups(model: nn.Module, recipe: SegmentationRecipe, lear
         weight_decay=recipe.weight_decay,
         layer_decay=recipe.layer_decay,
         num_layers=num_layers,
-        layer_id_of=lambda name: vit_layer_id(name.removeprefix("backbone."), num_layers)
-        if name.startswith("backbone.vit.")
-        else num_layers + 1,
+        layer_id_of=lambda name: (
+            vit_layer_id(name.removeprefix("backbone."), num_layers)
+            if name.startswith("backbone.vit.")
+            else num_layers + 1
+        ),
     )
 
 
@@ -220,9 +224,13 @@ def segmentation_trainer_class():
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
             dataloader = self.get_eval_dataloader(eval_dataset)
             num_labels = self.model.config.num_labels
-            result = evaluate_segmentation(self.model, dataloader, num_labels, self.recipe.crop_size, self.recipe.stride)
+            result = evaluate_segmentation(
+                self.model, dataloader, num_labels, self.recipe.crop_size, self.recipe.stride
+            )
             id2label = self.model.config.id2label
-            metrics = {f"{metric_key_prefix}_{key}": value for key, value in result.items() if key != "per_category_iou"}
+            metrics = {
+                f"{metric_key_prefix}_{key}": value for key, value in result.items() if key != "per_category_iou"
+            }
             metrics.update(
                 {f"{metric_key_prefix}_iou_{id2label[i]}": iou for i, iou in enumerate(result["per_category_iou"])}
             )
