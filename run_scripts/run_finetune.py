@@ -20,9 +20,10 @@
 
 A ViT trains as timm's ``VisionTransformer`` (drop path, pooling) inside ``TimmWrapperForImageClassification`` (saved
 by ``save_pretrained``, loaded by ``AutoModelForImageClassification``), built from the checkpoint's encoder
-(``modeling_gpa.convert``); position embeddings are resized bicubically for another ``--image_size``. A Swin (such as
-run_mim.py's) trains as ``SwinForImageClassification`` with its own drop path and SimMIM's layer ids. Every Trainer
-flag works. Writes ``<output_dir>/results.json`` (last and best top-1 / top-5, each epoch's) and prints a summary.
+(``modeling_gpa.tools.convert``); position embeddings are resized bicubically for another ``--image_size``. A Swin
+(such as run_mim.py's) trains as ``SwinForImageClassification`` with its own drop path and SimMIM's layer ids. Every
+Trainer flag works. Writes ``<output_dir>/results.json`` (last and best top-1 / top-5, each epoch's) and prints a
+summary.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from modeling_gpa.evaluation import (
     top1_top5,
 )
 from modeling_gpa.evaluation.features import SWIN_HAS_NO_CLS, is_swin
-from modeling_gpa.trainer import DeviceInputsMixin
+from modeling_gpa.training.trainer import DeviceInputsMixin
 
 # MAE's per-GPU batch (main_finetune.py's --batch_size default): the micro-batch when the recipe's total is larger.
 DEFAULT_MICRO_BATCH = 64

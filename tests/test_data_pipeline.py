@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import save_rotated
 from torch.utils.data import DataLoader
 
 from modeling_gpa.data.pipeline import (
@@ -211,7 +210,7 @@ def test_consecutive_bad_files_are_each_named_once_per_index_and_decoded_once(od
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_decoding_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation):
+def test_decoding_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation, save_rotated):
     upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8), "RGB")
     save_rotated(upright, orientation, tmp_path / "photo.png")
     decoded = decode_image(str(tmp_path / "photo.png"))

@@ -254,6 +254,7 @@ def test_scripts_reject_datasets_without_labels(image_folder, checkpoint, tmp_pa
         run_knn.main(base + ["--label_column_name", "target", "--train_dir", str(image_folder / "train")])
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_on_the_command_line(tmp_path):
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     command = [sys.executable, str(SCRIPTS / "run_knn.py"), "--model_name_or_path", str(tmp_path / "none")]

@@ -22,7 +22,7 @@ from transformers import (
 
 from modeling_gpa import GPABackbone, GPAConfig, GPAForPreTraining, GPAModel
 from modeling_gpa.configuration_gpa import default_out_indices
-from modeling_gpa.convert import resample_position_embeddings
+from modeling_gpa.tools.convert import resample_position_embeddings
 
 # transformers 5.25's AutoBackbone.from_pretrained asks the Hub whether the name is a repository before loading it
 # (`hf_api().repo_exists(name)`), which rejects local folders; it then loads exactly as AutoModel does. Tests stand a

@@ -23,7 +23,7 @@ RECORDING_RUN = """
 import json, os, signal, sys
 sys.path.insert(0, "run_scripts")
 import run_pretrain
-from modeling_gpa.trainer import GPATrainer
+from modeling_gpa.training.trainer import GPATrainer
 
 train_step = GPATrainer.training_step
 
@@ -65,6 +65,7 @@ def recorded(ids_dir: Path, rank: int, until: int | None = None) -> list[int]:
     return [i for step, ids in lines if until is None or step <= until for i in ids]
 
 
+@pytest.mark.slow
 def test_two_processes_resume_a_killed_stream_without_replaying_an_image(shards, tmp_path):
     """Killed (SIGKILL) after checkpoint 4 and run again: over the 10 steps each process trains on its own shards,
     no image twice, and the mask schedule goes on from step 5."""

@@ -1,7 +1,7 @@
 """SimMIM pretraining (``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling``) with GPA or random masks.
 
 [`SimMIMMasker`] turns a batch of normalised images into ``bool_masked_pos``: ``run_mim.py``'s random mask, or the
-soft-to-hard GPA mask of ``simmim_masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
+soft-to-hard GPA mask of ``simmim.masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
 
 - ``pretrained``: a frozen ViT / ViTMAE / GPA checkpoint, for any student (the paper's setting);
 - ``ema``: a momentum copy of a ViT student's encoder, stepped after every optimizer step;
@@ -21,11 +21,11 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import Trainer, TrainerCallback, ViTModel
 
-from .simmim_masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
-from .streaming_trainer import StreamingTrainerMixin
-from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
-from .trainer import DeviceInputsMixin, GPATrainer
-from .training_guards import TrainingGuardsMixin
+from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
+from ..training.guards import TrainingGuardsMixin
+from ..training.streaming import StreamingTrainerMixin
+from ..training.trainer import DeviceInputsMixin, GPATrainer
+from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 
 MASK_METHODS = ("gpa", "random")
 SIMMIM_TEACHERS = ("pretrained", "ema", "self")

@@ -34,8 +34,8 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .checkpoint_files import check_resumable
-from .finite_weights import nonfinite_tensors
+from ..checkpoint_files import check_resumable
+from ..finite_weights import nonfinite_tensors
 
 logger = logging.get_logger(__name__)
 

@@ -22,15 +22,15 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
-from .checkpoint_files import checkpoint_problem
-from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
-from .data.encoded_images import ENCODED_KEY
-from .data.image_inputs import ImageSettings
-from .data.pipeline import UNREADABLE_KEY, PixelNormalizer
+from ..checkpoint_files import checkpoint_problem
+from ..data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
+from ..data.encoded_images import ENCODED_KEY
+from ..data.image_inputs import ImageSettings
+from ..data.pipeline import UNREADABLE_KEY, PixelNormalizer
+from ..masking import progress_tensor
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
-from .masking import progress_tensor
-from .streaming_trainer import StreamingTrainerMixin
-from .training_guards import TrainingGuardsMixin
+from .guards import TrainingGuardsMixin
+from .streaming import StreamingTrainerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -438,8 +438,8 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, 
         at an epoch boundary, with the loader in this process or without persistent workers: inside an epoch
         ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and persistent
         workers carry their own random state across epochs. On several nodes, ``output_dir`` must be shared storage;
-        a resume at another total batch than the checkpoint's is refused (`modeling_gpa.distributed`). Both raise
-        [`DistributedSetupError`] with a one-line message.
+        a resume at another total batch than the checkpoint's is refused (`modeling_gpa.training.distributed`). Both
+        raise [`DistributedSetupError`] with a one-line message.
         """
         check_output_dir_is_shared(self.args.output_dir)
         if resume_from_checkpoint is True:

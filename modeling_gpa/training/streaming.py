@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 from transformers.utils import logging
 
-from .data.streaming import StreamingImageDataset
+from ..data.streaming import StreamingImageDataset
 from .distributed import DistributedSetupError
 
 logger = logging.get_logger(__name__)
