@@ -76,8 +76,8 @@ class SegmentationTransform:
 
     Training: rescale keeping the aspect ratio so the image fits ``image_scale`` times a random ratio in
     ``ratio_range`` (bilinear, the labels nearest), random ``crop_size`` crop (padded with 0 and ``IGNORE_INDEX``),
-    horizontal flip, photometric distortion (brightness, contrast, saturation, hue), normalisation. Evaluation: rescale to fit ``image_scale``
-    and normalise; the label map keeps its size (predictions are resized to it).
+    horizontal flip, photometric distortion (brightness, contrast, saturation, hue), normalisation. Evaluation:
+    rescale to fit ``image_scale`` and normalise; the label map keeps its size (predictions are resized to it).
     """
 
     crop_size: int

@@ -114,3 +114,67 @@ def mean_iou(
         result["per_category_iou"] = np.nan_to_num(iou, nan=nan_to_num)
         result["per_category_accuracy"] = np.nan_to_num(per_class_accuracy, nan=nan_to_num)
     return result
+
+
+def box_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(n, 4) and (m, 4) boxes (x0, y0, x1, y1) -> (n, m) intersection over union."""
+    top_left = np.maximum(boxes[:, None, :2], others[None, :, :2])
+    bottom_right = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    intersection = np.clip(bottom_right - top_left, 0, None).prod(-1)
+    areas = (boxes[:, 2:] - boxes[:, :2]).prod(-1)[:, None] + (others[:, 2:] - others[:, :2]).prod(-1)[None]
+    return intersection / np.maximum(areas - intersection, 1e-12)
+
+
+def box_map(predictions, references, iou_thresholds: Sequence[float] | None = None) -> dict[str, float]:
+    """COCO-style box mAP: per class and IoU threshold (0.50:0.05:0.95), detections of all images ranked by score,
+    each matched greedily to the best-overlapping unmatched reference box of its image, precision made monotone and
+    read at 101 recall points; averaged over the classes that have references.
+
+    ``predictions``: one dict per image with ``boxes`` (n, 4) x0 y0 x1 y1, ``scores`` (n,), ``labels`` (n,);
+    ``references``: one dict per image with ``boxes`` and ``labels``. Returns ``map``, ``map_50`` and ``map_75``.
+    """
+    thresholds = np.arange(0.5, 0.96, 0.05) if iou_thresholds is None else np.asarray(iou_thresholds)
+    images = [
+        {
+            key: np.asarray(value, dtype=np.float64).reshape(-1, 4) if key == "boxes" else np.asarray(value)
+            for key, value in row.items()
+        }
+        for row in [*predictions, *references]
+    ]
+    predictions, references = images[: len(predictions)], images[len(predictions) :]
+    classes = np.unique(np.concatenate([row["labels"] for row in references])) if references else []
+    precision = np.zeros((len(thresholds), len(classes)))
+    for class_index, label in enumerate(classes):
+        ranked = []  # (score, image, box index) of this class's detections
+        for image, row in enumerate(predictions):
+            ranked += [(row["scores"][i], image, i) for i in np.flatnonzero(row["labels"] == label)]
+        ranked.sort(key=lambda item: -item[0])
+        num_references = sum(int((row["labels"] == label).sum()) for row in references)
+        for threshold_index, threshold in enumerate(thresholds):
+            matched = [np.zeros(int((row["labels"] == label).sum()), dtype=bool) for row in references]
+            hits = np.zeros(len(ranked))
+            for rank, (_, image, box) in enumerate(ranked):
+                targets = references[image]["boxes"][references[image]["labels"] == label]
+                if not len(targets):
+                    continue
+                overlaps = box_iou(predictions[image]["boxes"][box : box + 1], targets)[0]
+                overlaps[matched[image]] = -1.0
+                best = int(overlaps.argmax())
+                if overlaps[best] >= threshold:
+                    matched[image][best], hits[rank] = True, 1.0
+            true_positives = np.cumsum(hits)
+            recall = true_positives / num_references
+            precisions = np.maximum.accumulate((true_positives / np.arange(1, len(hits) + 1))[::-1])[::-1]
+            points = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+            precision[threshold_index, class_index] = (
+                np.where(points < len(precisions), precisions[np.minimum(points, len(precisions) - 1)], 0.0).mean()
+                if len(hits)
+                else 0.0
+            )
+    per_threshold = precision.mean(axis=1) if len(classes) else np.zeros(len(thresholds))
+    result = {"map": float(per_threshold.mean())}
+    for name, value in (("map_50", 0.5), ("map_75", 0.75)):
+        matches = np.flatnonzero(np.isclose(thresholds, value))
+        if len(matches):
+            result[name] = float(per_threshold[matches[0]])
+    return result
