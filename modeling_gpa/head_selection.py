@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -273,8 +274,7 @@ def object_ranking_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C, H, W) images, (B, n) bool object patches -> (num_layers, num_heads + 1) mean recall and mean AP.
 
-    One pass through the blocks per batch: at block ``b`` its LayerNorm and Q/K projections give every head's
-    score (``global_patch_attention`` with ``head=h``, and ``head=None`` for the last column), then the block runs.
+    One pass through the blocks per batch (``every_head_scores``); the last column is the sum of heads.
     The average precision is averaged over the images that have object patches.
     """
     num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
@@ -287,18 +287,30 @@ def object_ranking_tables(
         for start in range(0, pixel_values.shape[0], batch_size):
             batch = _to_encoder(encoder, pixel_values[start : start + batch_size])
             objects = object_patches[start : start + batch_size].to(batch.device, torch.bool)
-            hidden_states = full_image_tokens(encoder, batch)
-            for index, block in enumerate(encoder.layers):
-                query, key = _block_query_key(block, hidden_states)
-                for column, head in enumerate([*range(num_heads), None]):
-                    scores = global_patch_attention(query, key, head=head, score=score, queries=queries)
-                    totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
-                    precision_totals[index, column] += average_precision(scores, objects).nansum().item()
-                if index + 1 < num_layers:
-                    hidden_states = block(hidden_states)
+            for index, column, scores in every_head_scores(encoder, batch, score=score, queries=queries):
+                totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
+                precision_totals[index, column] += average_precision(scores, objects).nansum().item()
     finally:
         encoder.train(was_training)
     return (totals / pixel_values.shape[0]).float(), (precision_totals / max(with_objects, 1)).float()
+
+
+def every_head_scores(
+    encoder: ViTMAEModel | ViTModel, pixel_values: torch.Tensor, *, score: str = "logits", queries: str = "all"
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(B, C, H, W) -> ``(block, column, scores)`` for every head of every block, scores (B, n) raw GPA.
+
+    Columns ``0..H-1`` are the heads and column ``H`` their sum. One pass through the blocks: at block ``b`` its
+    LayerNorm and Q/K projections give every head's score, then the block runs.
+    """
+    num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
+    hidden_states = full_image_tokens(encoder, pixel_values)
+    for index, block in enumerate(encoder.layers):
+        query, key = _block_query_key(block, hidden_states)
+        for column, head in enumerate([*range(num_heads), None]):
+            yield index, column, global_patch_attention(query, key, head=head, score=score, queries=queries)
+        if index + 1 < num_layers:
+            hidden_states = block(hidden_states)
 
 
 def _block_query_key(block: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -518,6 +530,7 @@ __all__ = [
     "average_precision",
     "candidate_name",
     "candidate_order",
+    "every_head_scores",
     "format_selection",
     "load_scoring_model",
     "num_masked_patches",

@@ -322,3 +322,15 @@ def test_every_evaluation_script_records_the_distinct_unreadable_files(folder_wi
     for name, results in (("knn", knn), ("probe", probe), ("finetune", finetune)):
         assert results["unreadable_images"] == 3, name
         assert json.loads((tmp_path / name / "results.json").read_text())["unreadable_images"] == 3, name
+
+
+def test_finetune_script_refuses_a_model_size_the_checkpoint_contradicts_in_one_line(tmp_path):
+    from transformers import ViTMAEConfig
+
+    ViTMAEConfig(num_hidden_layers=24, hidden_size=1024).save_pretrained(tmp_path / "vitl")
+    with pytest.raises(ValueError) as refused:
+        run_finetune.main(["--model_name_or_path", str(tmp_path / "vitl"), "--model_size", "base", "--use_cpu"] + [
+            "--output_dir", str(tmp_path / "out")
+        ])  # fmt: skip
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"--model_size base does not match {tmp_path / 'vitl'}, a ViT-L (24 blocks")

@@ -141,3 +141,33 @@ def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_rec
     assert trainer.state.global_step == 4
     assert "records no world size or total batch (saved by an older version)" in caplog.text
     assert recorded_geometry(str(tmp_path / "checkpoint-4")) == BatchGeometry(1, 2, 1)
+
+
+@pytest.mark.slow
+def test_two_nodes_start_in_one_fresh_output_dir_every_time_with_rank_0_slow(tmp_path):
+    """Two simulated nodes (one process each on 127.0.0.1) start 10 times in a fresh shared --output_dir; rank 0 is
+    slow to delete its shared-storage check file. No start may take that file for a used folder."""
+    port = str(29500 + (os.getpid() + 17) % 1000)
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--num_machines", "2", "--num_processes", "2"]
+    command += ["--main_process_ip", "127.0.0.1", "--main_process_port", port]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "GPA_SHARED_STORAGE_WAIT_S": "1"}
+    nodes = [
+        subprocess.Popen(
+            [*command, "--machine_rank", str(rank), "tests/fresh_output_dir_launch.py", str(tmp_path), "10"],
+            cwd=ROOT,
+            env=environment,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    for node, out in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, out[-3000:]
+    for rank, out in enumerate(outputs):
+        started = [line for line in out.splitlines() if line.startswith("start ")]
+        assert started == [f"start {start} rank {rank}: ok, resumes None" for start in range(10)], out[-3000:]
+    assert sorted(os.listdir(tmp_path)) == sorted(f"start{start}" for start in range(10))
+    assert not [name for start in range(10) for name in os.listdir(tmp_path / f"start{start}")]

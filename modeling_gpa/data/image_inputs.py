@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_arrays
 from .pipeline import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer, to_num_channels, to_uint8_tensor
 
 
@@ -43,6 +43,9 @@ def _per_channel(name: str, values: float | Sequence[float], num_channels: int) 
         f"{name} has {len(values)} values but the model has {num_channels} channels; "
         f"give 1 or {num_channels} values (fix image_{name.split('_')[-1]} in preprocessor_config.json)."
     )
+
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 @dataclass(frozen=True)
@@ -142,4 +145,30 @@ def resize_masks(masks: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Te
     return torch.from_numpy(np.stack(resized))
 
 
-__all__ = ["ImageSettings", "resize_masks"]
+def example_images(skimage_names: Sequence[str], num_fashion_mnist: int) -> list[tuple[str, Image.Image]]:
+    """scikit-image's bundled photos and the first Fashion-MNIST test images, as (name, image) pairs.
+
+    Fashion-MNIST is left out, with a note, when its files are missing.
+    """
+    # scikit-image loads in seconds: only the callers that want its photos pay for it.
+    import skimage.data
+
+    images = []
+    for name in skimage_names:
+        if name not in skimage.data.__all__:
+            photos = ", ".join(SKIMAGE_PHOTOS)
+            raise ValueError(f"--skimage_images: {name!r} is not a scikit-image image; try {photos}.")
+        images.append((name, Image.fromarray(getattr(skimage.data, name)())))
+    if num_fashion_mnist > 0:
+        try:
+            pixels, labels = fashion_mnist_arrays("test")
+        except FileNotFoundError as error:
+            print(f"note: skipping Fashion-MNIST samples ({error})")
+        else:
+            for index in range(min(num_fashion_mnist, len(pixels))):
+                label = FASHION_MNIST_CLASSES[int(labels[index])]
+                images.append((f"fashion_mnist_{index}_{label}", Image.fromarray(pixels[index])))
+    return images
+
+
+__all__ = ["SKIMAGE_PHOTOS", "ImageSettings", "example_images", "resize_masks"]

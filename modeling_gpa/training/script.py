@@ -24,7 +24,7 @@ from ..data import build_image_processor
 from ..data.pipeline import UnreadableImageError
 from ..data.splits import logger as splits_logger
 from .arguments import HubArguments, hub_kwargs
-from .distributed import DistributedSetupError, check_output_dir_is_shared
+from .distributed import DistributedSetupError, check_output_dir_is_shared, is_shared_storage_probe
 from .guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 from .trainer import last_complete_checkpoint
 
@@ -43,7 +43,7 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None
     checkpoint = last_complete_checkpoint(output_dir)
-    if checkpoint is None and os.listdir(output_dir):
+    if checkpoint is None and any(not is_shared_storage_probe(name) for name in os.listdir(output_dir)):
         raise ValueError(
             f"Output directory ({output_dir}) already exists and is not empty. Use --overwrite_output_dir to train "
             "from scratch there, or pick another --output_dir."

@@ -30,6 +30,7 @@ from ..data.pipeline import UNREADABLE_KEY, PixelNormalizer
 from ..masking import progress_tensor
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
 from .guards import TrainingGuardsMixin
+from .seeding import ProcessSeedsMixin
 from .streaming import StreamingTrainerMixin
 
 logger = logging.get_logger(__name__)
@@ -405,7 +406,7 @@ class UnreadableFilesCallback(TrainerCallback, ExportableState):
         state.stateful_callbacks[name] = self.state()
 
 
-class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
+class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
