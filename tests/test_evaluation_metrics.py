@@ -47,7 +47,7 @@ def test_object_recall_rejects_empty_masks():
 
 
 def test_unknown_metric_names_the_available_ones():
-    with pytest.raises(ValueError, match="accuracy, mean_iou, object_recall, top_k_accuracy"):
+    with pytest.raises(ValueError, match="accuracy, box_map, mean_iou, object_recall, top_k_accuracy"):
         load_metric("f1")
 
 
