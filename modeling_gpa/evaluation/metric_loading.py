@@ -11,8 +11,8 @@ METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 
 def load_metric(name: str):
-    """One of this package's metric modules (``accuracy``, ``top_k_accuracy``, ``object_recall``, ``mean_iou``, ``box_map``),
-    offline.
+    """One of this package's metric modules (``accuracy``, ``top_k_accuracy``, ``object_recall``, ``mean_iou``,
+    ``box_map``), offline.
 
     Where `evaluate` is not installed (the GPU machines benchmarks run on), returns an object whose ``compute`` calls
     the same function of `metric_functions` that the module's ``_compute`` calls.
