@@ -258,11 +258,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default="outputs/segmentation_bench", help="Cached runs; a rerun resumes here.")
     parser.add_argument("--output", default="outputs/benchmarks/segmentation", help="Prefix of the .md and .json.")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", help="Default: 0 1 2 (0 with --quick).")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--max_steps", type=int, help="Fine-tuning steps (default 60).")
     parser.add_argument("--epochs", type=int, help="Pretraining epochs (default 3).")
-    parser.add_argument("--quick", action="store_true", help="Tiny sizes: under a minute.")
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes, one seed: under a minute.")
     parser.add_argument("--threads", type=int, default=2)
     return parser.parse_args(argv)
 
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     recipe = cpu_recipe(finetune_fields, settings.canvas_size)
     finetune_key = hashlib.sha256(json.dumps(finetune_fields, sort_keys=True).encode()).hexdigest()[:10]
     results = []
-    for seed in args.seeds:
+    for seed in args.seeds or ([0] if args.quick else [0, 1, 2]):
         for arm in args.arms:
             path = work_dir / f"finetune-{settings.key('cluttered')}-{finetune_key}" / arm / f"seed{seed}"
             if (result := cached(path)) is None:
