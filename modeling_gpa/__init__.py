@@ -1,7 +1,9 @@
 """Global Patch-wise Attention (GPA) for masked image modeling, as a Hugging Face Transformers model.
 
-The modules at this level are the model and the method: ``configuration_gpa``, ``modeling_gpa``, ``gpa`` (the score),
-``masking``, ``teacher`` and what they import relatively (``checkpoint_files``, ``finite_weights``). They stay flat
+The modules at this level are the model and the method: ``configuration_gpa``, ``modeling_gpa``, ``mask_strategies``
+(every mask strategy in one table) and its pure tensor functions: ``gpa`` and ``cls_attention`` (the scores),
+``masking`` (Eq. 6 and its counts), ``block_masking`` (BEiT), ``hpm`` (HPM's objective), ``teacher``, and what they
+import relatively (``checkpoint_files``, ``finite_weights``). They stay flat
 because ``save_pretrained`` copies them beside the weights for ``trust_remote_code``: transformers copies a model's
 file and the files it imports relatively into one flat folder, so a relative import into a subpackage would not
 resolve there. ``presets``, ``head_selection`` (choosing the teacher's head) and ``command_line`` (what every script

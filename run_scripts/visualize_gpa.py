@@ -22,7 +22,7 @@ from PIL import Image
 from modeling_gpa.command_line import exit_on_bad_input
 from modeling_gpa.data.image_inputs import SKIMAGE_PHOTOS, ImageSettings, example_images
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
-from modeling_gpa.masking import KEPT, gpa_mask_groups, noise_from_mask
+from modeling_gpa.masking import KEPT, MaskSchedule, mask_groups, noise_from_mask, num_masked_patches
 from modeling_gpa.tools.visualization import (
     configured_layer_head,
     gpa_figure,
@@ -31,8 +31,6 @@ from modeling_gpa.tools.visualization import (
     mae_reconstruction,
     reconstruction_figure,
 )
-
-DEFAULT_SCHEDULE = ((0.0, 0.5), (0.5, 0.0))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,15 +96,12 @@ def run(args: argparse.Namespace) -> list[str]:
         raise ValueError("no images to draw: pass --images or keep the default photos / Fashion-MNIST samples.")
     layer, head = layer_and_head(model, args)
     mask_ratio = args.mask_ratio if args.mask_ratio is not None else getattr(config, "mask_ratio", 0.75)
-    hard, soft = DEFAULT_SCHEDULE
-    if hasattr(config, "hard_ratio_end"):
-        hard = (config.hard_ratio_start, config.hard_ratio_end)
-        soft = (config.soft_ratio_start, config.soft_ratio_end)
+    schedule = MaskSchedule.from_config(config) if hasattr(config, "hard_ratio_end") else MaskSchedule()
 
     pixel_values = settings.to_pixel_values([image for _, image in named])
     gpa = gpa_scores(model, pixel_values, layer=layer, head=head)
     generator = torch.Generator().manual_seed(args.seed)
-    groups = gpa_mask_groups(gpa.cpu(), mask_ratio, 1.0, hard=hard, soft=soft, generator=generator)
+    groups = mask_groups(gpa.cpu(), num_masked_patches(gpa.shape[1], mask_ratio), 1.0, schedule, generator=generator)
     display = settings.to_display(pixel_values)
     patch_size = teacher_encoder_of(model).config.patch_size
     checkpoint = os.path.basename(os.path.normpath(args.model_name_or_path))

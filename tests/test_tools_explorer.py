@@ -13,7 +13,7 @@ import modeling_gpa
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import object_ranking_tables
-from modeling_gpa.masking import HARD, KEPT, RANDOM, SOFT, mask_counts
+from modeling_gpa.masking import HARD, KEPT, RANDOM, SOFT, MaskSchedule, mask_counts
 from modeling_gpa.teacher import teacher_scores
 from modeling_gpa.tools.explorer import MASK_ALPHA, Explorer, hidden_object_share
 from modeling_gpa.tools.visualization import GROUP_COLOURS
@@ -80,11 +80,11 @@ def test_the_hidden_object_share_counts_the_object_patches_the_mask_covers(explo
 
 def test_ranking_with_hard_masks_only_is_few_shot_selection_s_recall(explorer, garment):
     image, object_mask = garment
-    explorer.hard, explorer.soft = (1.0, 1.0), (0.0, 0.0)
+    schedule, explorer.schedule = explorer.schedule, MaskSchedule(1.0, 1.0, 0.0, 0.0)
     try:
         shares = explorer.rank_heads(image, object_mask, mask_ratio=0.25, progress=0.5)
     finally:
-        explorer.hard, explorer.soft = (0.0, 0.5), (0.5, 0.0)
+        explorer.schedule = schedule
     recall, _ = object_ranking_tables(
         explorer.encoder, explorer.pixel_values(image), explorer.object_patches(object_mask), num_masked=13
     )

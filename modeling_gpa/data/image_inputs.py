@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..configuration_gpa import pair
 from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_arrays
 from .pipeline import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer, to_num_channels, to_uint8_tensor
 
@@ -23,10 +24,6 @@ from .pipeline import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer, to_num_chann
 def default_mean_std(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``data.sources.build_image_processor``'s defaults: Fashion-MNIST's statistics for 1 channel, ImageNet's for 3."""
     return (FASHION_MNIST_MEAN, FASHION_MNIST_STD) if num_channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
-
-
-def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _per_channel(name: str, values: float | Sequence[float], num_channels: int) -> tuple[float, ...]:
@@ -70,7 +67,7 @@ class ImageSettings:
         image_mean = default_mean if image_mean is None else image_mean
         image_std = default_std if image_std is None else image_std
         return cls(
-            image_size=_as_pair(config.image_size),
+            image_size=pair(config.image_size),
             num_channels=channels,
             image_mean=_per_channel("image_mean", image_mean, channels),
             image_std=_per_channel("image_std", image_std, channels),

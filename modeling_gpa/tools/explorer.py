@@ -2,7 +2,7 @@
 
 The logic behind ``run_scripts/gpa_explorer.py``: tensors in, numpy arrays out, no gradio. Scores come from
 ``teacher_scores`` (``GPAForPreTraining.compute_gpa`` for the checkpoint's own choice), masks from
-``gpa_mask_groups`` / ``noise_from_mask`` (Eq. 6), reconstructions from ``visualization.mae_reconstruction``.
+``mask_groups`` / ``noise_from_mask`` (Eq. 6), reconstructions from ``visualization.mae_reconstruction``.
 
     explorer = Explorer.from_pretrained("outputs/gpa-fashion-mnist")
     view = explorer.explore(image, layer=3, head=None, progress=0.5)   # view.heat_map: (H, W, 3) uint8
@@ -25,14 +25,24 @@ from ..data.ground_truth import object_patches as pixel_mask_to_patches
 from ..data.image_inputs import ImageSettings
 from ..gpa import minmax_normalize
 from ..head_selection import every_head_scores, load_scoring_model, teacher_encoder_of
-from ..masking import HARD, KEPT, RANDOM, SOFT, gpa_mask_groups, mask_counts, noise_from_mask, num_masked_patches
+from ..masking import (
+    HARD,
+    KEPT,
+    PAPER_SCHEDULE,
+    RANDOM,
+    SOFT,
+    MaskSchedule,
+    mask_counts,
+    mask_groups,
+    noise_from_mask,
+    num_masked_patches,
+)
 from ..teacher import teacher_scores
 from .visualization import GROUP_COLOURS, configured_layer_head, mae_reconstruction, patch_map
 
 CHECKPOINT_CHOICE = "checkpoint"
 ALL_HEADS = "all"
 SCORE_VARIANTS = (("logits", "all"), ("logits", "others"), ("softmax", "all"), ("softmax", "others"))
-DEFAULT_SCHEDULE = ((0.0, 0.5), (0.5, 0.0))
 # How strongly the heat map and the mask colours cover the image.
 HEAT_ALPHA = 0.6
 MASK_ALPHA = 0.75
@@ -128,10 +138,7 @@ class Explorer:
         self.mask_ratio = float(getattr(config, "mask_ratio", 0.75))
         self.score = getattr(config, "gpa_score", "logits")
         self.queries = getattr(config, "gpa_queries", "all")
-        self.hard, self.soft = DEFAULT_SCHEDULE
-        if hasattr(config, "hard_ratio_end"):
-            self.hard = (config.hard_ratio_start, config.hard_ratio_end)
-            self.soft = (config.soft_ratio_start, config.soft_ratio_end)
+        self.schedule = MaskSchedule.from_config(config) if hasattr(config, "hard_ratio_end") else PAPER_SCHEDULE
 
     @classmethod
     def from_pretrained(cls, model_name_or_path: str) -> Explorer:
@@ -189,11 +196,12 @@ class Explorer:
         _check_fraction("mask ratio", mask_ratio, open_interval=True)
         _check_fraction("training progress", progress, open_interval=False)
         generator = torch.Generator().manual_seed(seed)
-        return gpa_mask_groups(gpa, mask_ratio, progress, hard=self.hard, soft=self.soft, generator=generator)
+        len_mask = num_masked_patches(gpa.shape[1], mask_ratio)
+        return mask_groups(gpa, len_mask, progress, self.schedule, generator=generator)
 
     def expected_counts(self, mask_ratio: float, progress: float) -> dict[str, int]:
         """Eq. 6's hard, soft and random counts for this model's number of patches."""
-        counts = mask_counts(self.num_patches, mask_ratio, progress, self.hard, self.soft)
+        counts = mask_counts(self.num_patches, mask_ratio, progress, self.schedule)
         return dict(zip(("hard", "soft", "random"), counts, strict=True))
 
     def explore(
