@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from transformers import ViTMAEConfig
+from transformers.backbone_utils import BackboneConfigMixin
 
 # Every mask strategy and where its generator lives (the list a reader opens: ``mask_strategies``).
 MASK_METHODS = ("gpa", "cls_attention", "hpm", "block", "random")
@@ -57,7 +58,15 @@ def resolve_index(field: str, index: int, size: int, what: str) -> int:
     return index % size
 
 
-class GPAConfig(ViTMAEConfig):
+def default_out_indices(num_layers: int) -> list[int]:
+    """BEiT/MAE's four feature stages for the dense-task neck: blocks 4, 6, 8, 12 of a 12-block ViT, the same depth
+    fractions elsewhere (8, 12, 16, 24 of ViT-L); the last block alone when the encoder has fewer than 4 blocks."""
+    if num_layers < 4:
+        return [num_layers]
+    return [int(num_layers * share / 12 + 0.5) for share in (4, 6, 8, 12)]
+
+
+class GPAConfig(BackboneConfigMixin, ViTMAEConfig):
     r"""Configuration of [`GPAForPreTraining`]: every [`ViTMAEConfig`] field plus the GPA method's.
 
     Args:
@@ -125,6 +134,14 @@ class GPAConfig(ViTMAEConfig):
         gpa_teacher_config (`dict`, *optional*):
             Filled in when a `"pretrained"` teacher is loaded: its config, so the checkpoint (which stores the
             teacher's weights) can be loaded where `gpa_teacher_name_or_path` does not exist.
+        out_features, out_indices (`list`, *optional*):
+            [`GPABackbone`]'s feature stages, as in `BeitConfig`: names in `stage_names` (`stem`, the patch embeddings,
+            then `stage1..stageN`, the blocks) or their indices. Default: [`default_out_indices`] (4, 6, 8, 12 for
+            ViT-B, as MAE's and BEiT's segmentation recipes).
+        add_fpn (`bool`, *optional*, defaults to `False`):
+            [`GPABackbone`] adds BEiT/MAE's four-scale neck (4x, 2x, 1x, 1/2x of the patch grid); needs 4 stages.
+        drop_path_rate (`float`, *optional*, defaults to 0.0):
+            [`GPABackbone`]'s stochastic depth, rising linearly from 0 at the first block to this at the last.
     """
 
     model_type = "gpa"
@@ -157,8 +174,17 @@ class GPAConfig(ViTMAEConfig):
     hpm_relative: bool = True
     hpm_predictor_layers: int | None = None
     gpa_teacher_config: dict | None = None
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    add_fpn: bool = False
+    drop_path_rate: float | int = 0.0
 
     def __post_init__(self, **kwargs):
+        self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
+        out_indices, out_features = kwargs.pop("out_indices", None), kwargs.pop("out_features", None)
+        if out_indices is None and out_features is None:
+            out_indices = default_out_indices(self.num_hidden_layers)
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__post_init__(**kwargs)
         self.validate_gpa()
 
@@ -197,6 +223,7 @@ class GPAConfig(ViTMAEConfig):
                     "allowed values: None, or a fraction with gpa_prediction=True and gpa_decoder_layers > 0."
                 )
         self._validate_teacher_image_size()
+        self._validate_backbone()
         self._validate_mask_method()
         if self.gpa_teacher != "pretrained":
             self.resolved_gpa_layer(self.num_hidden_layers)
@@ -250,6 +277,14 @@ class GPAConfig(ViTMAEConfig):
                 "allowed values: a ratio that masks at least one patch and keeps at least one."
             )
 
+    def _validate_backbone(self) -> None:
+        if self.add_fpn and len(self.out_indices) != 4:
+            raise ValueError(
+                f"GPAConfig.out_indices={self.out_indices} is invalid with add_fpn=True; allowed values: 4 stages of "
+                f"{self.stage_names[0]}..{self.stage_names[-1]}, e.g. {default_out_indices(12)} for ViT-B."
+            )
+        _require_fraction("drop_path_rate", self.drop_path_rate)
+
     def _validate_teacher_image_size(self) -> None:
         size = self.gpa_teacher_image_size
         if size is None:
@@ -275,4 +310,4 @@ class GPAConfig(ViTMAEConfig):
         return resolve_index("gpa_head", self.gpa_head, num_heads, "heads")
 
 
-__all__ = ["GPAConfig", "MASK_METHODS", "pair"]
+__all__ = ["GPAConfig", "MASK_METHODS", "default_out_indices", "pair"]

@@ -19,7 +19,8 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from transformers import ViTForImageClassification, ViTModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 from transformers.models.vit_mae.modeling_vit_mae import (
     ViTMAEDecoder,
@@ -55,6 +56,7 @@ GPA_AUTO_CLASSES = {
     "AutoModel": "GPAModel",
     "AutoModelForPreTraining": "GPAForPreTraining",
     "AutoModelForImageClassification": "GPAForImageClassification",
+    "AutoBackbone": "GPABackbone",
 }
 # Tensors that Transformers' ViTMAE init leaves unset when a checkpoint lacks them (see _initialize_missing_keys).
 POSITION_AND_TOKEN_NAMES = ("position_embeddings", "cls_token", "decoder_pos_embed", "mask_token")
@@ -638,6 +640,129 @@ class GPAForImageClassification(GPAAutoMapMixin, ViTForImageClassification):
     _keys_to_ignore_on_load_unexpected = PRETRAINING_ONLY_KEYS
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zeroes a residual branch for a random ``rate`` share of the samples and scales
+    the others by ``1 / (1 - rate)`` (timm's ``DropPath``); the identity in eval."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, ...) -> (B, ...)."""
+        if not self.training or self.rate == 0.0:
+            return hidden_states
+        keep = 1.0 - self.rate
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        return hidden_states * hidden_states.new_empty(shape).bernoulli_(keep) / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+class GPAFeaturePyramid(nn.Module):
+    """BEiT/MAE's neck for a plain ViT: four (B, D, h, w) maps of one scale -> 4x, 2x, 1x and 1/2x of it.
+
+    4x: two stride-2 transposed convolutions with BatchNorm and GELU between; 2x: one; 1x: the map itself; 1/2x:
+    2x2 max-pooling. The same modules as ``BeitFPNNeck``, so weights move between the two.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.fpn1 = nn.Sequential(
+            nn.ConvTranspose2d(hidden_size, hidden_size, kernel_size=2, stride=2),
+            nn.BatchNorm2d(hidden_size),
+            nn.GELU(),
+            nn.ConvTranspose2d(hidden_size, hidden_size, kernel_size=2, stride=2),
+        )
+        self.fpn2 = nn.ConvTranspose2d(hidden_size, hidden_size, kernel_size=2, stride=2)
+        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Four (B, D, h, w) maps -> (B, D, 4h, 4w), (B, D, 2h, 2w), (B, D, h, w), (B, D, h/2, w/2)."""
+        return self.fpn1(feature_maps[0]), self.fpn2(feature_maps[1]), feature_maps[2], self.fpn4(feature_maps[3])
+
+
+class GPABackbone(GPAAutoMapMixin, BackboneMixin, ViTPreTrainedModel):
+    """A GPA, ViTMAE or ViT encoder as a Transformers backbone: ``AutoBackbone.from_pretrained(<GPA checkpoint>)``,
+    ``UperNetConfig(backbone_config=GPAConfig(...))``, DETR's ``backbone_config``.
+
+    As ``BeitBackbone``: stages ``stem`` (patch embeddings + position table) and ``stage1..stageN`` (the blocks'
+    outputs, before the final LayerNorm); ``out_features`` / ``out_indices`` pick them; each feature map is
+    (B, D, H / patch, W / patch), the patch tokens in their image order (the CLS token dropped). The encoder sees
+    every patch: no masking and no token shuffle. The position table is interpolated (bicubic) to the input's size,
+    so a 224-pixel checkpoint runs on 512-pixel crops. ``config.drop_path_rate`` adds stochastic depth rising
+    linearly over the blocks, and ``config.add_fpn`` the four-scale neck of [`GPAFeaturePyramid`].
+    """
+
+    config_class = GPAConfig
+    config: GPAConfig
+    # The final LayerNorm is not on any stage's path: leaving it out keeps every parameter in the graph (DDP).
+    _keys_to_ignore_on_load_unexpected = [*PRETRAINING_ONLY_KEYS, r"^vit\.layernorm\.", r"^vit\.pooler\."]
+
+    def __init__(self, config: GPAConfig):
+        super().__init__(config)
+        self.vit = ViTModel(config, add_pooling_layer=False)
+        self.vit.layernorm = nn.Identity()
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * index / max(depth - 1, 1) for index in range(depth)]
+        for layer, rate in zip(self.vit.layers, rates, strict=True):
+            # ViTLayer applies its `dropout` to each residual branch right before the addition: where timm's blocks
+            # apply drop path. Dropout (hidden_dropout_prob) still runs first.
+            layer.dropout = nn.Sequential(layer.dropout, DropPath(rate))
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.fpn = GPAFeaturePyramid(config.hidden_size) if config.add_fpn else None
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+            Images whose sides are multiples of the patch size.
+        output_hidden_states (`bool`, *optional*):
+            Also return the (B, 1 + n, D) tokens of every stage, CLS first.
+
+        Returns: `BackboneOutput` with `feature_maps`, one (B, D, h, w) map per `out_features` stage (the neck's four
+        scales with `add_fpn`). Attentions are not returned (SDPA computes none).
+        """
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        height, width = pixel_values.shape[-2:]
+        patch_height, patch_width = self.vit.embeddings.patch_embeddings.patch_size
+        if height % patch_height or width % patch_width:
+            raise ValueError(
+                f"GPABackbone takes images whose sides are multiples of patch_size {self.config.patch_size}; got "
+                f"{height}x{width}: crop or pad them."
+            )
+        grid = (height // patch_height, width // patch_width)
+        pixel_values = pixel_values.to(self.vit.embeddings.patch_embeddings.projection.weight.dtype)
+        hidden_states = self.vit.embeddings(pixel_values, interpolate_pos_encoding=True)
+        stages = [hidden_states]
+        for layer in self.vit.layers:
+            hidden_states = layer(hidden_states, None)
+            stages.append(hidden_states)
+        feature_maps = tuple(
+            tokens_to_map(stages[index], grid)
+            for index, name in enumerate(self.stage_names)
+            if name in self.out_features
+        )
+        if self.fpn is not None:
+            feature_maps = self.fpn(feature_maps)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=tuple(stages) if output_hidden_states else None)
+
+
+def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, 1 + h*w, D) tokens, CLS first and patches in row-major order -> (B, D, h, w) map of the patch tokens."""
+    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
+
+
 def init_position_tables(module: ViTMAEEmbeddings | ViTMAEDecoder, initializer_range: float) -> None:
     """Sin-cos position table and N(0, initializer_range) CLS or mask token, skipping tensors already loaded.
 
@@ -659,4 +784,11 @@ def sincos_table(grid_size: int, embed_dim: int) -> torch.Tensor:
     return torch.cat([table[..., half:], table[..., :half]], dim=-1).unsqueeze(0)
 
 
-__all__ = ["GPAForPreTraining", "GPAForPreTrainingOutput", "GPAModel", "GPAForImageClassification", "HPMLossPredictor"]
+__all__ = [
+    "GPAForPreTraining",
+    "GPAForPreTrainingOutput",
+    "GPAModel",
+    "GPAForImageClassification",
+    "GPABackbone",
+    "HPMLossPredictor",
+]

@@ -41,6 +41,7 @@ def test_save_pretrained_writes_safetensors_the_model_code_and_auto_map(checkpoi
         "AutoModel": "modeling_gpa.GPAModel",
         "AutoModelForPreTraining": "modeling_gpa.GPAForPreTraining",
         "AutoModelForImageClassification": "modeling_gpa.GPAForImageClassification",
+        "AutoBackbone": "modeling_gpa.GPABackbone",
     }
 
 
