@@ -28,7 +28,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from .checkpoint_files import check_resumable
+from .checkpoint_files import ResumeRefused, check_resumable
 from .command_line import pickle_refusal
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
@@ -37,7 +37,8 @@ from .data.pipeline import ImageDataset, UnreadableImageError, decode_image
 from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamingImageDataset, load_image_streams, split_stream
 from .data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
 from .distributed import DistributedSetupError, check_output_dir_is_shared
-from .trainer import last_complete_checkpoint
+from .training.flag_ranges import DATA_FLAG_RANGES, check_flag_ranges
+from .training.resume import checkpoint_dirs, last_complete_checkpoint
 from .training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,9 @@ class ImageDataArguments:
         },
     )
 
+    def __post_init__(self):
+        check_flag_ranges(self, DATA_FLAG_RANGES)
+
 
 def parse_head(value: str | int | None) -> int | None:
     """``--gpa_head``: an integer head index, or 'none' / 'all' for the sum over all heads (None)."""
@@ -177,13 +181,17 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     On several nodes, first stops (one line) unless every node sees the same --output_dir, before any data loads."""
     if training_args.do_train:
         check_output_dir_is_shared(training_args.output_dir)
+    weights_only = training_args.resume_from_weights_only
     if training_args.resume_from_checkpoint is not None:
-        return check_resumable(training_args.resume_from_checkpoint)
+        return check_resumable(training_args.resume_from_checkpoint, weights_only)
     output_dir = training_args.output_dir
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None
-    checkpoint = last_complete_checkpoint(output_dir)
-    if checkpoint is None and os.listdir(output_dir):
+    checkpoint = last_complete_checkpoint(output_dir, weights_only)
+    # Checkpoints that cannot be used (cut off by SIGTERM or SIGKILL while saving) were named above; only other
+    # files make the directory someone else's.
+    checkpoints = {path for _, path in checkpoint_dirs(output_dir)}
+    if checkpoint is None and any(os.path.join(output_dir, name) not in checkpoints for name in os.listdir(output_dir)):
         raise ValueError(
             f"Output directory ({output_dir}) already exists and is not empty. Use --overwrite_output_dir to train "
             "from scratch there, or pick another --output_dir."
@@ -329,13 +337,14 @@ def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArgument
 @contextlib.contextmanager
 def exit_on_training_failure(script: str, trainer: Trainer) -> Iterator[None]:
     """Ends the process with one line when training cannot go on: SIGTERM (exit 143, after its checkpoint),
-    non-finite loss or weights, a full or read-only disk, a checkpoint that cannot be loaded or unpickled."""
+    non-finite loss or weights, a full or read-only disk, a checkpoint that cannot be loaded or unpickled or holds
+    another model."""
     try:
         yield
     except TrainingInterrupted as error:
         print(f"{script}: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except (NonFiniteTrainingError, NotEnoughSpace) as error:
+    except (NonFiniteTrainingError, NotEnoughSpace, ResumeRefused) as error:
         sys.exit(f"{script}: error: {error}")
     except pickle.UnpicklingError as error:
         sys.exit(f"{script}: error: {pickle_refusal(error)}")

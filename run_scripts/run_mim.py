@@ -149,6 +149,7 @@ class DataTrainingArguments(ImageDataArguments):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.streaming and self.gpa_selection_images:
             raise ValueError(
                 "--gpa_selection_images reads the first training images, which differ between processes when they "

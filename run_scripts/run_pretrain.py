@@ -331,10 +331,9 @@ class DataTrainingArguments(ImageDataArguments):
     )
 
     def __post_init__(self):
-        for name in ("max_train_samples", "max_eval_samples", "gpa_selection_images"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
+        super().__post_init__()
+        if self.gpa_selection_images is not None and self.gpa_selection_images < 1:
+            raise ValueError(f"--gpa_selection_images {self.gpa_selection_images} is invalid; pass an integer >= 1.")
         if self.gpa_selection_heldout < 0:
             raise ValueError(f"--gpa_selection_heldout {self.gpa_selection_heldout} is invalid; pass 0 or more images.")
         if self.streaming and self.gpa_selection_images and not self.gpa_selection_image_dir:

@@ -1,0 +1,1 @@
+"""Training code: the checks that run before a training run starts."""
