@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from .checkpoint_files import ResumeRefused, check_resumable
-from .command_line import pickle_refusal
+from .command_line import check_checkpoint, pickle_refusal
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
 from .data.device_decoding import DeviceDecodingImageDataset, nvjpeg_decoder
 from .data.folder_checks import check_image_folders
@@ -202,6 +202,17 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
             "`--output_dir` or add `--overwrite_output_dir` to train from scratch."
         )
     return checkpoint
+
+
+# The flags of both scripts that name a checkpoint directory (or Hub id) to read.
+CHECKPOINT_FLAGS = ("model_name_or_path", "config_name", "config_name_or_path", "gpa_teacher_name_or_path")
+
+
+def check_checkpoint_flags(model_args: HubArguments) -> None:
+    """[`check_checkpoint`] of each local directory named by ``CHECKPOINT_FLAGS`` in ``model_args``, before any data
+    loads: weights that cannot load, or code of its own without --trust_remote_code, end in one line."""
+    for flag in CHECKPOINT_FLAGS:
+        check_checkpoint(getattr(model_args, flag, None), model_args.trust_remote_code, f"--{flag}")
 
 
 def hub_kwargs(model_args: HubArguments) -> dict:

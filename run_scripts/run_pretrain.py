@@ -40,6 +40,7 @@ from modeling_gpa.pretraining_script import (
     HubArguments,
     ImageDataArguments,
     build_image_processor_for,
+    check_checkpoint_flags,
     check_output_dir_writable,
     checkpoint_to_resume,
     hub_kwargs,
@@ -477,6 +478,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
     check_output_dir_writable(training_args)
+    check_checkpoint_flags(model_args)
     checkpoint = checkpoint_to_resume(training_args)
 
     train, eval_, image_column = load_splits(model_args, data_args, training_args)
