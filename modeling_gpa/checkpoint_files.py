@@ -170,7 +170,8 @@ def weights_only_resume_note(checkpoint: str) -> str | None:
     if not missing:
         return None
     reset = ", ".join(TRAINING_STATE_FILES[name] for name in missing)
-    return f"resuming from the weights of {checkpoint} only: it has no {', '.join(missing)}, so {reset} start afresh"
+    files = ", ".join(missing)
+    return f"resuming from the weights of {checkpoint} only: it has no {files}, so these start afresh: {reset}"
 
 
 __all__ = [

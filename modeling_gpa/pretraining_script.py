@@ -28,6 +28,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from .checkpoint_files import TRAINER_STATE_NAME as STATE_NAME
 from .checkpoint_files import ResumeRefused, check_resumable
 from .command_line import check_checkpoint, pickle_refusal
 from .data import build_image_processor, load_image_datasets_of, transforms_from_processor, with_pixel_values
@@ -188,10 +189,10 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None
     checkpoint = last_complete_checkpoint(output_dir, weights_only)
-    # Checkpoints that cannot be used (cut off by SIGTERM or SIGKILL while saving) were named above; only other
-    # files make the directory someone else's.
-    checkpoints = {path for _, path in checkpoint_dirs(output_dir)}
-    if checkpoint is None and any(os.path.join(output_dir, name) not in checkpoints for name in os.listdir(output_dir)):
+    # A checkpoint cut off while saving (Trainer writes trainer_state.json last) was named above and holds nothing to
+    # resume; anything else (other files, a checkpoint skipped for another reason) is work a fresh start would lose.
+    cut_off = {path for _, path in checkpoint_dirs(output_dir) if not os.path.isfile(os.path.join(path, STATE_NAME))}
+    if checkpoint is None and any(os.path.join(output_dir, name) not in cut_off for name in os.listdir(output_dir)):
         raise ValueError(
             f"Output directory ({output_dir}) already exists and is not empty. Use --overwrite_output_dir to train "
             "from scratch there, or pick another --output_dir."
