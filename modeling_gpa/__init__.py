@@ -1,4 +1,15 @@
-"""Global Patch-wise Attention (GPA) for masked image modeling, as a Hugging Face Transformers model."""
+"""Global Patch-wise Attention (GPA) for masked image modeling, as a Hugging Face Transformers model.
+
+The modules at this level are the model and the method: ``configuration_gpa``, ``modeling_gpa``, ``gpa`` (the score),
+``masking``, ``teacher`` and what they import relatively (``checkpoint_files``, ``finite_weights``). They stay flat
+because ``save_pretrained`` copies them beside the weights for ``trust_remote_code``: transformers copies a model's
+file and the files it imports relatively into one flat folder, so a relative import into a subpackage would not
+resolve there. ``presets``, ``head_selection`` (choosing the teacher's head) and ``command_line`` (what every script
+shares) are used by training and evaluation alike. The rooms around them: ``data`` (images to uint8 batches, and the
+splits), ``training`` (the Trainer and what the scripts share), ``simmim`` (SimMIM students with GPA masks),
+``evaluation`` (k-NN, linear probe, fine-tuning, mask recall) and ``tools`` (FLOPs, memory, timm conversion,
+figures).
+"""
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForPreTraining
 

@@ -139,7 +139,7 @@ def checkpoint_problem(checkpoint: str, weights_only: bool = False) -> str | Non
         path = os.path.join(checkpoint, name)
         if os.path.isfile(path) and not zipfile.is_zipfile(path):
             return f"{name} is truncated or not a torch.save archive"
-    # Each process's position in a streamed dataset (modeling_gpa.streaming_trainer).
+    # Each process's position in a streamed dataset (modeling_gpa.training.streaming).
     for path in sorted(glob.glob(os.path.join(checkpoint, "stream_state_rank*.json"))):
         try:
             with open(path, encoding="utf-8") as file:

@@ -2,27 +2,29 @@
 """End-to-end fine-tuning of a GPA, ViTMAE, ViT or Swin checkpoint for image classification, by MAE's recipe.
 
     python run_scripts/run_finetune.py --model_name_or_path outputs/gpa --dataset_name fashion_mnist \\
-        --output_dir outputs/finetune                      # --recipe mae --model_size base: MAE's ViT-B recipe
+        --output_dir outputs/finetune                      # --recipe mae: MAE's recipe for the checkpoint's size
 
 ``--recipe`` resolves every setting (``modeling_gpa.evaluation.recipes``); any flag given wins over it:
 
 - ``mae`` (default): facebookresearch/mae's ``main_finetune.py`` with ``FINETUNE.md``'s values, ``--model_size``
-  base / large / huge: drop path 0.1 / 0.2 / 0.3, layer decay 0.65 / 0.75 / 0.75, blr 5e-4 / 1e-3 / 1e-3, 100 / 50 /
-  50 epochs. Total batch 1024 (``--per_device_train_batch_size`` the micro-batch, gradient accumulation the rest),
+  (default: what the checkpoint's depth and width say; ViT-B's for other shapes) base / large / huge: drop path
+  0.1 / 0.2 / 0.3, layer decay 0.65 / 0.75 / 0.75, blr 5e-4 / 1e-3 / 1e-3, 100 / 50 / 50 epochs. Total batch 1024
+  (``--per_device_train_batch_size`` the micro-batch, gradient accumulation the rest),
   lr = blr * total batch / 256, AdamW (weight decay 0.05) with timm's layer-wise decay groups, 5 warm-up epochs then
   cosine to min lr 1e-6, no gradient clipping; timm's ``create_transform`` (RandomResizedCrop 0.08-1 bicubic, flip,
   RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25), mixup 0.8 / CutMix 1.0 with smoothing 0.1 (timm's
   ``Mixup`` and ``SoftTargetCrossEntropy``); average pooling into a new ``fc_norm`` (``--pooling cls``: the CLS
   token); head from trunc_normal(std 2e-5); evaluation crop 224/256; top-1 and top-5 after every epoch.
-- ``gpa_released``: the GPA release's values: MAE's ViT-B recipe with layer decay 0.8.
+- ``gpa_released``: the GPA release README's fine-tuning command: MAE's ViT-B recipe with layer decay 0.8.
 - ``plain``: Trainer's defaults (lr 5e-5, batch 8, 3 epochs, gradient clipping 1.0), layer decay 0.75, the
   pretraining crop and flip only, CLS pooling, head std 0.02.
 
 A ViT trains as timm's ``VisionTransformer`` (drop path, pooling) inside ``TimmWrapperForImageClassification`` (saved
 by ``save_pretrained``, loaded by ``AutoModelForImageClassification``), built from the checkpoint's encoder
-(``modeling_gpa.convert``); position embeddings are resized bicubically for another ``--image_size``. A Swin (such as
-run_mim.py's) trains as ``SwinForImageClassification`` with its own drop path and SimMIM's layer ids. Every Trainer
-flag works. Writes ``<output_dir>/results.json`` (last and best top-1 / top-5, each epoch's) and prints a summary.
+(``modeling_gpa.tools.convert``); position embeddings are resized bicubically for another ``--image_size``. A Swin
+(such as run_mim.py's) trains as ``SwinForImageClassification`` with its own drop path and SimMIM's layer ids. Every
+Trainer flag works. Writes ``<output_dir>/results.json`` (last and best top-1 / top-5, each epoch's) and prints a
+summary.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ from modeling_gpa.evaluation import (
     load_vit,
     param_groups_layer_decay,
     report_results,
+    resolve_model_size,
     timm_classifier,
     timm_param_groups,
     top1_top5,
 )
 from modeling_gpa.evaluation.features import SWIN_HAS_NO_CLS, is_swin
-from modeling_gpa.trainer import DeviceInputsMixin
+from modeling_gpa.training.seeding import ProcessSeedsMixin
+from modeling_gpa.training.trainer import DeviceInputsMixin
 
 # MAE's per-GPU batch (main_finetune.py's --batch_size default): the micro-batch when the recipe's total is larger.
 DEFAULT_MICRO_BATCH = 64
@@ -67,7 +71,15 @@ class FinetuneArguments:
 
     model_name_or_path: str = field(metadata={"help": "GPA, ViTMAE, ViT or Swin checkpoint directory."})
     recipe: str = field(default="mae", metadata={"help": f"One of {', '.join(RECIPES)}."})
-    model_size: str = field(default="base", metadata={"help": f"MAE's values for ViT-{'/'.join(MODEL_SIZES)}."})
+    model_size: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                f"MAE's values for ViT-{'/'.join(MODEL_SIZES)}; default: the size the checkpoint's depth and width "
+                "say (base for other shapes)."
+            )
+        },
+    )
     dataset_name: str | None = field(default=None, metadata={"help": "fashion_mnist, cluttered_fashion_mnist, ..."})
     dataset_config_name: str | None = None
     train_dir: str | None = field(default=None, metadata={"help": "Image folder, one subfolder per class."})
@@ -106,7 +118,7 @@ class FinetuneTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `pixel_values` and `labels`."})
 
 
-class FinetuneTrainer(DeviceInputsMixin, Trainer):
+class FinetuneTrainer(ProcessSeedsMixin, DeviceInputsMixin, Trainer):
     """Trainer with layer-wise lr decay (timm's groups for a timm ViT, SimMIM's for a Swin), timm's Mixup/CutMix on
     the device and its losses, and a plain cross-entropy in evaluation. uint8 batches (the ``plain`` recipe's
     pipeline) are normalised on the device with the image processor's mean/std (``processing_class``)."""
@@ -175,7 +187,7 @@ def explicit_flags(argv: list[str]) -> set[str]:
 def resolve_recipe(args: FinetuneArguments) -> FinetuneRecipe:
     """The recipe of ``--recipe`` / ``--model_size`` with every recipe flag given on the command line applied."""
     overrides = {name: getattr(args, name, None) for name in FinetuneRecipe.__dataclass_fields__ if name != "name"}
-    recipe = finetune_recipe(args.recipe, args.model_size).replace(**overrides)
+    recipe = finetune_recipe(args.recipe, args.model_size or "base").replace(**overrides)
     if recipe.auto_augment is not None and recipe.auto_augment.lower() == "none":
         recipe = dataclasses.replace(recipe, auto_augment=None)
     return recipe
@@ -376,9 +388,6 @@ def parse(argv: list[str] | None) -> tuple[FinetuneArguments, FinetuneTrainingAr
 
 def main(argv: list[str] | None = None) -> dict:
     args, training_args, given = parse(argv)
-    recipe = resolve_recipe(args)
-    if not 0.0 < recipe.layer_decay <= 1.0:
-        raise ValueError(f"--layer_decay={recipe.layer_decay} is invalid; allowed values: a number in (0, 1].")
     args.seed = training_args.seed
     check_checkpoint(args.model_name_or_path, args.trust_remote_code)
     try:
@@ -388,6 +397,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"No checkpoint config at {args.model_name_or_path!r}: pass --model_name_or_path a directory saved by "
             "run_pretrain.py, run_mim.py, ViTMAEForPreTraining or ViTModel."
         ) from error
+    args.model_size = resolve_model_size(args.model_size, config, args.recipe, args.model_name_or_path)
+    recipe = resolve_recipe(args)
+    if not 0.0 < recipe.layer_decay <= 1.0:
+        raise ValueError(f"--layer_decay={recipe.layer_decay} is invalid; allowed values: a number in (0, 1].")
     image_size = args.image_size or config.image_size
     data = load_labelled_splits(args, image_size, config.num_channels, args.model_name_or_path)
     model = build_model(args, recipe, config, data["id2label"], image_size)

@@ -7,11 +7,13 @@
 ``BatchNorm1d(affine=False) + Linear`` (weights trunc_normal, std 0.01) on the frozen encoder's CLS token (after its
 final norm; ``--pooling mean`` for the patches' mean), trained for 90 epochs (10 of warm-up, cosine after) of batch
 16384 (all images when fewer) at lr = blr x batch / 256 with blr 0.1 (lr 6.4), no weight decay, with timm's LARS
-(``--optimizer sgd``: SGD with momentum 0.9, the GPA release's probe). ``--augment rrc`` (the default, MAE's): every
-epoch draws a new RandomResizedCrop (scale 0.08-1, bicubic) and flip of each training image and passes it through
-the encoder, up to ``--feature_batch_size`` images at a time, the batch's features gathered before each step.
-``--augment none``: features computed once on the evaluation crop, much faster, not MAE's protocol. Evaluation: the
-evaluation crop, top-1 and top-5. Writes ``<output_dir>/results.json`` and prints a one-line summary.
+(``--optimizer sgd``: SGD, as the GPA release's probe; its momentum 0.9, batch and lr are ours, MAE's, since the
+release documents none). ``--augment rrc`` (the default, MAE's): every
+epoch draws a new RandomResizedCrop (scale 0.08-1, bicubic; MAE's ``util/crop.py`` box: one draw, clamped to the
+image) and flip of each training image and passes it through the encoder, up to ``--feature_batch_size`` images at
+a time, the batch's features gathered before each step. ``--augment none``: features computed once on the
+evaluation crop, much faster, not MAE's protocol. Evaluation: MAE's view (Resize(256 / 224 x size),
+CenterCrop(size)), top-1 and top-5. Writes ``<output_dir>/results.json`` and prints a one-line summary.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
         device=args.device,
     )
     if args.augment == "rrc":
-        crop = TrainCrop(config.image_size, config.num_channels, scale=MAE_LINEAR_PROBE["crop_scale"])
+        crop = TrainCrop(config.image_size, config.num_channels, scale=MAE_LINEAR_PROBE["crop_scale"], one_draw=True)
         probe = train_augmented_linear_probe(
             encoder,
             with_crop(data, crop),

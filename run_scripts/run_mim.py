@@ -10,7 +10,7 @@ Same arguments, with the same meaning, as run_mim.py (--model_type vit|swin, --m
 --patch_size = the model's patch size, --config_overrides, every TrainingArguments flag); datasets as in
 run_pretrain.py. --mask_method random is run_mim.py's mask (ceil(mask_ratio * n) random mask patches per image);
 --mask_method gpa draws the same number with GPA's soft-to-hard schedule from a teacher's scores pooled to the
-mask-patch grid (modeling_gpa.simmim_masking). Checkpoints load with ViTForImageClassification /
+mask-patch grid (modeling_gpa.simmim.masking). Checkpoints load with ViTForImageClassification /
 SwinForImageClassification.from_pretrained. Run with `accelerate launch --config_file ...` for several processes.
 """
 
@@ -35,26 +35,26 @@ from modeling_gpa.data import (
 )
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
+from modeling_gpa.data.splits import image_geometry, load_splits, with_crops
 from modeling_gpa.head_selection import format_selection, select_attention_head
-from modeling_gpa.pretraining_script import (
+from modeling_gpa.simmim.trainer import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
+from modeling_gpa.training.arguments import (
     HubArguments,
     ImageDataArguments,
+    hub_kwargs,
+    parse_head,
+    parse_script_arguments,
+)
+from modeling_gpa.training.script import (
     build_image_processor_for,
     check_checkpoint_flags,
     check_output_dir_writable,
     checkpoint_to_resume,
-    hub_kwargs,
-    image_geometry,
-    load_splits,
     one_line,
-    parse_head,
-    parse_script_arguments,
     start,
     train_or_exit,
-    with_crops,
 )
-from modeling_gpa.simmim import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
-from modeling_gpa.trainer import GPATrainingArguments
+from modeling_gpa.training.trainer import GPATrainingArguments
 
 logger = logging.getLogger(__name__)
 

@@ -32,27 +32,27 @@ from modeling_gpa.data import (
 )
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
-from modeling_gpa.head_reselection import HeadReselectionCallback
+from modeling_gpa.data.splits import image_geometry, load_splits, with_crops
 from modeling_gpa.head_selection import format_selection, select_head_for_pretraining, teacher_encoder_of
-from modeling_gpa.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.presets import GPA_PRESETS, preset_fields
-from modeling_gpa.pretraining_script import (
+from modeling_gpa.training.arguments import (
     HubArguments,
     ImageDataArguments,
+    hub_kwargs,
+    parse_head,
+    parse_script_arguments,
+)
+from modeling_gpa.training.head_reselection import HeadReselectionCallback
+from modeling_gpa.training.hub import push_checkpoint_to_hub, write_model_card
+from modeling_gpa.training.script import (
     build_image_processor_for,
     check_checkpoint_flags,
     check_output_dir_writable,
     checkpoint_to_resume,
-    hub_kwargs,
-    image_geometry,
-    load_splits,
-    parse_head,
-    parse_script_arguments,
     start,
     train_or_exit,
-    with_crops,
 )
-from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
+from modeling_gpa.training.trainer import GPATrainer, GPATrainingArguments
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from modeling_gpa.head_selection import (
     select_head_for_pretraining,
     teacher_encoder_of,
 )
-from modeling_gpa.visualization import recall_heatmap_figure
+from modeling_gpa.tools.visualization import recall_heatmap_figure
 
 # Config keys that describe a checkpoint rather than an architecture: not carried into a new GPA config.
 NON_ARCHITECTURE_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "dtype", "torch_dtype")

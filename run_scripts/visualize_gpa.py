@@ -25,7 +25,7 @@ from modeling_gpa.data.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
 from modeling_gpa.masking import KEPT, gpa_mask_groups, noise_from_mask
-from modeling_gpa.visualization import (
+from modeling_gpa.tools.visualization import (
     configured_layer_head,
     gpa_figure,
     gpa_scores,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: .venv with torch 2.14.1 + torchvision 0.29.1, this package editable with its dev extras (timm
-# among its dependencies), and Fashion-MNIST.
+# among its dependencies) and its deepspeed extra (so the tests run the DeepSpeed ZeRO-2 launch we ship), and
+# Fashion-MNIST.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +25,10 @@ fi
 
 # Reinstall only when the package metadata changed (the install is editable: code changes need nothing).
 stamp=.venv/.modeling-gpa-setup
-wanted=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+wanted=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/pip show --quiet modeling-gpa 2>/dev/null; then
-    echo "Installing modeling-gpa (editable, with dev extras)"
-    "${pip[@]}" install -e '.[dev]'
+    echo "Installing modeling-gpa (editable, with dev and deepspeed extras)"
+    "${pip[@]}" install -e '.[dev,deepspeed]'
     echo "$wanted" >"$stamp"
 fi
 

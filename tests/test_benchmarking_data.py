@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ def test_the_data_is_tiny_jpegs_in_class_folders_with_their_shards(tmp_path):
     assert len(list((paths["webdataset"] / "data").glob("train-*.tar"))) == 1
 
 
+@pytest.mark.slow
 def test_first_step_reports_its_time_and_memory_for_a_stream_and_a_folder(tmp_path):
     paths = prepared_data(Settings(work_dir=str(tmp_path)), 128)
     for shard_format, mode in (("parquet", "streaming"), ("imagefolder", "map")):
@@ -37,6 +39,7 @@ def test_first_step_reports_its_time_and_memory_for_a_stream_and_a_folder(tmp_pa
         assert reached["time"] > 0 and reached["peak_rss_mb"] > 100
 
 
+@pytest.mark.slow
 def test_one_worker_is_measured_on_the_same_images_both_ways(tmp_path):
     """Enough images that the work measured (about 0.2 s) stands above a worker's start-up noise."""
     paths = prepared_data(Settings(work_dir=str(tmp_path)), 768)

@@ -37,6 +37,7 @@ def finished(tmp_path_factory):
     return work, results
 
 
+@pytest.mark.slow
 def test_every_arm_and_reference_runs_on_both_datasets(finished):
     work, results = finished
     ran = {(r["dataset"], r["arm"]) for r in results}
@@ -69,6 +70,7 @@ def test_garment_masked_share_follows_from_recall_and_garment_share():
     ]
 
 
+@pytest.mark.slow
 def test_report_has_both_tables_and_the_command(finished):
     work, _ = finished
     report = (work / "fm.md").read_text()
@@ -82,6 +84,7 @@ def test_report_has_both_tables_and_the_command(finished):
     assert payload["summary"]["plain"]["mae"]["seeds"] == [0]
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_the_cached_results(finished):
     work, results = finished
     again = benchmark.main(["--work_dir", str(work / "work"), "--results_prefix", str(work / "again")] + TINY)
@@ -128,6 +131,7 @@ def test_an_impossible_garment_size_is_refused_before_any_work(tmp_path, capsys,
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_runs_without_datasets_or_evaluate_to_the_same_numbers(finished, tmp_path):
     _, results = finished
     arms = ["mae", "gpa_pretrained_fewshot"]
@@ -147,6 +151,7 @@ def test_runs_without_datasets_or_evaluate_to_the_same_numbers(finished, tmp_pat
         assert run.get("fewshot") == expected.get("fewshot")
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_results_and_one_report(finished, tmp_path):
     _, results = finished
     prefix = tmp_path / "fm"
@@ -167,6 +172,7 @@ def test_worker_processes_give_the_same_results_and_one_report(finished, tmp_pat
 TWO_EPOCHS = TINY + ["--datasets", "plain", "--arms", "gpa_self_mam", "--epochs", "2", "--no_report"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_the_time_budget_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path, capsys):
     whole = benchmark.main(["--work_dir", str(tmp_path / "whole")] + TWO_EPOCHS)
     work = tmp_path / "stopped"
@@ -194,6 +200,7 @@ def test_a_run_stopped_by_the_time_budget_resumes_to_the_numbers_of_an_uninterru
         torch.testing.assert_close(trained[name], tensor, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_worker_processes_stop_at_the_time_budget_and_keep_their_state(tmp_path):
     work = tmp_path / "work"
     argv = ["--work_dir", str(work), "--workers", "2", "--time_budget_minutes", "0", *TWO_EPOCHS, "--seeds", "0", "1"]
@@ -210,6 +217,7 @@ def test_a_negative_time_budget_is_refused(tmp_path, capsys):
     assert "--time_budget_minutes=-1.0 must be at least 0." in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_checkpoints_carry_an_image_processor_that_normalises_as_the_benchmark(finished):
     from PIL import Image
 

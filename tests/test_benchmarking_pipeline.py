@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,7 @@ def test_image_folder_is_imagenet_like(tmp_path):
     assert np.asarray(Image.open(files[0])).std() > 10  # a photo, not a flat image
 
 
+@pytest.mark.slow
 def test_quick_run_measures_all_three_parts_and_writes_the_report(tmp_path):
     output = tmp_path / "pipeline_cpu"
     argv = [

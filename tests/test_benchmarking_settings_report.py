@@ -22,6 +22,7 @@ def work_dir(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 def test_one_row_per_setting_with_the_cached_numbers_and_the_margin(work_dir, tmp_path):
     rows = report.main(["--work_dir", str(work_dir), "--arms", "mae", "gpa_self", "--output", str(tmp_path / "report")])
     assert [(row["settings"]["epochs"], row["arm_name"]) for row in rows] == [(1, "mae"), (1, "gpa_self"), (2, "mae")]

@@ -2,11 +2,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import benchmark_simmim_transfer as simmim_transfer  # noqa: E402
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_the_table_and_resumes_from_its_cache(tmp_path):
     argv = ["--quick", "--work_dir", str(tmp_path / "work"), "--output", str(tmp_path / "report"), "--seeds", "0"]
     argv += ["--datasets", "cluttered", "--train_samples", "128", "--test_samples", "64"]

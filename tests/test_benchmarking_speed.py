@@ -38,6 +38,7 @@ def quick_results(tmp_path_factory):
     return json.loads(output.with_suffix(".json").read_text()), output.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 def test_quick_run_reports_every_arm_with_positive_ratios(quick_results):
     results, _ = quick_results
     rows = {row["arm"]: row for row in results["steps"]}
@@ -55,6 +56,7 @@ def test_quick_run_reports_every_arm_with_positive_ratios(quick_results):
     assert rows["gpa-ema"]["resident_mib"] > rows["gpa-self"]["resident_mib"]
 
 
+@pytest.mark.slow
 def test_quick_run_reports_scoring_memory_and_targets(quick_results):
     results, markdown = quick_results
     compute = {row["route"]: row for row in results["compute_gpa"]["rows"]}
@@ -86,6 +88,7 @@ def test_bad_arguments_give_one_line_errors(capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Fashion-MNIST not installed")
 def test_agreement_of_the_cheaper_teacher_on_fashion_mnist():
     args = speed.parse_args(["--agreement_steps", "2", "--agreement_images", "32"])

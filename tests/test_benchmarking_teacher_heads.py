@@ -19,6 +19,7 @@ def work_dir(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 def test_the_report_repeats_the_benchmarks_choice_and_bounds_every_head(work_dir, tmp_path):
     rows = teacher_heads.main(
         ["--work_dir", str(work_dir), "--seeds", "0", "--heldout", "20", "--output", str(tmp_path / "heads"), *SETTINGS]

@@ -12,6 +12,7 @@ from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import attention_head_ranking
 
 
+@pytest.mark.slow
 def test_both_choices_of_every_draw_are_measured_on_the_same_heldout_images(tmp_path):
     torch.manual_seed(0)
     GPAForPreTraining(GPAConfig(**tiny_kwargs())).save_pretrained(tmp_path / "gpa")

@@ -8,7 +8,7 @@ from tiny import tiny_kwargs
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.checkpoint_files import check_resumable, checkpoint_problem, weights_only_resume_note
-from modeling_gpa.trainer import GPATrainer, GPATrainingArguments
+from modeling_gpa.training.trainer import GPATrainer, GPATrainingArguments
 
 
 @pytest.fixture(scope="module")

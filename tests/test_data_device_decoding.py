@@ -31,8 +31,8 @@ from modeling_gpa.data.pipeline import (
     exif_transpose_tensor,
     random_resized_crop_box,
 )
-from modeling_gpa.trainer import GPATrainer
-from tests.tiny import save_rotated, tiny_kwargs
+from modeling_gpa.training.trainer import GPATrainer
+from tests.tiny import tiny_kwargs
 
 MODES = {1: "L", 3: "RGB"}
 
@@ -200,7 +200,7 @@ def test_workers_pass_encoded_batches_through_a_dataloader(photos):
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 7, 8])
-def test_the_device_path_turns_rotated_jpegs_upright_like_the_cpu_path(photos, tmp_path, orientation):
+def test_the_device_path_turns_rotated_jpegs_upright_like_the_cpu_path(photos, tmp_path, orientation, save_rotated):
     """Coffee (600x400) stored as a camera stores it: the worker draws the crop on the upright size, the device
     transposes the decoded pixels before cropping, and both paths give the same crops."""
     path = tmp_path / f"rotated{orientation}.jpg"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from datasets import Dataset
 from PIL import Image
-from tiny import annotated_folder, garment_dataset, garment_model_inputs
+from tiny import garment_dataset, garment_model_inputs
 
 from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from modeling_gpa.data.ground_truth import (
@@ -186,7 +186,7 @@ def test_annotated_model_inputs_take_plain_fashion_mnist_garment_pixels():
     assert torch.equal(objects, object_patches(rectangles, 4))
 
 
-def test_annotated_model_inputs_read_a_masks_folder_or_a_boxes_json(tmp_path):
+def test_annotated_model_inputs_read_a_masks_folder_or_a_boxes_json(tmp_path, annotated_folder):
     # Rectangles on black: the masks folder (their pixels) and the boxes (their bounding boxes) give the same objects.
     annotated_folder(tmp_path)
     settings = ImageSettings.for_config(GarmentConfig)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import save_rotated
 from torch.utils.data import DataLoader
 
 from modeling_gpa.data.pipeline import (
@@ -15,6 +14,7 @@ from modeling_gpa.data.pipeline import (
     UnreadableImageError,
     collate_pixel_values,
     decode_image,
+    one_draw_crop_box,
     random_resized_crop_box,
     to_num_channels,
 )
@@ -110,13 +110,68 @@ def test_train_crop_is_one_bicubic_resize_of_the_seeded_box():
     assert torch.equal(gray_for_rgb, torch.full((3, 16, 16), 204, dtype=torch.uint8))
 
 
-def test_eval_crop_small_images_are_not_cropped_large_ones_resize_then_center_crop():
-    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
-    assert torch.equal(EvalCrop(28, 1)(Image.fromarray(pixels, "L"))[0], torch.from_numpy(pixels))
-    assert EvalCrop(56, 1)(Image.fromarray(pixels, "L")).shape == (1, 56, 56)
-    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8), "RGB")
-    expected = photo.resize((341, 256), Image.Resampling.BICUBIC).crop((58, 16, 282, 240))
-    assert torch.equal(EvalCrop(224, 3)(photo), torch.from_numpy(np.array(expected)).permute(2, 0, 1))
+def mae_eval_view(image: Image.Image, input_size: int) -> np.ndarray:
+    """MAE's evaluation transform (main_linprobe.py / main_finetune.py's build_transform, crop_pct 224 / 256) without
+    its normalisation: torchvision's Resize of the shorter side, bicubic, then CenterCrop."""
+    from torchvision import transforms
+
+    size = int(input_size / (224 / 256))
+    resize = transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC)
+    return np.asarray(transforms.CenterCrop(input_size)(resize(image)))
+
+
+@pytest.mark.parametrize("size, input_size", [((28, 28), 28), ((300, 400), 224), ((375, 500), 224), ((29, 61), 28)])
+def test_eval_crop_is_maes_resize_then_center_crop_at_every_size(size, input_size):
+    height, width = size
+    pixels = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    for mode, channels in (("RGB", 3), ("L", 1)):
+        image = Image.fromarray(pixels, "RGB").convert(mode)
+        ours = EvalCrop(input_size, channels)(image).permute(1, 2, 0).numpy()
+        assert np.array_equal(ours.squeeze(-1) if channels == 1 else ours, mae_eval_view(image, input_size))
+
+
+def mae_one_draw_box(width: int, height: int, scale, ratio) -> tuple[int, int, int, int]:
+    """MAE's util/crop.py RandomResizedCrop.get_params, transcribed: (i, j, h, w)."""
+    area = height * width
+    target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+    log_ratio = torch.log(torch.tensor(ratio))
+    aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+    w = min(int(round(math.sqrt(target_area * aspect_ratio))), width)
+    h = min(int(round(math.sqrt(target_area / aspect_ratio))), height)
+    i = torch.randint(0, height - h + 1, size=(1,)).item()
+    j = torch.randint(0, width - w + 1, size=(1,)).item()
+    return i, j, h, w
+
+
+def test_the_linear_probe_crop_box_is_maes_one_clamped_draw():
+    boxes = {}
+    for width, height in ((500, 375), (28, 28), (1000, 40)):
+        for seed in range(50):
+            torch.manual_seed(seed)
+            expected = mae_one_draw_box(width, height, (0.08, 1.0), (3 / 4, 4 / 3))
+            torch.manual_seed(seed)
+            assert one_draw_crop_box(width, height, (0.08, 1.0), (3 / 4, 4 / 3)) == expected
+        torch.manual_seed(0)
+        boxes[width] = [one_draw_crop_box(width, height, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2000)]
+    # On a 500x375 photo a fifth of MAE's boxes span the full width or height (torchvision's: under 1%).
+    spanning = np.mean([h == 375 or w == 500 for _, _, h, w in boxes[500]])
+    assert 0.15 < spanning < 0.35
+    torch.manual_seed(0)
+    torchvision_boxes = [random_resized_crop_box(500, 375, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(2000)]
+    assert np.mean([h == 375 or w == 500 for _, _, h, w in torchvision_boxes]) < 0.02
+
+
+def test_a_one_draw_train_crop_takes_maes_box_then_the_flip():
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 60), dtype=np.uint8), "L")
+    torch.manual_seed(3)
+    top, left, h, w = mae_one_draw_box(60, 40, (0.08, 1.0), (3 / 4, 4 / 3))
+    flip = torch.rand(1).item() < 0.5
+    expected = np.asarray(image.resize((16, 16), Image.Resampling.BICUBIC, box=(left, top, left + w, top + h)))
+    torch.manual_seed(3)
+    crop = TrainCrop(16, 1, scale=(0.08, 1.0), one_draw=True)(image)[0].numpy()
+    assert np.array_equal(crop, expected[:, ::-1] if flip else expected)
+
+
     with pytest.raises(ValueError, match="num_channels=2"):
         EvalCrop(28, 2)
 
@@ -211,7 +266,7 @@ def test_consecutive_bad_files_are_each_named_once_per_index_and_decoded_once(od
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_decoding_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation):
+def test_decoding_turns_a_photo_upright_by_its_exif_orientation(tmp_path, orientation, save_rotated):
     upright = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8), "RGB")
     save_rotated(upright, orientation, tmp_path / "photo.png")
     decoded = decode_image(str(tmp_path / "photo.png"))

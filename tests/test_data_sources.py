@@ -250,7 +250,9 @@ def test_pixel_values_collate_into_a_vitmae_batch(fashion_mnist):
     batch = collate_pixel_values_and_labels([dataset[i] for i in range(6)])
     assert batch["pixel_values"].shape == (6, 1, 28, 28) and batch["pixel_values"].dtype == torch.uint8
     assert "unreadable_images" not in batch
-    np.testing.assert_array_equal(batch["pixel_values"][0, 0].numpy(), np.asarray(subset[0]["image"]))
+    # MAE's evaluation view of a 28 px image: resized to 32, the central 28 kept.
+    central = subset[0]["image"].resize((32, 32), Image.Resampling.BICUBIC).crop((2, 2, 30, 30))
+    np.testing.assert_array_equal(batch["pixel_values"][0, 0].numpy(), np.asarray(central))
     assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == subset["label"]
     config = ViTMAEConfig(
         image_size=28,

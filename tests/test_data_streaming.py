@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import skimage.data
@@ -13,7 +15,13 @@ from modeling_gpa.data.device_decoding import DeviceDecodingImageDataset, decode
 from modeling_gpa.data.encoded_images import ENCODED_KEY
 from modeling_gpa.data.pipeline import EvalCrop, ImageDataset, TrainCrop, collate_pixel_values
 from modeling_gpa.data.shards import prepare_shards
-from modeling_gpa.data.streaming import NodeSplit, StreamingImageDataset, load_image_streams, split_stream
+from modeling_gpa.data.streaming import (
+    DEFAULT_SHUFFLE_BUFFER_SIZE,
+    NodeSplit,
+    StreamingImageDataset,
+    load_image_streams,
+    split_stream,
+)
 
 
 def solid_image_folder(root, count: int, classes: int = 2):
@@ -78,22 +86,33 @@ def test_the_buffer_shuffles_by_seed_and_epoch_and_keeps_every_image(parquet_sha
     assert first == again and first != other and first != sorted(first)
 
 
-def test_a_restored_loader_continues_without_replaying_and_loses_at_most_the_buffers(parquet_shards):
-    """Two workers, a buffer of 4 each: resumed after 3 batches, no id comes twice and at most 8 are skipped."""
+@pytest.mark.parametrize("buffer", [4, DEFAULT_SHUFFLE_BUFFER_SIZE])
+def test_a_restored_loader_refills_its_buffers_and_continues_as_the_uninterrupted_one(parquet_shards, buffer):
+    """Two workers, resumed after 3 batches from the state as the trainer writes it (JSON): every id exactly once,
+    in the uninterrupted order, at a small buffer and at the default one (which holds the whole stream)."""
 
     def loader(dataset):
         return StatefulDataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_pixel_values)
 
-    first = loader(streamed(parquet_shards, buffer=4))
+    uninterrupted = [i for batch in loader(streamed(parquet_shards, buffer)) for i in ids_of(batch)]
+    first = loader(streamed(parquet_shards, buffer))
     batches = iter(first)
     before = [i for _ in range(3) for i in ids_of(next(batches))]
-    state = first.state_dict()
+    state = json.loads(json.dumps(first.state_dict()))
     del batches
-    resumed = loader(streamed(parquet_shards, buffer=4))
+    resumed = loader(streamed(parquet_shards, buffer))
     resumed.load_state_dict(state)
     after = [i for batch in resumed for i in ids_of(batch)]
-    assert len(set(before + after)) == len(before) + len(after)
-    assert 48 - 2 * 4 <= len(before) + len(after) <= 48
+    assert before + after == uninterrupted and sorted(uninterrupted) == list(range(48))
+
+
+def test_the_saved_buffer_is_one_position_per_row_and_a_stream_state(parquet_shards):
+    dataset = streamed(parquet_shards, buffer=8)
+    rows = iter(dataset)
+    [next(rows) for _ in range(10)]
+    saved = dataset.state_dict()["buffer"]
+    assert len(saved["positions"]) == 8 and max(saved["positions"]) < saved["next_position"] == 18
+    assert saved["refill_from"][0] <= min(saved["positions"])
 
 
 def test_in_memory_datasets_stream_in_shards(fashion_mnist):

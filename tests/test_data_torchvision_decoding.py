@@ -18,7 +18,6 @@ from modeling_gpa.data.pipeline import (
     jpeg_header,
 )
 from modeling_gpa.data.torchvision_decoding import TorchvisionImageDataset, torchvision_decoding_available
-from tests.tiny import save_rotated
 
 pytestmark = pytest.mark.skipif(not torchvision_decoding_available(), reason="torchvision does not import")
 
@@ -44,7 +43,7 @@ def test_jpeg_crops_are_the_pil_pipelines_crops(photos, num_channels, names):
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_rotated_jpegs_come_out_upright_as_pil_turns_them(photos, tmp_path, orientation):
+def test_rotated_jpegs_come_out_upright_as_pil_turns_them(photos, tmp_path, orientation, save_rotated):
     path = tmp_path / f"rotated{orientation}.jpg"
     save_rotated(Image.open(photos["coffee"]), orientation, path)
     assert jpeg_header(path.read_bytes(), 3) == JpegHeader(600, 400, orientation)

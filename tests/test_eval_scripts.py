@@ -255,6 +255,7 @@ def test_scripts_reject_datasets_without_labels(image_folder, checkpoint, tmp_pa
         run_knn.main(base + ["--label_column_name", "target", "--train_dir", str(image_folder / "train")])
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_on_the_command_line(tmp_path):
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     command = [sys.executable, str(SCRIPTS / "run_knn.py"), "--model_name_or_path", str(tmp_path / "none")]
@@ -354,3 +355,15 @@ def test_a_git_lfs_pointer_or_custom_code_is_refused_in_one_line_before_loading(
             run_knn.main(["--model_name_or_path", str(path), *data_args(image_folder, tmp_path / "out")])
         assert str(error.value) == message
     assert not list(custom.glob("*.ran"))
+
+
+def test_finetune_script_refuses_a_model_size_the_checkpoint_contradicts_in_one_line(tmp_path):
+    from transformers import ViTMAEConfig
+
+    ViTMAEConfig(num_hidden_layers=24, hidden_size=1024).save_pretrained(tmp_path / "vitl")
+    with pytest.raises(ValueError) as refused:
+        run_finetune.main(["--model_name_or_path", str(tmp_path / "vitl"), "--model_size", "base", "--use_cpu"] + [
+            "--output_dir", str(tmp_path / "out")
+        ])  # fmt: skip
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"--model_size base does not match {tmp_path / 'vitl'}, a ViT-L (24 blocks")

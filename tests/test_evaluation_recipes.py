@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from modeling_gpa.evaluation import cosine_lr, finetune_recipe
+from modeling_gpa.evaluation import checkpoint_model_size, cosine_lr, finetune_recipe, resolve_model_size
 
 # facebookresearch/mae: main_finetune.py's defaults with FINETUNE.md's ViT-B/16 command (4 nodes x 8 GPUs x 32).
 MAE_VIT_B = {
@@ -107,3 +107,33 @@ def test_cosine_lr_warms_up_then_decays_to_min_lr():
     assert cosine_lr(100, 100, 10, 1.0) == pytest.approx(0.0)
     assert cosine_lr(100, 100, 10, 1.0, min_lr=1e-6) == pytest.approx(1e-6)
     assert cosine_lr(55, 100, 10, 1.0, min_lr=0.2) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    "layers, width, size", [(12, 768, "base"), (24, 1024, "large"), (32, 1280, "huge"), (3, 32, None), (12, 1024, None)]
+)
+def test_the_model_size_is_the_checkpoints_depth_and_width(layers, width, size):
+    from transformers import ViTMAEConfig
+
+    assert checkpoint_model_size(ViTMAEConfig(num_hidden_layers=layers, hidden_size=width)) == size
+
+
+def test_model_size_defaults_to_the_checkpoints_refuses_a_mismatch_and_logs_other_shapes(caplog):
+    from transformers import SwinConfig, ViTConfig
+
+    large = ViTConfig(num_hidden_layers=24, hidden_size=1024)
+    assert resolve_model_size(None, large, "mae", "vitl") == "large"
+    assert resolve_model_size("large", large, "mae", "vitl") == "large"
+    assert resolve_model_size(None, large, "gpa_released", "vitl") == "base"  # one set of values
+    with pytest.raises(ValueError) as mismatch:
+        resolve_model_size("base", large, "mae", "vitl")
+    assert str(mismatch.value) == (
+        "--model_size base does not match vitl, a ViT-L (24 blocks of 1024): drop --model_size or pass --model_size "
+        "large."
+    )
+    with caplog.at_level("WARNING"):
+        assert resolve_model_size(None, SwinConfig(), "mae", "swin") == "base"
+    assert "swin is neither ViT-B, ViT-L nor ViT-H: fine-tuning with MAE's ViT-B values" in caplog.text
+    assert resolve_model_size("huge", ViTConfig(num_hidden_layers=3, hidden_size=32), "mae", "tiny") == "huge"
+    with pytest.raises(ValueError, match="--model_size 'giant' is invalid"):
+        resolve_model_size("giant", large, "mae", "vitl")

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 from PIL import Image
-from tiny import annotated_folder, garment_dataset, garment_model_inputs, tiny_kwargs
+from tiny import garment_dataset, garment_model_inputs, tiny_kwargs
 from transformers import AutoConfig, ViTConfig, ViTMAEConfig, ViTMAEForPreTraining, ViTMAEModel, ViTModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
@@ -303,7 +303,7 @@ def load_select_head_script():
     return module
 
 
-def test_select_head_script_on_masks_writes_table_heat_map_and_config(tmp_path, capsys):
+def test_select_head_script_on_masks_writes_table_heat_map_and_config(tmp_path, capsys, annotated_folder):
     checkpoint = tmp_path / "gpa"
     tiny_gpa().save_pretrained(checkpoint)
     annotated_folder(tmp_path / "images")
@@ -321,7 +321,7 @@ def test_select_head_script_on_masks_writes_table_heat_map_and_config(tmp_path, 
     assert f"best: block {selection.best_layer}," in printed and "held-out: object recall" in printed
 
 
-def test_select_head_script_on_boxes_makes_a_vitmae_checkpoint_the_pretrained_teacher(tmp_path):
+def test_select_head_script_on_boxes_makes_a_vitmae_checkpoint_the_pretrained_teacher(tmp_path, annotated_folder):
     checkpoint = tmp_path / "mae"
     torch.manual_seed(0)
     ViTMAEForPreTraining(ViTMAEConfig(**tiny_kwargs())).save_pretrained(checkpoint)
@@ -343,7 +343,7 @@ def test_select_head_script_on_boxes_makes_a_vitmae_checkpoint_the_pretrained_te
     )
 
 
-def test_select_head_script_errors(tmp_path):
+def test_select_head_script_errors(tmp_path, annotated_folder):
     annotated_folder(tmp_path / "images")
     script = load_select_head_script()
     with pytest.raises(SystemExit):
@@ -357,6 +357,7 @@ def test_select_head_script_errors(tmp_path):
         script.main(base + ["--image_dir", str(tmp_path / "images"), "--masks_dir", str(tmp_path / "none")])
 
 
+@pytest.mark.slow
 def test_selection_on_tensors_needs_neither_datasets_nor_matplotlib(tmp_path):
     # The GPU benchmark machines have neither package; the benchmark scores heads from tensors.
     script = textwrap.dedent(

@@ -381,6 +381,7 @@ def test_run_image_classification_calls_fine_tune_and_serve_a_classifier(rgb_che
     assert predictions[0]["score"] == pytest.approx(probabilities[best].item(), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_auto_classes_and_pipeline_through_trust_remote_code_without_the_package(rgb_checkpoint, tmp_path):
     model, directory = rgb_checkpoint
     pixel_values = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(5))

@@ -66,8 +66,8 @@ def test_cycles_are_found_in_a_graph_that_has_one():
 
 def test_the_walk_sees_relative_and_function_level_imports():
     modules = module_names(PACKAGE)
-    imports = imported_modules("modeling_gpa.trainer", modules["modeling_gpa.trainer"], modules)
-    assert {"modeling_gpa.data.pipeline", "modeling_gpa.streaming_trainer"} <= imports
+    imports = imported_modules("modeling_gpa.training.trainer", modules["modeling_gpa.training.trainer"], modules)
+    assert {"modeling_gpa.data.pipeline", "modeling_gpa.training.streaming"} <= imports
 
 
 def test_no_module_of_the_package_takes_part_in_an_import_cycle():
@@ -79,7 +79,7 @@ def test_no_module_of_the_package_takes_part_in_an_import_cycle():
 def test_few_shot_selection_takes_tensors_and_loads_no_data():
     # Annotated images come from data.ground_truth.annotated_model_inputs, called by the scripts.
     modules = module_names(PACKAGE)
-    for name in ("modeling_gpa.head_selection", "modeling_gpa.head_reselection"):
+    for name in ("modeling_gpa.head_selection", "modeling_gpa.training.head_reselection"):
         imports = imported_modules(name, modules[name], modules)
         assert not {module for module in imports if module.startswith("modeling_gpa.data")}, name
 

@@ -14,7 +14,7 @@ from transformers import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_mim  # noqa: E402
-from tiny import check_two_cpu_processes_train_one_model, save_mae_teacher, script_args, write_image_folders  # noqa: E402
+from tiny import check_two_cpu_processes_train_one_model, script_args  # noqa: E402
 
 from modeling_gpa.data import load_image_datasets  # noqa: E402
 
@@ -26,7 +26,7 @@ SWIN_OVERRIDES = "embed_dim=12,window_size=2"
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, write_image_folders) -> Path:
     """train/ (16 gray 28x28 PNGs: a bright textured square on black) and val/ (4), two classes each."""
     return write_image_folders(tmp_path_factory.mktemp("images"), bright_square)
 
@@ -39,7 +39,7 @@ def bright_square(rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory) -> str:
+def teacher_dir(tmp_path_factory, save_mae_teacher) -> str:
     return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=2)
 
 
@@ -148,6 +148,7 @@ def test_swin_refuses_the_self_teacher(images, tmp_path):
     assert "ViT student" in str(exit_info.value.code)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
     args = mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2")

@@ -18,13 +18,12 @@ from tiny import (
     config_overrides,
     script_args,
     tiny_kwargs,
-    write_image_folders,
 )
 from transformers import TrainerCallback, ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAForPreTraining
-from modeling_gpa.pretraining_script import train_or_exit
-from modeling_gpa.trainer import GPATrainingArguments
+from modeling_gpa.training.script import train_or_exit
+from modeling_gpa.training.trainer import GPATrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
@@ -37,7 +36,7 @@ OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, write_image_folders) -> Path:
     """train/ (16 gray 28x28 PNGs and one unreadable file) and val/ (4 PNGs), two classes each."""
     root = write_image_folders(
         tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
@@ -160,6 +159,7 @@ def run_subprocess(command: list[str], **env) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
     args = pretrain_args(images, output_dir, "--max_steps", "2", "--save_steps", "2")
@@ -170,6 +170,7 @@ def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
 @pytest.mark.skipif(
     importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed (pip install '.[deepspeed]')"
 )
+@pytest.mark.slow
 def test_deepspeed_zero2_bf16_trains_gpa_on_two_cpu_processes(images, tmp_path):
     """deepspeed_zero2.yaml as shipped (ZeRO-2, bf16) on DeepSpeed's CPU accelerator, through tests/bf16_cpu_launch.py.
 
@@ -200,6 +201,7 @@ def test_deepspeed_zero2_bf16_trains_gpa_on_two_cpu_processes(images, tmp_path):
     assert model.dtype == torch.bfloat16 and any(name.startswith("teacher.") for name in model.state_dict())
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_a_checkpoint_resumes_exactly(images, tmp_path):
     """SIGKILL after the first checkpoint, then rerun the same command: it ends where the uninterrupted run does.
 
@@ -309,6 +311,7 @@ def test_push_without_network_fails_in_one_line_and_keeps_the_checkpoint(images,
     assert loaded.config.gpa_teacher == "self"
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_exits_143_publishes_nothing_and_the_same_command_resumes(
     images, tmp_path, monkeypatch, caplog
 ):
@@ -419,6 +422,7 @@ class FillDiskAfterFirstStep(TrainerCallback):
                     file.write(b"\0" * 2**16)
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_during_a_save_ends_in_one_line(images, small_disk):
     output_dir = small_disk / "run"
     argv = pretrain_args(images, output_dir, "--max_steps", "3", "--save_steps", "2")
@@ -432,6 +436,7 @@ def test_a_disk_that_fills_up_during_a_save_ends_in_one_line(images, small_disk)
     assert "No space left on device" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_a_disk_without_room_for_a_checkpoint_or_read_only_fails_before_training(images, small_disk):
     (small_disk / "filler").write_bytes(b"\0" * (4 * 2**20 - 2**16))
     message = error_of(pretrain_args(images, small_disk / "run", "--max_steps", "1"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modeling_gpa.masking import HARD, KEPT, SOFT, mask_fractions
-from modeling_gpa.simmim_masking import (
+from modeling_gpa.simmim.masking import (
     area_pool_matrix,
     check_mask_geometry,
     expand_to_model_grid,

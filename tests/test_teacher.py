@@ -123,6 +123,7 @@ def test_a_teacher_checkpoint_missing_encoder_weights_fails_clearly(tmp_path):
         load_pretrained_teacher(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_every_teacher_trains_under_fsdp2_on_two_processes_as_one_unsharded_model(tmp_path):
     """tests/fsdp_worker.py on two gloo processes, sharded as fsdp.yaml shards on GPUs (see its docstring)."""
     port = 29500 + (os.getpid() + 7) % 1000

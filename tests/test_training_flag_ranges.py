@@ -3,7 +3,7 @@
 import pytest
 from tiny import tiny_training_arguments
 
-from modeling_gpa.pretraining_script import ImageDataArguments
+from modeling_gpa.training.arguments import ImageDataArguments
 from modeling_gpa.training.flag_ranges import TRAINING_FLAG_RANGES, FlagRange
 
 

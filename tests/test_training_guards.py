@@ -11,8 +11,8 @@ from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.finite_weights import nonfinite_tensors
-from modeling_gpa.trainer import GPATrainer
-from modeling_gpa.training_guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
+from modeling_gpa.training.guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
+from modeling_gpa.training.trainer import GPATrainer
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 

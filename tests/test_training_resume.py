@@ -11,7 +11,7 @@ from tiny import RandomImages, tiny_kwargs, tiny_training_arguments
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.checkpoint_files import ResumeRefused
-from modeling_gpa.trainer import GPATrainer
+from modeling_gpa.training.trainer import GPATrainer
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)
 SETTINGS = dict(max_steps=6, save_strategy="steps", save_steps=2, logging_steps=1)

@@ -1,4 +1,7 @@
-"""Small ViTMAE / GPA configurations shared by the tests: real modules, seconds on a CPU."""
+"""Small ViTMAE / GPA configurations and script arguments shared by the tests: real modules, seconds on a CPU.
+
+The builders of files on disk (image folders, a saved teacher, rotated photos, annotated images) are fixtures in
+conftest.py."""
 
 from __future__ import annotations
 
@@ -75,30 +78,6 @@ def script_args(images, output_dir, *extra: str) -> list[str]:
     ]
 
 
-def save_mae_teacher(path, num_hidden_layers: int) -> str:
-    """A seeded ViTMAE on 64 px gray images with 16 px patches (a 4x4 grid, coarser than the SimMIM students' mask
-    grid) saved at ``path``; returns ``path`` as a string."""
-    import torch
-    from transformers import ViTMAEConfig, ViTMAEForPreTraining
-
-    torch.manual_seed(0)
-    config = ViTMAEConfig(
-        image_size=64,
-        patch_size=16,
-        num_channels=1,
-        hidden_size=32,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        decoder_hidden_size=16,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2,
-        decoder_intermediate_size=32,
-    )
-    ViTMAEForPreTraining(config).save_pretrained(path)
-    return str(path)
-
-
 def swin_student(image_size: int = 64, seed: int = 0):
     """A seeded SimMIM Swin (``SwinForMaskedImageModeling``) on gray images: patch 4, window 2, embed_dim 16, two
     stages of two blocks (so shifted windows let a masked window see visible patches), decoder stride 8."""
@@ -117,21 +96,6 @@ def swin_student(image_size: int = 64, seed: int = 0):
         encoder_stride=8,
     )
     return SwinForMaskedImageModeling(config)
-
-
-def write_image_folders(root, draw, counts=(("train", 16), ("val", 4))):
-    """Gray PNGs ``root/<split>/class<index % 2>/<index:02d>.png`` of ``count`` images per split; ``draw(rng)`` gives
-    each image's (H, W) uint8 pixels from one generator seeded 0. Returns ``root``."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in counts:
-        for index in range(count):
-            folder = root / split / f"class{index % 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(draw(rng), "L").save(folder / f"{index:02d}.png")
-    return root
 
 
 def check_two_cpu_processes_train_one_model(script: str, args: list[str], output_dir, model_class, port: int) -> None:
@@ -166,27 +130,6 @@ def check_two_cpu_processes_train_one_model(script: str, args: list[str], output
     )
 
 
-def save_rotated(upright, orientation: int, path) -> None:
-    """Saves the PIL image ``upright`` as a camera would: its pixels as stored (turned by the inverse of EXIF
-    orientation ``orientation``, 1-8), plus the EXIF tag that turns them upright again."""
-    from PIL import Image
-
-    # The transpose that stores an upright image so that orientation N turns it upright again.
-    stored_as = {
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_90,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_270,
-    }
-    stored = upright.transpose(stored_as[orientation]) if orientation != 1 else upright
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    stored.save(path, exif=exif.tobytes())
-
-
 def garment_dataset(count: int, seed: int = 0):
     """A ``datasets.Dataset`` of Fashion-MNIST-like rows: a bright 28x28 rectangle of random size on black, plus an
     ``object_mask`` of its left half and a ``label``."""
@@ -206,24 +149,6 @@ def garment_dataset(count: int, seed: int = 0):
         images.append(Image.fromarray(image))
         masks.append(Image.fromarray(mask))
     return Dataset.from_dict({"image": images, "object_mask": masks, "label": list(range(count))})
-
-
-def annotated_folder(directory) -> None:
-    """Six 28x28 images of a bright rectangle, masks/<stem>.png and boxes.json describing the same rectangles."""
-    import json
-
-    import numpy as np
-    from PIL import Image
-
-    (directory / "masks").mkdir(parents=True)
-    boxes = {}
-    for index, row in enumerate(garment_dataset(6, seed=3).remove_columns("object_mask")):
-        image = np.asarray(row["image"])
-        ys, xs = np.nonzero(image)
-        row["image"].save(directory / f"img{index}.png")
-        Image.fromarray((image > 0).astype(np.uint8) * 255).save(directory / "masks" / f"img{index}.png")
-        boxes[f"img{index}.png"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    (directory / "boxes.json").write_text(json.dumps({name: [box] for name, box in boxes.items()}))
 
 
 def garment_model_inputs(dataset, rows):
@@ -263,7 +188,7 @@ class RandomImages:
 
 def tiny_training_arguments(tmp_path, **overrides):
     """``GPATrainingArguments`` for a few logged CPU steps of batch 2 in ``tmp_path``, no saving; ``overrides`` win."""
-    from modeling_gpa.trainer import GPATrainingArguments
+    from modeling_gpa.training.trainer import GPATrainingArguments
 
     defaults = dict(
         output_dir=str(tmp_path),

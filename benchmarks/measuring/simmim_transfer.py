@@ -44,8 +44,8 @@ from modeling_gpa.evaluation import cosine_lr, knn_scores, probe_logits, train_l
 from modeling_gpa.head_selection import select_attention_head
 from modeling_gpa.masking import KEPT
 from modeling_gpa.modeling_gpa import GPAForPreTraining
-from modeling_gpa.simmim import SimMIMMasker, SimMIMMaskSettings
-from modeling_gpa.simmim_masking import gpa_mask_patch_groups, random_mask_patches
+from modeling_gpa.simmim.masking import gpa_mask_patch_groups, random_mask_patches
+from modeling_gpa.simmim.trainer import SimMIMMasker, SimMIMMaskSettings
 
 from .fashion_mnist import cached, flipped_batches, save_result
 

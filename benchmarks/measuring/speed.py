@@ -35,16 +35,16 @@ from transformers.utils import logging as transformers_logging
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data.fashion_mnist import FASHION_MNIST_DIR, fashion_mnist_arrays
-from modeling_gpa.flops import (
+from modeling_gpa.gpa import global_patch_attention
+from modeling_gpa.masking import HARD, gpa_mask_groups, gpa_noise, mask_counts
+from modeling_gpa.teacher import teacher_scores
+from modeling_gpa.tools.flops import (
     full_forward_flops,
     gpa_step_flops,
     mae_step_flops,
     num_patches,
     teacher_forward_flops,
 )
-from modeling_gpa.gpa import global_patch_attention
-from modeling_gpa.masking import HARD, gpa_mask_groups, gpa_noise, mask_counts
-from modeling_gpa.teacher import teacher_scores
 
 CONFIGS = {
     # A small ViT on 28x28 single-channel images (Fashion-MNIST): seconds per step on two CPU cores.
@@ -677,8 +677,8 @@ def markdown(results: dict) -> str:
         "",
         "## Training step (forward, backward, AdamW; EMA update included for the ema teacher)",
         "",
-        "FLOPs: analytic matmul FLOPs (`modeling_gpa/flops.py`); the FLOPs ratio is the floor the measured ratio is "
-        "compared with. Resident: weights and AdamW moments (frozen teachers: weights). Step peak: "
+        "FLOPs: analytic matmul FLOPs (`modeling_gpa/tools/flops.py`); the FLOPs ratio is the floor the measured "
+        "ratio is compared with. Resident: weights and AdamW moments (frozen teachers: weights). Step peak: "
         + results["memory_method"],
         "",
     ]

@@ -1,7 +1,7 @@
 """The input pipeline: images in, uint8 (B, C, H, W) batches out, normalised on the device in one place.
 
 DataLoader workers decode each image with PIL and crop it (MAE's RandomResizedCrop + horizontal flip for
-pretraining, resize + center crop for evaluation) straight into a uint8 (C, H, W) tensor: no float work in the
+pretraining, MAE's resize + center crop for evaluation) straight into a uint8 (C, H, W) tensor: no float work in the
 workers and 4x fewer bytes through shared memory and over PCIe than float32 (pretraining JPEGs go through torchvision
 instead by default, with the same crops: `modeling_gpa.data.torchvision_decoding`). The main process hands the uint8
 batch to the device, where [`PixelNormalizer`] turns it into float32 ``(x / 255 - mean) / std`` with the image
@@ -261,6 +261,23 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def one_draw_crop_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """MAE's linear-probe RandomResizedCrop box (``util/crop.py``, after BYOL's TF code): one draw of area and aspect,
+    the box clamped to the image, at a random place; (top, left, height, width). torchvision's instead tries 10 draws
+    that fit and else takes the central crop, so its boxes are larger and rarely span the whole width or height."""
+    target_area = height * width * torch.empty(1).uniform_(scale[0], scale[1]).item()
+    log_ratio = torch.log(torch.tensor(ratio))
+    aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
+    # At least one pixel: MAE's crop of a few-pixel image would be empty.
+    w = max(1, min(int(round(math.sqrt(target_area * aspect))), width))
+    h = max(1, min(int(round(math.sqrt(target_area / aspect))), height))
+    top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+    left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+    return top, left, h, w
+
+
 def _check_crop(image_size: int, num_channels: int) -> None:
     if image_size < 1:
         raise ValueError(f"image_size={image_size} must be positive")
@@ -273,20 +290,23 @@ class TrainCrop:
     """MAE's pretraining augmentation: RandomResizedCrop(scale, ratio, bicubic) + horizontal flip (p = 0.5).
 
     PIL image of any mode and size -> (num_channels, image_size, image_size) uint8. The crop and the resize are one
-    `Image.resize(box=...)` call; the flip mirrors the uint8 tensor.
+    `Image.resize(box=...)` call; the flip mirrors the uint8 tensor. ``one_draw`` takes MAE's linear-probe box
+    ([`one_draw_crop_box`]) instead of torchvision's ([`random_resized_crop_box`]).
     """
 
     image_size: int
     num_channels: int
     scale: tuple[float, float] = (0.2, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    one_draw: bool = False
 
     def __post_init__(self) -> None:
         _check_crop(self.image_size, self.num_channels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_num_channels(image, self.num_channels)
-        top, left, h, w = random_resized_crop_box(image.width, image.height, self.scale, self.ratio)
+        box = one_draw_crop_box if self.one_draw else random_resized_crop_box
+        top, left, h, w = box(image.width, image.height, self.scale, self.ratio)
         size = (self.image_size, self.image_size)
         image = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + w, top + h))
         return to_uint8_tensor(image, flip=torch.rand(1).item() < 0.5)
@@ -294,30 +314,31 @@ class TrainCrop:
 
 @dataclass
 class EvalCrop:
-    """Deterministic evaluation view: resize the shorter side, center-crop `image_size`; uint8 out.
-
-    Images at least `image_size * crop_ratio` on their shorter side are resized to that length and center-cropped, as
-    MAE does (256 -> 224). Smaller images (28x28 Fashion-MNIST, 32x32 CIFAR) are resized so the shorter side is exactly
-    `image_size`: upsampling them adds no detail, and the crop margin would only cut away the object's border.
+    """MAE's evaluation view at every image size: the shorter side resized to ``int(image_size / crop_pct)`` (bicubic,
+    the longer side scaled and truncated as torchvision's ``Resize``), then the central ``image_size`` square (placed
+    as torchvision's ``CenterCrop``); uint8 out. 224 px: Resize(256), CenterCrop(224) (``main_linprobe.py``); 28 px:
+    Resize(32), CenterCrop(28).
     """
 
     image_size: int
     num_channels: int
-    crop_ratio: float = 256 / 224
+    crop_pct: float = 224 / 256
 
     def __post_init__(self) -> None:
         _check_crop(self.image_size, self.num_channels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = to_num_channels(image, self.num_channels)
-        resize_to = int(self.image_size * self.crop_ratio)
-        short = resize_to if min(image.size) >= resize_to else self.image_size
-        scale = short / min(image.size)
-        new_size = (max(short, round(image.width * scale)), max(short, round(image.height * scale)))
+        short = int(self.image_size / self.crop_pct)
+        width, height = image.size
+        if width <= height:
+            new_size = (short, int(short * height / width))
+        else:
+            new_size = (int(short * width / height), short)
         if new_size != image.size:
             image = image.resize(new_size, Image.Resampling.BICUBIC)
-        left = (image.width - self.image_size) // 2
-        top = (image.height - self.image_size) // 2
+        left = int(round((image.width - self.image_size) / 2.0))
+        top = int(round((image.height - self.image_size) / 2.0))
         return to_uint8_tensor(image.crop((left, top, left + self.image_size, top + self.image_size)))
 
 
@@ -526,6 +547,7 @@ __all__ = [
     "exif_transposed",
     "image_bytes",
     "jpeg_header",
+    "one_draw_crop_box",
     "random_resized_crop_box",
     "to_num_channels",
     "to_uint8_tensor",

@@ -11,11 +11,13 @@ Shuffling is not a global permutation: every epoch `datasets` reorders the shard
 worker draws its examples from a buffer of ``shuffle_buffer_size`` undecoded rows ([`StreamingImageDataset`], seeded
 by the seed, epoch, process and worker). Two images closer than about a buffer apart in one shard tend to stay close.
 
-Resuming: [`StreamingImageDataset`] hands `datasets`' position (shard and row of each worker, epoch) to torchdata's
-``StatefulDataLoader``, which the trainer saves in every checkpoint and restores without reading anything again. The
-rows waiting in a buffer when the checkpoint was written are not saved (their bytes would make the checkpoint as large
-as the buffer), so each worker skips at most ``shuffle_buffer_size`` examples of the epoch it resumes in; none is seen
-twice. (`datasets`' own buffered ``shuffle`` is not used: its state restores wrongly with two or more workers.)
+Resuming: [`StreamingImageDataset`] hands torchdata's ``StatefulDataLoader`` `datasets`' position (shard and row of
+each worker, epoch) and what its shuffle buffer holds: the place of each buffered row in the worker's stream (one
+integer per row, not its bytes), the buffer's random state, and the stream's position saved every
+``STREAM_POSITION_EVERY`` rows before the oldest of them. The trainer saves that in every checkpoint; the resume reads
+the rows again from there (undecoded, keeping the buffered ones) and refills the buffer, so over an interrupted epoch
+every example is seen exactly once, in the order of the uninterrupted run. (`datasets`' own buffered ``shuffle`` is
+not used: it loses its buffer on resume, and its state restores wrongly with two or more workers.)
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ from .sources import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The stream's position is kept every this many rows read: a resume reads again at most this many rows more than the
+# buffer's oldest row lies back.
+STREAM_POSITION_EVERY = 256
+# A stream state of no epoch: loaded, the stream starts its epoch from the beginning (`datasets` applies a saved state
+# only to the epoch it was saved in).
+EPOCH_START: dict = {"epoch": None}
 
 # Rows each DataLoader worker keeps to draw from. ImageNet's JPEGs average about 110 kB, so 5,000 rows hold about
 # 0.55 GB per worker; the timm/imagenet-1k-wds shards hold about 1,250 images, so one buffer mixes four shards.
@@ -130,6 +139,14 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         self.rows, self.shuffle_buffer_size, self.seed, self.rank = rows, shuffle_buffer_size, seed, rank
         self.num_examples = num_examples
         self.epoch_offset = 0
+        # The shuffle buffer as it is read, for state_dict: its rows, random state, the next row's position, whether it
+        # is being emptied at the stream's end, and the stream's state every STREAM_POSITION_EVERY rows.
+        self._buffer: list[tuple[int, Any]] = []
+        self._rng: np.random.Generator | None = None
+        self._next_position = 0
+        self._draining = False
+        self._stream_positions: list[tuple[int, dict]] = []
+        self._restore: dict | None = None  # a checkpoint's buffer, until the next iteration refills it
 
     @property
     def stream(self) -> datasets.IterableDataset:
@@ -150,33 +167,95 @@ class StreamingImageDataset(torch.utils.data.IterableDataset):
         self.stream.set_epoch(epoch)
 
     def state_dict(self) -> dict:
-        """The stream's position in this worker (shards, rows and epoch), as `datasets` records it."""
-        return self.stream.state_dict()
+        """The stream's position in this worker (shards, rows and epoch), as `datasets` records it, and its shuffle
+        buffer's: ``positions`` (each buffered row's place in this worker's stream, in buffer order), ``rng`` (the
+        buffer's random state), ``next_position``, ``draining`` and ``refill_from`` (a position at or before the
+        oldest buffered row, with the stream's state there)."""
+        state = {"stream": self.stream.state_dict()}
+        if self._rng is not None:
+            positions = [position for position, _ in self._buffer]
+            oldest = min(positions, default=self._next_position)
+            state["buffer"] = {
+                "positions": positions,
+                "rng": self._rng.bit_generator.state,
+                "next_position": self._next_position,
+                "draining": self._draining,
+                "refill_from": next(saved for saved in reversed(self._stream_positions) if saved[0] <= oldest),
+            }
+        elif self._restore is not None:
+            state["buffer"] = {key: value for key, value in self._restore.items() if key != "stream"}
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state)
+        if "stream" not in state:  # a checkpoint of a version that kept no buffer: the stream's position only
+            self.stream.load_state_dict(state)
+            return
+        self.stream.load_state_dict(state["stream"])
+        self._restore = {**state["buffer"], "stream": state["stream"]} if "buffer" in state else None
 
     def _buffer_rng(self) -> np.random.Generator:
         worker = torch.utils.data.get_worker_info()
         return np.random.default_rng([self.seed, self.epoch, self.rank, worker.id if worker is not None else 0])
 
+    def _refilled_buffer(self, restore: dict) -> list[tuple[int, Any]]:
+        """The checkpoint's buffered rows, in buffer order, read again (undecoded) from ``restore["refill_from"]``;
+        the stream is then back at the checkpoint's position."""
+        wanted = set(restore["positions"])
+        position, stream_state = restore["refill_from"]
+        rows: dict[int, Any] = {}
+        if wanted:
+            self.stream.load_state_dict(stream_state)
+            for row in self.stream:
+                if position in wanted:
+                    rows[position] = row
+                position += 1
+                if position >= restore["next_position"]:
+                    break
+            self.stream.load_state_dict(restore["stream"])
+        missing = wanted - rows.keys()
+        if missing:
+            raise ValueError(
+                f"the stream holds {len(missing)} fewer rows than the checkpoint's shuffle buffer (first missing at "
+                f"position {min(missing)}): resume on the data the checkpoint was trained on"
+            )
+        return [(position, rows[position]) for position in restore["positions"]]
+
     def _shuffled_rows(self) -> Iterator[tuple[int, Any]]:
         """(position in this worker's stream, row), in the buffer's order."""
-        rows = enumerate(self.stream)
         if self.shuffle_buffer_size <= 1:
-            yield from rows
+            yield from enumerate(self.stream)
             return
-        rng = self._buffer_rng()
-        buffer: list[tuple[int, Any]] = []
-        for item in rows:
-            if len(buffer) < self.shuffle_buffer_size:
-                buffer.append(item)
-                continue
-            slot = int(rng.integers(len(buffer)))
-            yield buffer[slot]
-            buffer[slot] = item
-        for slot in rng.permutation(len(buffer)):
-            yield buffer[slot]
+        restore, self._restore = self._restore, None
+        if restore is not None:
+            self._rng = np.random.default_rng()
+            self._rng.bit_generator.state = restore["rng"]
+            self._buffer, self._next_position = self._refilled_buffer(restore), restore["next_position"]
+            self._stream_positions = [tuple(restore["refill_from"])]
+            self._draining = restore["draining"]
+        else:
+            self._rng, self._buffer, self._next_position = self._buffer_rng(), [], 0
+            self._stream_positions = [(0, EPOCH_START)]
+            self._draining = False
+        rng, buffer = self._rng, self._buffer
+        if not self._draining:
+            for row in self.stream:
+                item = (self._next_position, row)
+                self._next_position += 1
+                if self._next_position % STREAM_POSITION_EVERY == 0:
+                    self._stream_positions.append((self._next_position, self.stream.state_dict()))
+                if len(buffer) < self.shuffle_buffer_size:
+                    buffer.append(item)
+                    continue
+                slot = int(rng.integers(len(buffer)))
+                # Swapped before the yield: a state saved while the chosen row is out holds the buffer without it.
+                chosen, buffer[slot] = buffer[slot], item
+                yield chosen
+            # The stream is spent: the buffer empties in a random order, from its end (what is left stays in order).
+            buffer[:] = [buffer[slot] for slot in rng.permutation(len(buffer)).tolist()]
+            self._draining = True
+        while buffer:
+            yield buffer.pop()
+        self._rng = None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         unreadable: list[str] = []
@@ -284,6 +363,7 @@ def _recorded_examples(
 
 __all__ = [
     "DEFAULT_SHUFFLE_BUFFER_SIZE",
+    "STREAM_POSITION_EVERY",
     "ImageStreams",
     "NodeSplit",
     "StreamingImageDataset",

@@ -55,7 +55,15 @@ from .linear_probe import (
     train_linear_probe,
 )
 from .metric_loading import METRICS_DIR, ArrayMetric, load_metric
-from .recipes import MODEL_SIZES, RECIPES, FinetuneRecipe, cosine_lr, finetune_recipe
+from .recipes import (
+    MODEL_SIZES,
+    RECIPES,
+    FinetuneRecipe,
+    checkpoint_model_size,
+    cosine_lr,
+    finetune_recipe,
+    resolve_model_size,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -81,6 +89,8 @@ __all__ = [
     "extract_features",
     "find_label_column",
     "finetune_recipe",
+    "checkpoint_model_size",
+    "resolve_model_size",
     "fit_linear_probe",
     "frozen_encoder_features",
     "knn_accuracy",

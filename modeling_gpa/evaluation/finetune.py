@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from ..convert import (
+from ..tools.convert import (
     resample_position_embeddings,
     set_layer_norm_eps,
     timm_architecture,

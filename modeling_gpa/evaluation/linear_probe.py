@@ -58,7 +58,8 @@ class LinearProbe(nn.Module):
 
 def probe_optimizer(probe: LinearProbe, optimizer: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """timm's ``Lars`` as MAE's ``util/lars.py`` uses LARS (the trust ratio and weight decay on matrices only, biases
-    plain SGD with momentum 0.9), or SGD with momentum 0.9 (the GPA release's probe).
+    plain SGD with momentum 0.9), or SGD with momentum 0.9 (the GPA release's ``main_linprobe.py`` swaps LARS for SGD
+    and documents no batch or lr: the momentum, batch and lr are MAE's LARS values, ours).
 
     MAE's trust ratio divides by ``||grad + wd * w||``, timm's by ``||grad|| + wd * ||w||``: they agree at MAE's
     weight decay 0 (to timm's eps 1e-8).

@@ -14,11 +14,17 @@ evaluation crop at 224/256. What is done with them lives in timm: ``timm.data.cr
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 
 RECIPES = ("mae", "gpa_released", "plain")
+logger = logging.getLogger(__name__)
+
 MODEL_SIZES = ("base", "large", "huge")
+# The encoders MAE's sizes name: (blocks, width) of ViT-B, ViT-L and ViT-H.
+VIT_SHAPES = {(12, 768): "base", (24, 1024): "large", (32, 1280): "huge"}
+VIT_NAMES = {"base": "ViT-B", "large": "ViT-L", "huge": "ViT-H"}
 MAE_RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 
 
@@ -96,7 +102,8 @@ MAE_BY_SIZE = {
     "large": MAE_BASE.replace(base_learning_rate=1e-3, layer_decay=0.75, epochs=50, drop_path=0.2),
     "huge": MAE_BASE.replace(base_learning_rate=1e-3, layer_decay=0.75, epochs=50, drop_path=0.3),
 }
-# The GPA authors' release: MAE's recipe for ViT-B/16 with layer decay 0.8.
+# The fine-tuning command of the GPA release's README: MAE's recipe for ViT-B/16 with layer decay 0.8 (2 GPUs x 128 x
+# 4 accumulation steps: batch 1024, as MAE's).
 GPA_RELEASED = MAE_BASE.replace(name="gpa_released", layer_decay=0.8)
 # Trainer's defaults with the pretraining crop: what run_finetune.py gives without a recipe.
 PLAIN = FinetuneRecipe(
@@ -139,6 +146,37 @@ def finetune_recipe(name: str = "mae", model_size: str = "base") -> FinetuneReci
     if model_size != "base":
         raise ValueError(f"--recipe {name} has one set of values; --model_size {model_size} applies to --recipe mae.")
     return GPA_RELEASED if name == "gpa_released" else PLAIN
+
+
+def checkpoint_model_size(config) -> str | None:
+    """"base", "large" or "huge" when the checkpoint's encoder has ViT-B/L/H's depth and width, else None (Swin,
+    tiny or other shapes)."""
+    if getattr(config, "depths", None) is not None:  # Swin: stages, not one stack of blocks
+        return None
+    return VIT_SHAPES.get((getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)))
+
+
+def resolve_model_size(given: str | None, config, recipe: str, checkpoint: str) -> str:
+    """``--model_size``: the size the checkpoint's depth and width say when not given; a given one that contradicts
+    them raises (one line); any other shape gets "base" with a log line saying so."""
+    if given is not None and given not in MODEL_SIZES:
+        raise ValueError(f"--model_size {given!r} is invalid; allowed values: {', '.join(MODEL_SIZES)}.")
+    found = checkpoint_model_size(config)
+    if given is not None and found is not None and given != found:
+        raise ValueError(
+            f"--model_size {given} does not match {checkpoint}, a {VIT_NAMES[found]} ({config.num_hidden_layers} "
+            f"blocks of {config.hidden_size}): drop --model_size or pass --model_size {found}."
+        )
+    if given is not None or recipe != "mae":
+        return given or "base"
+    if found is None:
+        logger.warning(
+            f"{checkpoint} is neither ViT-B, ViT-L nor ViT-H: fine-tuning with MAE's ViT-B values (layer decay, drop "
+            "path, batch, epochs); pass --model_size large or huge for another size's."
+        )
+        return "base"
+    logger.info(f"{checkpoint} is a {VIT_NAMES[found]}: MAE's --model_size {found} values.")
+    return found
 
 
 def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:

@@ -1,13 +1,13 @@
 import pytest
 import torch
-from tiny import save_mae_teacher, swin_student
+from tiny import swin_student
 from transformers import (
     ViTConfig,
     ViTForMaskedImageModeling,
 )
 
-from modeling_gpa.simmim import SimMIMMasker, SimMIMMaskSettings
-from modeling_gpa.simmim_masking import simmim_mask_count
+from modeling_gpa.simmim.masking import simmim_mask_count
+from modeling_gpa.simmim.trainer import SimMIMMasker, SimMIMMaskSettings
 from modeling_gpa.teacher import query_key_at, teacher_scores
 
 
@@ -27,7 +27,7 @@ def vit_student(image_size=32, patch_size=4, seed=0):
 
 
 @pytest.fixture(scope="module")
-def mae_teacher_dir(tmp_path_factory):
+def mae_teacher_dir(tmp_path_factory, save_mae_teacher):
     return save_mae_teacher(tmp_path_factory.mktemp("teacher"), num_hidden_layers=3)
 
 

@@ -4,7 +4,7 @@ from tiny import tiny_kwargs
 from transformers import ViTConfig, ViTModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.memory import (
+from modeling_gpa.tools.memory import (
     GIB,
     block_parameters,
     memory_table,

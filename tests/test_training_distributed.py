@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import config_overrides, script_args, write_image_folders
+from tiny import config_overrides, script_args
 
-from modeling_gpa.distributed import BatchGeometry, recorded_geometry, suggestion
+from modeling_gpa.training.distributed import BatchGeometry, recorded_geometry, suggestion
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
@@ -23,7 +23,7 @@ SCHEDULE_KEYS = ("epoch", "learning_rate", "hard_fraction", "soft_fraction", "ra
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, write_image_folders) -> Path:
     """16 gray 28x28 training PNGs: two steps per epoch at a total batch of 8."""
     return write_image_folders(
         tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
@@ -56,6 +56,7 @@ def logged_steps(output_dir: Path) -> dict[int, dict]:
     return {entry["step"]: entry for entry in history if "loss" in entry}
 
 
+@pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch(images, tmp_path, capsys):
     two = tmp_path / "two"
     process = launch(images, two, "--main_process_port", str(29500 + (os.getpid() + 11) % 1000))
@@ -87,6 +88,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch
     assert recorded_geometry(str(one / "checkpoint-4")) == BatchGeometry(1, 4, 2)
 
 
+@pytest.mark.slow
 def test_nodes_that_do_not_share_the_output_dir_stop_at_start_in_one_line(images, tmp_path):
     """Two launches of one process each, as two nodes on 127.0.0.1, each with its own --output_dir."""
     port = str(29500 + (os.getpid() + 13) % 1000)
@@ -117,10 +119,10 @@ def test_the_suggested_flags_reach_the_checkpoints_total_batch():
 
 
 def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_records_it(tmp_path, caplog):
-    from test_trainer import tiny_model
+    from test_training_trainer import tiny_model
     from tiny import RandomImages, tiny_training_arguments
 
-    from modeling_gpa.trainer import GPATrainer
+    from modeling_gpa.training.trainer import GPATrainer
 
     settings = dict(max_steps=2, save_strategy="steps", save_steps=2)
     GPATrainer(
@@ -139,3 +141,33 @@ def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_rec
     assert trainer.state.global_step == 4
     assert "records no world size or total batch (saved by an older version)" in caplog.text
     assert recorded_geometry(str(tmp_path / "checkpoint-4")) == BatchGeometry(1, 2, 1)
+
+
+@pytest.mark.slow
+def test_two_nodes_start_in_one_fresh_output_dir_every_time_with_rank_0_slow(tmp_path):
+    """Two simulated nodes (one process each on 127.0.0.1) start 10 times in a fresh shared --output_dir; rank 0 is
+    slow to delete its shared-storage check file. No start may take that file for a used folder."""
+    port = str(29500 + (os.getpid() + 17) % 1000)
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--num_machines", "2", "--num_processes", "2"]
+    command += ["--main_process_ip", "127.0.0.1", "--main_process_port", port]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "GPA_SHARED_STORAGE_WAIT_S": "1"}
+    nodes = [
+        subprocess.Popen(
+            [*command, "--machine_rank", str(rank), "tests/fresh_output_dir_launch.py", str(tmp_path), "10"],
+            cwd=ROOT,
+            env=environment,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    for node, out in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, out[-3000:]
+    for rank, out in enumerate(outputs):
+        started = [line for line in out.splitlines() if line.startswith("start ")]
+        assert started == [f"start {start} rank {rank}: ok, resumes None" for start in range(10)], out[-3000:]
+    assert sorted(os.listdir(tmp_path)) == sorted(f"start{start}" for start in range(10))
+    assert not [name for start in range(10) for name in os.listdir(tmp_path / f"start{start}")]

@@ -21,16 +21,17 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
-from .data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
-from .data.encoded_images import ENCODED_KEY
-from .data.image_inputs import ImageSettings
-from .data.pipeline import UNREADABLE_KEY, PixelNormalizer
+from ..data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
+from ..data.encoded_images import ENCODED_KEY
+from ..data.image_inputs import ImageSettings
+from ..data.pipeline import UNREADABLE_KEY, PixelNormalizer
+from ..masking import progress_tensor
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
-from .masking import progress_tensor
-from .streaming_trainer import StreamingTrainerMixin
-from .training.flag_ranges import TRAINING_FLAG_RANGES, check_flag_ranges
-from .training.resume import last_complete_checkpoint
-from .training_guards import TrainingGuardsMixin
+from .flag_ranges import TRAINING_FLAG_RANGES, check_flag_ranges
+from .guards import TrainingGuardsMixin
+from .resume import last_complete_checkpoint
+from .seeding import ProcessSeedsMixin
+from .streaming import StreamingTrainerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -382,7 +383,7 @@ class UnreadableFilesCallback(TrainerCallback, ExportableState):
         state.stateful_callbacks[name] = self.state()
 
 
-class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
+class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for [`GPAForPreTraining`].
 
     - Every forward gets ``mask_progress`` = [`mask_progress`]; evaluation uses the progress reached so far.
@@ -415,8 +416,8 @@ class GPATrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, 
         at an epoch boundary, with the loader in this process or without persistent workers: inside an epoch
         ``Trainer``'s dataloader drew the next batch's augmentation before the RNG state was saved, and persistent
         workers carry their own random state across epochs. On several nodes, ``output_dir`` must be shared storage;
-        a resume at another total batch than the checkpoint's is refused (`modeling_gpa.distributed`). Both raise
-        [`DistributedSetupError`] with a one-line message.
+        a resume at another total batch than the checkpoint's is refused (`modeling_gpa.training.distributed`). Both
+        raise [`DistributedSetupError`] with a one-line message.
         """
         check_output_dir_is_shared(self.args.output_dir)
         if resume_from_checkpoint is True:

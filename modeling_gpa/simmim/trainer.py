@@ -1,7 +1,7 @@
 """SimMIM pretraining (``ViTForMaskedImageModeling``, ``SwinForMaskedImageModeling``) with GPA or random masks.
 
 [`SimMIMMasker`] turns a batch of normalised images into ``bool_masked_pos``: ``run_mim.py``'s random mask, or the
-soft-to-hard GPA mask of ``simmim_masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
+soft-to-hard GPA mask of ``simmim.masking`` scored by a teacher ViT that runs only up to its scored block. Teachers:
 
 - ``pretrained``: a frozen ViT / ViTMAE / GPA checkpoint, for any student (the paper's setting);
 - ``ema``: a momentum copy of a ViT student's encoder, stepped after every optimizer step;
@@ -21,11 +21,12 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import Trainer, TrainerCallback, ViTModel
 
-from .simmim_masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
-from .streaming_trainer import StreamingTrainerMixin
-from .teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
-from .trainer import DeviceInputsMixin, GPATrainer
-from .training_guards import TrainingGuardsMixin
+from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
+from ..training.guards import TrainingGuardsMixin
+from ..training.seeding import ProcessSeedsMixin
+from ..training.streaming import StreamingTrainerMixin
+from ..training.trainer import DeviceInputsMixin, GPATrainer
+from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
 
 MASK_METHODS = ("gpa", "random")
 SIMMIM_TEACHERS = ("pretrained", "ema", "self")
@@ -189,12 +190,12 @@ class EMAMaskTeacherCallback(TrainerCallback):
         self.masker.update_teacher(extract_model_from_parallel(model))
 
 
-class SimMIMTrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
+class SimMIMTrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixin, Trainer):
     """[`Trainer`] for ``*ForMaskedImageModeling`` students: ``bool_masked_pos`` from a [`SimMIMMasker`] per forward.
 
     The schedule's progress is ``GPATrainer``'s (``global_step / max_steps``, or by epoch with
     ``--mask_schedule epoch``); uint8 batches are normalised on the device before the teacher sees them; masks are
-    drawn from [`mask_generator`], different on every process. The model's
+    drawn from the process's own RNG (seeded ``seed + rank``, saved in every checkpoint). The model's
     loss is a per-batch mean, so it is divided by the gradient accumulation steps. With the ``ema`` teacher the copy
     restarts from the student's weights when training resumes from a checkpoint.
     """
@@ -207,17 +208,6 @@ class SimMIMTrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixi
         self.model_accepts_loss_kwargs = False
         self.masker = masker
         self.add_callback(EMAMaskTeacherCallback(masker))
-
-    def mask_generator(self, pixel_values: torch.Tensor) -> torch.Generator:
-        """The masks' random generator on the batch's device, seeded by ``--seed`` and the process index.
-
-        Every process draws different masks for its own images (one shared seed would give each rank the same random
-        mask pattern), and a run's masks depend on ``--seed`` alone.
-        """
-        if "_mask_generator" not in self.__dict__:
-            seed = self.args.seed + 1_000_003 * (self.args.process_index + 1)
-            self._mask_generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
-        return self._mask_generator
 
     def compute_loss(
         self,
@@ -232,7 +222,7 @@ class SimMIMTrainer(StreamingTrainerMixin, DeviceInputsMixin, TrainingGuardsMixi
             student = extract_model_from_parallel(model)
             pixel_values = inputs["pixel_values"]
             progress = self.mask_progress()
-            inputs["bool_masked_pos"] = self.masker(pixel_values, progress, student, self.mask_generator(pixel_values))
+            inputs["bool_masked_pos"] = self.masker(pixel_values, progress, student)
         outputs = model(**inputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, seed_worker
 from transformers.utils import logging
 
-from .data.streaming import StreamingImageDataset
+from ..data.streaming import StreamingImageDataset
 from .distributed import DistributedSetupError
-from .training.worker_signals import workers_ignore_sigterm
+from .worker_signals import workers_ignore_sigterm
 
 logger = logging.get_logger(__name__)
 

@@ -37,9 +37,9 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from .finite_weights import nonfinite_tensors
-from .training.resume import checkpoint_for_model
-from .training.worker_signals import stop_persistent_workers, workers_ignore_sigterm
+from ..finite_weights import nonfinite_tensors
+from .resume import checkpoint_for_model
+from .worker_signals import stop_persistent_workers, workers_ignore_sigterm
 
 logger = logging.get_logger(__name__)
 

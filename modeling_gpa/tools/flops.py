@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from transformers import AutoConfig, PretrainedConfig
 
-from .configuration_gpa import GPAConfig
+from ..configuration_gpa import GPAConfig
 
 
 @dataclass(frozen=True)

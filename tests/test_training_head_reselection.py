@@ -6,8 +6,8 @@ from tiny import tiny_kwargs
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.head_reselection import HeadReselectionCallback
 from modeling_gpa.head_selection import select_attention_head
+from modeling_gpa.training.head_reselection import HeadReselectionCallback
 
 
 def test_each_selection_writes_what_selection_finds_on_the_current_weights(tmp_path):

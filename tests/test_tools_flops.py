@@ -5,7 +5,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.flops import (
+from modeling_gpa.tools.flops import (
     full_forward_flops,
     gpa_score_flops,
     gpa_step_flops,

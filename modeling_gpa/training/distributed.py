@@ -31,6 +31,12 @@ SHARED_STORAGE_WAIT_VARIABLE = "GPA_SHARED_STORAGE_WAIT_S"
 SHARED_STORAGE_PROBE = ".shared-storage-check"
 
 
+def is_shared_storage_probe(name: str) -> bool:
+    """Whether a file name in --output_dir is a check file of [`check_output_dir_is_shared`], which does not make the
+    folder a used one (a node may list the folder before rank 0's deletion of it shows, on NFS up to seconds late)."""
+    return name.startswith(SHARED_STORAGE_PROBE)
+
+
 class DistributedSetupError(ValueError):
     """A distributed run that cannot go on as launched; the message says what to change."""
 
@@ -154,6 +160,8 @@ def check_output_dir_is_shared(output_dir: str) -> None:
     dist.all_gather_object(everyone, seen)
     if rank == 0:
         os.remove(probe)
+    # Nobody lists the folder before the check file is gone, as far as this filesystem shows deletions at once.
+    dist.barrier()
     blind = [index for index, saw in enumerate(everyone) if not saw]
     if blind:
         raise DistributedSetupError(
@@ -183,5 +191,6 @@ __all__ = [
     "DistributedSetupError",
     "check_output_dir_is_shared",
     "check_resume_geometry",
+    "is_shared_storage_probe",
     "recorded_geometry",
 ]

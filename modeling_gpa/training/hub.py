@@ -175,7 +175,7 @@ def card_template() -> str:
     setup.cfg packages the top-level folder's template into the wheel under that name, so the cards of the reference
     checkpoints stay beside the template in the repository while an installed package can still write a card.
     """
-    checkout = Path(__file__).resolve().parents[1] / "model_cards" / TEMPLATE_NAME
+    checkout = Path(__file__).resolve().parents[2] / "model_cards" / TEMPLATE_NAME
     if checkout.is_file():
         return checkout.read_text("utf-8")
     return resources.files("modeling_gpa").joinpath("model_cards", TEMPLATE_NAME).read_text("utf-8")

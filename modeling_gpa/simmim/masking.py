@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .masking import KEPT, mask_groups_of_count
+from ..masking import KEPT, mask_groups_of_count
 
 
 def check_mask_geometry(image_size: int, mask_patch_size: int, model_patch_size: int) -> None:

@@ -11,7 +11,7 @@ from transformers import ViTConfig, ViTModel
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data import build_image_processor
 from modeling_gpa.masking import HARD, KEPT, RANDOM, SOFT
-from modeling_gpa.visualization import (
+from modeling_gpa.tools.visualization import (
     configured_layer_head,
     gpa_figure,
     grey_out,

@@ -15,9 +15,9 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from .head_selection import teacher_encoder_of
-from .masking import HARD, KEPT, RANDOM, SOFT
-from .teacher import teacher_scores
+from ..head_selection import teacher_encoder_of
+from ..masking import HARD, KEPT, RANDOM, SOFT
+from ..teacher import teacher_scores
 
 GROUP_NAMES = {KEPT: "kept", HARD: "hard (top GPA)", SOFT: "soft (GPA-sampled)", RANDOM: "random"}
 GROUP_COLOURS = {HARD: "#d62728", SOFT: "#ff9f1c", RANDOM: "#1f77b4"}

@@ -13,7 +13,7 @@ from tiny import WITHOUT_THE_PACKAGE, tiny_kwargs
 from transformers import AutoModelForPreTraining, ViTForImageClassification
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.hub import push_checkpoint_to_hub, redact_command, write_model_card
+from modeling_gpa.training.hub import push_checkpoint_to_hub, redact_command, write_model_card
 
 TOKEN = "hf_TestOnlyToken1234567890abcdef"
 MODEL_FILES = {"configuration_gpa.py", "modeling_gpa.py", "gpa.py", "masking.py", "teacher.py"}
@@ -44,6 +44,7 @@ def test_save_pretrained_writes_safetensors_the_model_code_and_auto_map(checkpoi
     }
 
 
+@pytest.mark.slow
 def test_trust_remote_code_loads_without_the_package_and_matches(checkpoint, tmp_path):
     model, directory = checkpoint
     torch.manual_seed(1)

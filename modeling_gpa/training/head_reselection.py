@@ -17,7 +17,7 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from transformers import TrainerCallback
 
-from .head_selection import candidate_name, select_attention_head
+from ..head_selection import candidate_name, select_attention_head
 
 logger = logging.getLogger(__name__)
 

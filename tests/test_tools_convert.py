@@ -7,7 +7,7 @@ from tiny import tiny_kwargs
 from transformers import ViTConfig, ViTModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.convert import (
+from modeling_gpa.tools.convert import (
     hf_state_dict,
     main,
     timm_state_dict,
