@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import config_overrides, script_args, write_image_folders
+from tiny import config_overrides, script_args
 
 from modeling_gpa.checkpoint_files import checkpoint_problem
 
@@ -24,7 +24,7 @@ OVERRIDES = config_overrides(patch_size=7, num_hidden_layers=2)
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> Path:
+def images(tmp_path_factory, write_image_folders) -> Path:
     return write_image_folders(
         tmp_path_factory.mktemp("images"), lambda rng: rng.integers(0, 256, (28, 28), dtype=np.uint8)
     )
