@@ -6,7 +6,7 @@ import signal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from modeling_gpa.training.worker_signals import stop_persistent_workers, workers_ignore_sigterm
+from modeling_gpa.training.worker_signals import kill_leftover_workers, stop_persistent_workers, workers_ignore_sigterm
 
 
 class WorkerState(Dataset):
@@ -43,3 +43,14 @@ def test_workers_survive_a_sigterm_and_stop_when_asked():
 def test_a_loader_without_workers_is_left_alone():
     loader = DataLoader(WorkerState(), batch_size=2)
     assert workers_ignore_sigterm(loader).worker_init_fn is None
+
+
+def test_workers_of_an_iterator_alive_at_exit_are_killed_before_multiprocessing_waits_for_them():
+    """multiprocessing ends daemonic children at exit with SIGTERM, then joins them without a timeout."""
+    loader = workers_ignore_sigterm(DataLoader(WorkerState(), batch_size=1, num_workers=2))
+    iterator = iter(loader)
+    next(iterator)
+    workers = iterator._workers
+    assert all(worker.is_alive() for worker in workers)
+    kill_leftover_workers()
+    assert not any(worker.is_alive() for worker in workers)
