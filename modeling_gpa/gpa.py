@@ -34,15 +34,9 @@ def global_patch_attention(
     Returns:
         (B, n) float32 scores of the n patch keys (the CLS key is dropped), unnormalised.
     """
-    if query.shape != key.shape or query.dim() != 4:
-        raise ValueError(f"query and key must both be (B, H, 1+n, d); got {tuple(query.shape)} and {tuple(key.shape)}.")
-    if score not in ("logits", "softmax"):
-        raise ValueError(f"score={score!r} is invalid; allowed values: 'logits', 'softmax'.")
     if queries not in ("all", "others"):
         raise ValueError(f"queries={queries!r} is invalid; allowed values: 'all', 'others'.")
-    if head is not None:
-        query = query[:, head : head + 1 if head != -1 else None]
-        key = key[:, head : head + 1 if head != -1 else None]
+    query, key = heads_of(query, key, head, score)
     # The sums run over hundreds of queries: bf16/fp16 would lose the ranking, so accumulate in float32.
     with torch.autocast(device_type=query.device.type, enabled=False):
         query, key = query.float(), key.float()
@@ -65,6 +59,19 @@ def global_patch_attention(
                 patch_block = probabilities[:, :, 1:, 1:]
                 per_head = patch_block.sum(dim=2) - patch_block.diagonal(dim1=-2, dim2=-1)
         return per_head.sum(dim=1)
+
+
+def heads_of(query: torch.Tensor, key: torch.Tensor, head: int | None, score: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checks (B, H, 1+n, d) queries and keys and a score name; returns the (B, 1, 1+n, d) slices of ``head``, or
+    all heads when it is ``None``."""
+    if query.shape != key.shape or query.dim() != 4:
+        raise ValueError(f"query and key must both be (B, H, 1+n, d); got {tuple(query.shape)} and {tuple(key.shape)}.")
+    if score not in ("logits", "softmax"):
+        raise ValueError(f"score={score!r} is invalid; allowed values: 'logits', 'softmax'.")
+    if head is None:
+        return query, key
+    end = head + 1 if head != -1 else None
+    return query[:, head:end], key[:, head:end]
 
 
 def minmax_normalize(score: torch.Tensor) -> torch.Tensor:
@@ -109,4 +116,4 @@ def loss_patch_weights(mask: torch.Tensor, patches: str) -> torch.Tensor:
     raise ValueError(f"patches={patches!r} is invalid; allowed values: 'masked', 'all', 'visible'.")
 
 
-__all__ = ["global_patch_attention", "loss_patch_weights", "minmax_normalize", "zscore_normalize"]
+__all__ = ["global_patch_attention", "heads_of", "loss_patch_weights", "minmax_normalize", "zscore_normalize"]

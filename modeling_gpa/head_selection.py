@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTModel
 
 from .command_line import check_checkpoint
-from .gpa import global_patch_attention
 from .masking import num_masked_patches
-from .teacher import full_image_tokens, teacher_scores
+from .teacher import block_query_key, full_image_tokens, patch_scores, teacher_scores
 
 # MAE's default, for encoders (ViTModel) whose config has no mask_ratio.
 DEFAULT_MASK_RATIO = 0.75
@@ -146,9 +146,6 @@ def teacher_encoder_of(model: torch.nn.Module) -> ViTMAEModel | ViTModel:
     """The encoder that scores patches: a GPA model's teacher, a ViTMAE/ViT model's ``vit``, or the encoder itself."""
     if isinstance(model, (ViTMAEModel, ViTModel)):
         return model
-    if getattr(model, "teacher_initialized", None) is not None and not bool(model.teacher_initialized):
-        # An EMA teacher that never copied the student holds random weights; compute_gpa copies it first too.
-        model.update_teacher()
     encoder = getattr(model, "teacher_encoder", None)
     if encoder is None:
         encoder = getattr(model, "vit", None)
@@ -280,8 +277,7 @@ def object_ranking_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C, H, W) images, (B, n) bool object patches -> (num_layers, num_heads + 1) mean recall and mean AP.
 
-    One pass through the blocks per batch: at block ``b`` its LayerNorm and Q/K projections give every head's
-    score (``global_patch_attention`` with ``head=h``, and ``head=None`` for the last column), then the block runs.
+    One pass through the blocks per batch (``every_head_scores``); the last column is the sum of heads.
     The average precision is averaged over the images that have object patches.
     """
     num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
@@ -294,26 +290,31 @@ def object_ranking_tables(
         for start in range(0, pixel_values.shape[0], batch_size):
             batch = _to_encoder(encoder, pixel_values[start : start + batch_size])
             objects = object_patches[start : start + batch_size].to(batch.device, torch.bool)
-            hidden_states = full_image_tokens(encoder, batch)
-            for index, block in enumerate(encoder.layers):
-                query, key = _block_query_key(block, hidden_states)
-                for column, head in enumerate([*range(num_heads), None]):
-                    scores = global_patch_attention(query, key, head=head, score=score, queries=queries)
-                    totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
-                    precision_totals[index, column] += average_precision(scores, objects).nansum().item()
-                if index + 1 < num_layers:
-                    hidden_states = block(hidden_states)
+            for index, column, scores in every_head_scores(encoder, batch, score=score, queries=queries):
+                totals[index, column] += topk_object_share(scores, objects, num_masked).sum().item()
+                precision_totals[index, column] += average_precision(scores, objects).nansum().item()
     finally:
         encoder.train(was_training)
     return (totals / pixel_values.shape[0]).float(), (precision_totals / max(with_objects, 1)).float()
 
 
-def _block_query_key(block: torch.nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1+n, D) input of a ViT block -> its queries and keys, each (B, H, 1+n, d)."""
-    normed = block.layernorm_before(hidden_states)
-    attention = block.attention
-    shape = (*normed.shape[:2], -1, attention.head_dim)
-    return attention.q_proj(normed).view(shape).transpose(1, 2), attention.k_proj(normed).view(shape).transpose(1, 2)
+def every_head_scores(
+    encoder: ViTMAEModel | ViTModel, pixel_values: torch.Tensor, *, score: str = "logits", queries: str = "all"
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """(B, C, H, W) -> ``(block, column, scores)`` for every head of every block, scores (B, n) raw.
+
+    Columns ``0..H-1`` are the heads and column ``H`` their sum (the CLS row's mean with ``queries="cls"``). One
+    pass through the blocks: at block ``b`` its LayerNorm and Q/K projections give every head's score, then the
+    block runs.
+    """
+    num_layers, num_heads = len(encoder.layers), encoder.config.num_attention_heads
+    hidden_states = full_image_tokens(encoder, pixel_values)
+    for index, block in enumerate(encoder.layers):
+        query, key = block_query_key(block, hidden_states)
+        for column, head in enumerate([*range(num_heads), None]):
+            yield index, column, patch_scores(query, key, head=head, score=score, queries=queries)
+        if index + 1 < num_layers:
+            hidden_states = block(hidden_states)
 
 
 def select_attention_head(
@@ -525,6 +526,7 @@ __all__ = [
     "average_precision",
     "candidate_name",
     "candidate_order",
+    "every_head_scores",
     "format_selection",
     "load_scoring_model",
     "num_masked_patches",

@@ -1,23 +1,32 @@
-"""GPA pretraining: ViTMAE masked by a teacher's Global Patch-wise Attention, plus Masked Attention Modeling."""
+"""GPA pretraining: ViTMAE masked by one of the mask strategies, with Masked Attention Modeling and HPM's predictor.
 
-from __future__ import annotations
+Which patches are masked is the strategy's (``mask_strategies`` lists them all); this file holds the modules: the
+encoder and pixel decoder are ViTMAE's own, the MAM head and HPM's loss predictor are added heads, and the teacher
+is a frozen or EMA encoder. ``save_pretrained`` copies this file, ``configuration_gpa.py`` and every module they
+import relatively beside the weights for ``trust_remote_code``; transformers resolves ``from .x import`` to ``x.py``
+in that folder, which is why those modules stay flat siblings at the package's top level. No
+``from __future__ import annotations`` here: ``**kwargs: Unpack[TransformersKwargs]`` must stay readable at run time.
+"""
 
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from transformers import ViTForImageClassification, ViTModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
 from transformers.models.vit.modeling_vit import ViTPreTrainedModel
 from transformers.models.vit_mae.modeling_vit_mae import (
     ViTMAEDecoder,
     ViTMAEEmbeddings,
     ViTMAEForPreTraining,
+    ViTMAELayer,
     ViTMAEModel,
     ViTMAEPreTrainedModel,
     build_2d_sinusoidal_position_embedding,
@@ -25,10 +34,19 @@ from transformers.models.vit_mae.modeling_vit_mae import (
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, auto_docstring, can_return_tuple, logging
 
-from .configuration_gpa import GPAConfig
+from .configuration_gpa import ATTENTION_SCORED, GPAConfig
 from .gpa import loss_patch_weights, zscore_normalize
-from .masking import gpa_noise, mask_fractions
-from .teacher import build_teacher_from_config, ema_update, freeze, load_pretrained_teacher, teacher_scores
+from .hpm import hpm_momentum, relative_loss_prediction_loss, standardized_loss_prediction_loss
+from .mask_strategies import mask_noise, mask_schedule
+from .masking import mask_fractions, progress_tensor
+from .teacher import (
+    build_teacher_from_config,
+    ema_update,
+    freeze,
+    full_image_tokens,
+    load_pretrained_teacher,
+    teacher_scores,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -38,34 +56,64 @@ GPA_AUTO_CLASSES = {
     "AutoModel": "GPAModel",
     "AutoModelForPreTraining": "GPAForPreTraining",
     "AutoModelForImageClassification": "GPAForImageClassification",
+    "AutoBackbone": "GPABackbone",
 }
 # Tensors that Transformers' ViTMAE init leaves unset when a checkpoint lacks them (see _initialize_missing_keys).
 POSITION_AND_TOKEN_NAMES = ("position_embeddings", "cls_token", "decoder_pos_embed", "mask_token")
 # Checkpoint parts that only pretraining uses: the encoder-only classes drop them by design, without a report.
-PRETRAINING_ONLY_KEYS = [r"^decoder\.", r"^teacher\.", r"^gpa_head\.", r"^gpa_decoder\.", r"^teacher_initialized$"]
+PRETRAINING_ONLY_KEYS = [
+    r"^decoder\.",
+    r"^teacher",
+    r"^(mam|gpa)_head\.",
+    r"^(mam|gpa)_decoder\.",
+    r"^loss_predictor\.",
+    r"^teacher_initialized$",
+]
+# Names of checkpoints saved before the MAM modules were named for what they do (modeling_gpa 0.1).
+LEGACY_KEY_MAPPING = {r"^gpa_head\.": "mam_head.", r"^gpa_decoder\.": "mam_decoder."}
+# Each EMA module and the student module it follows: the encoder for the "ema" teacher, the whole model for HPM.
+EMA_PAIRS = {"teacher": "vit", "teacher_decoder": "decoder", "teacher_loss_predictor": "loss_predictor"}
 
 
 @dataclass
 class GPAForPreTrainingOutput(ModelOutput):
-    """Outputs of [`GPAForPreTraining`].
+    r"""
+    Outputs of [`GPAForPreTraining`].
 
     Args:
-        loss: scalar, ``rgb_loss + gpa_loss_weight * gpa_loss`` (``rgb_loss`` alone without MAM).
-        rgb_loss: scalar, MAE's pixel MSE on masked patches.
-        gpa_loss: scalar MSE of the predicted z-scored GPA over ``gpa_loss_patches`` (masked ones by default), or
-            ``None`` without MAM.
-        logits: (B, n, patch_size**2 * C) predicted pixels.
-        gpa_logits: (B, n) predicted z-scored GPA, or ``None`` without MAM.
-        mask: (B, n), 1 for masked patches.
-        ids_restore: (B, n) indices restoring patch order.
-        gpa: (B, n) raw teacher scores used, or ``None`` when neither the mask nor MAM needed them.
+        loss (`torch.FloatTensor` of shape `()`):
+            `pixel_loss + gpa_loss_weight * gpa_loss + hpm_loss_weight * hpm_loss` (the terms in use).
+        pixel_loss (`torch.FloatTensor` of shape `()`):
+            MAE's pixel MSE on the masked patches.
+        gpa_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            MSE of the predicted z-scored attention score over `gpa_loss_patches`; `None` without MAM.
+        hpm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            HPM's loss-prediction term; `None` unless `mask_method="hpm"`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_patches, patch_size**2 * num_channels)`):
+            Predicted pixels.
+        gpa_logits (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
+            Predicted z-scored attention score; `None` without MAM.
+        predicted_losses (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
+            The loss predictor's output; `None` unless `mask_method="hpm"`.
+        mask (`torch.LongTensor` of shape `(batch_size, num_patches)`):
+            1 for masked patches.
+        ids_restore (`torch.LongTensor` of shape `(batch_size, num_patches)`):
+            Indices restoring patch order.
+        gpa (`torch.FloatTensor` of shape `(batch_size, num_patches)`, *optional*):
+            Raw teacher attention scores used; `None` when neither the mask nor MAM needed them.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            The encoder's hidden states, when asked for.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            The encoder's attentions, when asked for.
     """
 
     loss: torch.FloatTensor | None = None
-    rgb_loss: torch.FloatTensor | None = None
+    pixel_loss: torch.FloatTensor | None = None
     gpa_loss: torch.FloatTensor | None = None
+    hpm_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     gpa_logits: torch.FloatTensor | None = None
+    predicted_losses: torch.FloatTensor | None = None
     mask: torch.LongTensor | None = None
     ids_restore: torch.LongTensor | None = None
     gpa: torch.FloatTensor | None = None
@@ -109,21 +157,60 @@ def own_class(model: nn.Module) -> Iterator[None]:
         model.__class__ = sharded_class
 
 
+def decoder_config_of(config: GPAConfig, num_layers: int) -> GPAConfig:
+    """A copy of ``config`` whose encoder fields are the decoder's, with ``num_layers`` blocks (as ViTMAEDecoder's)."""
+    decoder_config = copy.deepcopy(config)
+    decoder_config.hidden_size = config.decoder_hidden_size
+    decoder_config.num_hidden_layers = decoder_config.decoder_num_hidden_layers = num_layers
+    decoder_config.num_attention_heads = config.decoder_num_attention_heads
+    decoder_config.intermediate_size = config.decoder_intermediate_size
+    return decoder_config
+
+
+class HPMLossPredictor(nn.Module):
+    """HPM's loss predictor: decoder blocks of its own on the pixel decoder's input tokens, one loss per patch.
+
+    Adapted from HPM's ``decoder_blocks_losspred``, ``decoder_norm_losspred`` and ``decoder_pred_losspred``
+    (Haochen-Wang409/HPM, ``models_mae_learn_loss.py``). HPM predicts ``patch_size**2 * C`` values per patch and
+    averages them; the mean of a linear layer's outputs is a linear layer, so one output here is the same function.
+    """
+
+    def __init__(self, config: GPAConfig):
+        super().__init__()
+        num_layers = config.hpm_predictor_layers or config.decoder_num_hidden_layers
+        block_config = decoder_config_of(config, num_layers)
+        self.layers = nn.ModuleList([ViTMAELayer(block_config) for _ in range(num_layers)])
+        self.norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.pred = nn.Linear(config.decoder_hidden_size, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1+n, D_dec) decoder input tokens (CLS first, patch order) -> (B, n) predicted losses."""
+        for layer in self.layers:
+            tokens = layer(tokens)
+        return self.pred(self.norm(tokens))[:, 1:, 0]
+
+
 class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
-    """ViTMAE pretraining with GPA soft-to-hard masking and, optionally, Masked Attention Modeling.
+    """ViTMAE pretraining with the mask strategy of ``config.mask_method``, Masked Attention Modeling and HPM.
 
     The encoder (``vit``) and pixel decoder (``decoder``) are ViTMAE's own, so ``ViTForImageClassification`` and
-    ``ViTMAEModel`` load a GPA checkpoint directly. Teachers:
+    ``ViTMAEModel`` load a checkpoint of any strategy directly. Teachers of the attention scores:
 
     - ``"self"``: the student encoder on the full image under ``no_grad``; no extra weights.
-    - ``"ema"``: ``teacher``, a momentum copy of the encoder; its weights are saved with the model.
+    - ``"ema"``: ``teacher``, a momentum copy of the encoder; its weights are saved with the model. With
+      ``mask_method="hpm"`` the copy is of the whole model (``teacher``, ``teacher_decoder``,
+      ``teacher_loss_predictor``), with HPM's momentum schedule.
     - ``"pretrained"``: ``teacher``, a frozen ViT/ViTMAE from ``gpa_teacher_name_or_path``. Its weights are saved
       in the checkpoint too, with its config in ``gpa_teacher_config``, so a checkpoint loads on a machine where
       that path does not exist.
+
+    Checkpoints of modeling_gpa 0.1 name the MAM modules ``gpa_head`` / ``gpa_decoder``; ``from_pretrained`` maps
+    them to ``mam_head`` / ``mam_decoder`` ([`LEGACY_KEY_MAPPING`]).
     """
 
     config_class = GPAConfig
     config: GPAConfig
+    _keys_to_ignore_on_load_unexpected = [r"^teacher_initialized$"]
 
     def __init__(self, config: GPAConfig):
         ViTMAEPreTrainedModel.__init__(self, config)
@@ -132,18 +219,25 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
         self.vit = ViTMAEModel(config)
         num_patches = self.vit.embeddings.patch_embeddings.num_patches
         self.decoder = ViTMAEDecoder(config, num_patches=num_patches)
+        self.mam_decoder, self.mam_head = self._build_mam_predictor(config, num_patches)
+        self.loss_predictor = HPMLossPredictor(config) if config.mask_method == "hpm" else None
         self.teacher = self._build_teacher(config)
-        self.gpa_decoder, self.gpa_head = self._build_gpa_predictor(config, num_patches)
-        # Always 1.0: the EMA teacher starts as a copy of the student, made here and never in forward (a branch on
-        # a tensor would cost a host sync and break torch.compile / torch.export graphs). Kept in checkpoints so
-        # that older ones, saved with 0.0 before their first EMA step, get their teacher copied when loaded.
-        self.register_buffer("teacher_initialized", torch.tensor(1.0))
+        if config.mask_method == "hpm":
+            self.teacher_decoder = freeze(ViTMAEDecoder(config, num_patches=num_patches))
+            self.teacher_loss_predictor = freeze(HPMLossPredictor(config))
         self.post_init()
         # ViTMAEModel initialises itself in its own __init__, so _init_weights above never sees its embeddings.
         init_position_tables(self.vit.embeddings, config.initializer_range)
-        if config.gpa_teacher == "ema":
-            self._copy_student_to_teacher()
+        # The EMA copy starts as the student, copied here and never in forward (a branch on a tensor there would
+        # cost a host sync and break torch.compile / torch.export graphs).
+        self._copy_student_to_teacher()
         self._validate_teacher_geometry()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``; checkpoints of modeling_gpa 0.1 load through [`LEGACY_KEY_MAPPING`]."""
+        kwargs.setdefault("key_mapping", LEGACY_KEY_MAPPING)
+        return super().from_pretrained(*args, **kwargs)
 
     @staticmethod
     def _build_teacher(config: GPAConfig) -> nn.Module | None:
@@ -165,16 +259,14 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
         return teacher
 
     @staticmethod
-    def _build_gpa_predictor(config: GPAConfig, num_patches: int) -> tuple[nn.Module | None, nn.Module | None]:
+    def _build_mam_predictor(config: GPAConfig, num_patches: int) -> tuple[nn.Module | None, nn.Module | None]:
         if not config.gpa_prediction:
             return None, None
         if config.gpa_decoder_layers == 0:
             return None, nn.Linear(config.decoder_hidden_size, 1)
-        gpa_decoder_config = copy.deepcopy(config)
-        gpa_decoder_config.decoder_num_hidden_layers = config.gpa_decoder_layers
-        gpa_decoder = ViTMAEDecoder(gpa_decoder_config, num_patches=num_patches)
-        gpa_decoder.decoder_pred = nn.Linear(config.decoder_hidden_size, 1)
-        return gpa_decoder, None
+        mam_decoder = ViTMAEDecoder(decoder_config_of(config, config.gpa_decoder_layers), num_patches=num_patches)
+        mam_decoder.decoder_pred = nn.Linear(config.decoder_hidden_size, 1)
+        return mam_decoder, None
 
     def _validate_teacher_geometry(self) -> None:
         """A teacher must see the student's patch grid, and have the configured block and head."""
@@ -204,9 +296,7 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
     def _init_weights(self, module: nn.Module) -> None:
         """ViTMAE's init, plus sin-cos position tables and random CLS / mask tokens (zero upstream)."""
         super()._init_weights(module)
-        if isinstance(module, GPAForPreTraining):
-            init.constant_(module.teacher_initialized, 1.0)
-        elif isinstance(module, (ViTMAEEmbeddings, ViTMAEDecoder)):
+        if isinstance(module, (ViTMAEEmbeddings, ViTMAEDecoder)):
             init_position_tables(module, self.config.initializer_range)
 
     @property
@@ -214,34 +304,62 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
         """The encoder whose attention scores the patches."""
         return self.vit if self.teacher is None else self.teacher
 
-    def train(self, mode: bool = True) -> GPAForPreTraining:
+    @property
+    def mask_schedule(self):
+        """The Eq. 6 schedule of the mask strategy (no hard or soft share for ``random`` and ``block``)."""
+        return mask_schedule(self.config)
+
+    def train(self, mode: bool = True) -> Self:
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+        for name in EMA_PAIRS:
+            if getattr(self, name, None) is not None:
+                getattr(self, name).eval()
         return self
 
-    @torch.no_grad()
-    def update_teacher(self) -> None:
-        """One momentum step of the ``"ema"`` teacher (call after each optimizer step); no-op for other teachers."""
+    def _ema_pairs(self) -> list[tuple[str, str]]:
+        """(EMA module, student module) names of this model's momentum copy; none without an ``"ema"`` teacher."""
         if self.config.gpa_teacher != "ema":
-            return
-        ema_update(self.teacher, self.vit, self.config.gpa_ema_momentum)
+            return []
+        return [(name, student) for name, student in EMA_PAIRS.items() if getattr(self, name, None) is not None]
+
+    def ema_momentum(self, epoch: float = 0.0) -> float:
+        """Momentum of the EMA step in ``epoch``: ``gpa_ema_momentum``, or HPM's schedule with ``mask_method="hpm"``."""
+        config = self.config
+        if config.mask_method != "hpm":
+            return config.gpa_ema_momentum
+        return hpm_momentum(epoch, config.hpm_momentum_start, config.hpm_momentum_end, config.hpm_momentum_epochs)
+
+    @torch.no_grad()
+    def update_teacher(self, epoch: float = 0.0) -> float | None:
+        """One momentum step of the EMA copy (call after each optimizer step, with the epoch count reached).
+
+        Returns the momentum used, or ``None`` without an ``"ema"`` teacher.
+        """
+        pairs = self._ema_pairs()
+        if not pairs:
+            return None
+        momentum = self.ema_momentum(epoch)
+        for teacher, student in pairs:
+            ema_update(getattr(self, teacher), getattr(self, student), momentum)
+        return momentum
 
     @torch.no_grad()
     def _copy_student_to_teacher(self, names: list[str] | None = None) -> None:
-        """The EMA teacher's start: the student's tensors ``names`` (all when None) copied into the teacher."""
-        student = self.vit.state_dict()
-        teacher = self.teacher.state_dict()
-        for name in student if names is None else names:
-            teacher[name].copy_(student[name])
-        self.teacher_initialized.fill_(1.0)
+        """The EMA copy's start: the student's tensors ``names`` (full state-dict keys; all when None) copied."""
+        for teacher, student in self._ema_pairs():
+            source = getattr(self, student).state_dict()
+            target = getattr(self, teacher).state_dict()
+            prefix = f"{teacher}."
+            wanted = source if names is None else [n.removeprefix(prefix) for n in names if n.startswith(prefix)]
+            for name in wanted:
+                target[name].copy_(source[name])
 
     def _initialize_missing_keys(self, is_quantized: bool) -> None:
         """Transformers' init of the weights a checkpoint lacks, plus what it misses, with a warning naming them.
 
         The encoders are models of their own, so Transformers initialises them with ViTMAE's rules, which skip the
         position table and CLS token once the patch projection is loaded: they would stay uninitialised memory.
-        Here they get the sin-cos table and a drawn token, and the EMA teacher's missing tensors the student's.
+        Here they get the sin-cos table and a drawn token, and the EMA copy's missing tensors the student's.
         """
         missing = [
             name
@@ -252,37 +370,27 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
         with torch.no_grad():
             init_position_tables(self.vit.embeddings, self.config.initializer_range)
         repaired = [name for name in missing if name.rsplit(".", 1)[-1] in POSITION_AND_TOKEN_NAMES]
-        repaired = [name for name in repaired if not name.startswith("teacher.")]
+        repaired = [name for name in repaired if not name.startswith("teacher")]
         if repaired:
             logger.warning(
                 f"The checkpoint lacks {', '.join(repaired)}: wrote MAE's 2-D sin-cos position tables and drew the "
                 "CLS / mask tokens."
             )
-        if self.config.gpa_teacher == "ema":
-            self._complete_ema_teacher([name for name in missing if name.startswith("teacher.")])
-
-    def _complete_ema_teacher(self, missing: list[str]) -> None:
-        """After loading: the EMA teacher's ``missing`` tensors (or all, if it never copied the student) copied."""
-        if not bool(self.teacher_initialized):
+        missing_ema = [name for name in missing if name.split(".", 1)[0] in dict(self._ema_pairs())]
+        if missing_ema:
             logger.warning(
-                "The checkpoint's EMA teacher never copied the student (teacher_initialized = 0: saved before its "
-                "first EMA step by an older version): copied the student into it."
+                f"The checkpoint lacks {len(missing_ema)} EMA teacher tensors ({', '.join(missing_ema[:3])}"
+                f"{', ...' if len(missing_ema) > 3 else ''}): copied them from the student."
             )
-            self._copy_student_to_teacher()
-        elif missing:
-            logger.warning(
-                f"The checkpoint lacks {len(missing)} EMA teacher tensors ({', '.join(missing[:3])}"
-                f"{', ...' if len(missing) > 3 else ''}): copied them from the student."
-            )
-            self._copy_student_to_teacher([name.removeprefix("teacher.") for name in missing])
+            self._copy_student_to_teacher(missing_ema)
 
     @torch.no_grad()
     def compute_gpa(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """(B, C, H, W) -> (B, n) raw float32 teacher scores at the configured block and head.
 
-        The teacher runs only up to that block, and in it only LayerNorm and the Q/K projections. With
-        ``gpa_teacher_image_size`` it scores the image resized to that side, (B, n_small), and the map is upsampled
-        bilinearly to the student's (H / patch, W / patch) grid.
+        The teacher runs only up to that block, and in it only LayerNorm and the Q/K projections. ``gpa_queries``
+        picks the score: GPA's column sum, or the CLS row (``"cls"``). With ``gpa_teacher_image_size`` it scores the
+        image resized to that side, (B, n_small), and the map is upsampled bilinearly to the student's grid.
         """
         encoder = self.teacher_encoder
         pixel_values = pixel_values.to(encoder.embeddings.patch_embeddings.projection.weight.dtype)
@@ -307,33 +415,86 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
         scores = scores.view(-1, 1, *small_grid)
         return nn.functional.interpolate(scores, size=student_grid, mode="bilinear", align_corners=False).flatten(1)
 
+    @torch.no_grad()
+    def teacher_predicted_losses(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
+        """(B, C, H, W) -> (B, n) HPM's score: the losses the EMA copy predicts for every patch of the full image.
+
+        Adapted from HPM's ``engine_pretrain.py``, which runs the EMA model with nothing masked.
+        """
+        encoder = self.teacher
+        hidden_states = full_image_tokens(encoder, pixel_values, interpolate_pos_encoding)
+        for layer in encoder.layers:
+            hidden_states = layer(hidden_states)
+        tokens = decoder_input(self.teacher_decoder, encoder.layernorm(hidden_states), None, interpolate_pos_encoding)
+        return self.teacher_loss_predictor(tokens).float()
+
+    def mask_score(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor | None:
+        """(B, C, H, W) -> (B, n) the strategy's score: attention (gpa, cls_attention), predicted losses (hpm) or
+        ``None`` (block, random)."""
+        if self.config.mask_method in ATTENTION_SCORED:
+            return self.compute_gpa(pixel_values, interpolate_pos_encoding)
+        if self.config.mask_method == "hpm":
+            return self.teacher_predicted_losses(pixel_values, interpolate_pos_encoding)
+        return None
+
     def mask_fractions(self, progress: float) -> tuple[float, float, float]:
         """(hard, soft, random) fractions of the masked patches at training progress in [0, 1]."""
-        return mask_fractions(progress, *self._ratio_schedule())
+        return mask_fractions(progress, self.mask_schedule)
 
-    def _ratio_schedule(self) -> tuple[tuple[float, float], tuple[float, float]]:
-        config = self.config
-        return (config.hard_ratio_start, config.hard_ratio_end), (config.soft_ratio_start, config.soft_ratio_end)
+    def forward_loss(
+        self, pixel_values: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, interpolate_pos_encoding: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) images, (B, n, p*p*C) predictions, (B, n) mask -> scalar pixel loss and (B, n) per patch.
 
-    def _decoder_hidden_states(
-        self, latent: torch.Tensor, ids_restore: torch.Tensor, interpolate_pos_encoding: bool
-    ) -> torch.Tensor:
-        """ViTMAE's decoder up to ``decoder_norm``: (B, 1+len_keep, D) latent -> (B, 1+n, D_dec) hidden states."""
-        decoder = self.decoder
-        hidden_states = decoder.decoder_embed(latent)
-        num_masked = ids_restore.shape[1] + 1 - hidden_states.shape[1]
-        mask_tokens = decoder.mask_token.expand(hidden_states.shape[0], num_masked, -1)
-        tokens = torch.cat([hidden_states[:, 1:], mask_tokens], dim=1)
-        index = ids_restore.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
-        tokens = torch.gather(tokens, dim=1, index=index)
-        hidden_states = torch.cat([hidden_states[:, :1], tokens], dim=1)
-        if interpolate_pos_encoding:
-            hidden_states = hidden_states + decoder.interpolate_pos_encoding(hidden_states)
+        Adapted from MAE's ``forward_loss`` (as ``ViTMAEForPreTraining.forward`` computes it): MSE to the patch's
+        pixels, per-patch normalised with ``norm_pix_loss``, averaged over the masked patches.
+        """
+        target = self.patchify(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        if self.config.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        per_patch = ((logits - target) ** 2).mean(dim=-1)
+        return masked_mean(per_patch, mask), per_patch
+
+    def _mam_loss(
+        self,
+        latent: torch.Tensor,
+        ids_restore: torch.Tensor,
+        decoder_hidden: torch.Tensor,
+        score: torch.Tensor,
+        mask: torch.Tensor,
+        progress: torch.Tensor,
+        interpolate_pos_encoding: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked Attention Modeling: (B, n) predicted z-scored score and the scalar MSE to it.
+
+        The linear ``mam_head`` reads the pixel decoder's hidden states; a ``mam_decoder`` decodes the latent
+        itself, through its blocks from ``gpa_decoder_switch`` on (from the start when it is ``None``) and straight
+        from its input tokens before (the released MAM head's switch).
+        """
+        if self.mam_decoder is None:
+            prediction = self.mam_head(decoder_hidden)[:, 1:, 0]
         else:
-            hidden_states = hidden_states + decoder.decoder_pos_embed
-        for layer in decoder.decoder_layers:
-            hidden_states = layer(hidden_states)
-        return decoder.decoder_norm(hidden_states)
+            decoder = self.mam_decoder
+            tokens = decoder_input(decoder, latent, ids_restore, interpolate_pos_encoding)
+            hidden = decoder_blocks(decoder, tokens)
+            switch = self.config.gpa_decoder_switch
+            if switch is not None:
+                # Both paths run, so the step's graph and the blocks' gradients exist whatever the progress.
+                hidden = torch.where(progress >= switch, hidden, decoder.decoder_norm(tokens))
+            prediction = decoder.decoder_pred(hidden)[:, 1:, 0]
+        target = zscore_normalize(score, self.config.gpa_target_norm)
+        region = loss_patch_weights(mask, self.config.gpa_loss_patches)
+        return prediction, masked_mean((prediction.float() - target) ** 2, region)
+
+    def _hpm_loss(self, tokens: torch.Tensor, per_patch: torch.Tensor, mask: torch.Tensor):
+        """HPM's loss prediction on the pixel decoder's input ``tokens``: (B, n) predictions and the scalar term."""
+        predicted = self.loss_predictor(tokens)
+        objective = relative_loss_prediction_loss if self.config.hpm_relative else standardized_loss_prediction_loss
+        return predicted, objective(predicted, per_patch, mask)
 
     @can_return_tuple
     @auto_docstring
@@ -348,22 +509,24 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
     ) -> GPAForPreTrainingOutput:
         r"""
         noise (`torch.Tensor` of shape `(batch_size, sequence_length)`, *optional*):
-            If given, the mask comes from it, as in ViTMAE (plain MAE masking); otherwise from the teacher's GPA.
+            If given, the mask comes from it, as in ViTMAE; otherwise from the strategy of `config.mask_method`.
         mask_progress (`float` or 0-d `torch.Tensor`, *optional*, defaults to 0.0):
-            Training progress in [0, 1] for the soft-to-hard schedule. Under `torch.compile`, pass a 0-d tensor
-            (`modeling_gpa.masking.progress_tensor`): a Python float is a constant of the graph, so each new value
-            would compile it again.
+            Training progress in [0, 1] for the mask schedule (and the MAM decoder's switch). Under `torch.compile`,
+            pass a 0-d tensor (`modeling_gpa.masking.progress_tensor`): a Python float is a constant of the graph,
+            so each new value would compile it again.
         interpolate_pos_encoding (`bool`, *optional*, defaults to `False`):
             Whether to interpolate the position encodings, for images of another size than the model's.
         """
         interpolate = bool(interpolate_pos_encoding)
+        progress = progress_tensor(0.0 if mask_progress is None else mask_progress, pixel_values.device)
         gpa = None
-        if noise is None or self.config.gpa_prediction:
+        if self.config.gpa_prediction:
             gpa = self.compute_gpa(pixel_values, interpolate)
         if noise is None:
-            hard, soft = self._ratio_schedule()
-            progress = 0.0 if mask_progress is None else mask_progress
-            noise = gpa_noise(gpa, self.config.mask_ratio, progress, hard=hard, soft=soft)
+            score = gpa if gpa is not None else self.mask_score(pixel_values, interpolate)
+            noise = mask_noise(self.config, score, pixel_values, progress)
+            if self.config.mask_method in ATTENTION_SCORED:
+                gpa = score
 
         outputs = self.vit(
             pixel_values,
@@ -374,41 +537,62 @@ class GPAForPreTraining(GPAAutoMapMixin, ViTMAEForPreTraining):
             **kwargs,
         )
         latent, mask, ids_restore = outputs.last_hidden_state, outputs.mask, outputs.ids_restore
-        decoder_hidden = self._decoder_hidden_states(latent, ids_restore, interpolate)
+        tokens = decoder_input(self.decoder, latent, ids_restore, interpolate)
+        decoder_hidden = decoder_blocks(self.decoder, tokens)
         logits = self.decoder.decoder_pred(decoder_hidden)[:, 1:]
+        pixel_loss, per_patch = self.forward_loss(pixel_values, logits, mask, interpolate)
 
-        target = self.patchify(pixel_values, interpolate_pos_encoding=interpolate)
-        if self.config.norm_pix_loss:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1.0e-6) ** 0.5
-        rgb_loss = masked_mean(((logits - target) ** 2).mean(dim=-1), mask)
-
-        gpa_logits = gpa_loss = None
-        loss = rgb_loss
+        loss = pixel_loss
+        gpa_logits = gpa_loss = predicted_losses = hpm_loss = None
         if self.config.gpa_prediction:
-            if self.gpa_decoder is not None:
-                gpa_logits = self.gpa_decoder(latent, ids_restore, interpolate_pos_encoding=interpolate).logits
-            else:
-                gpa_logits = self.gpa_head(decoder_hidden)[:, 1:]
-            gpa_logits = gpa_logits.squeeze(-1)
-            gpa_target = zscore_normalize(gpa, self.config.gpa_target_norm)
-            region = loss_patch_weights(mask, self.config.gpa_loss_patches)
-            gpa_loss = masked_mean((gpa_logits.float() - gpa_target) ** 2, region)
-            loss = rgb_loss + self.config.gpa_loss_weight * gpa_loss
+            gpa_logits, gpa_loss = self._mam_loss(latent, ids_restore, decoder_hidden, gpa, mask, progress, interpolate)
+            loss = loss + self.config.gpa_loss_weight * gpa_loss
+        if self.loss_predictor is not None:
+            predicted_losses, hpm_loss = self._hpm_loss(tokens, per_patch, mask)
+            loss = loss + self.config.hpm_loss_weight * hpm_loss
 
         return GPAForPreTrainingOutput(
             loss=loss,
-            rgb_loss=rgb_loss,
+            pixel_loss=pixel_loss,
             gpa_loss=gpa_loss,
+            hpm_loss=hpm_loss,
             logits=logits,
             gpa_logits=gpa_logits,
+            predicted_losses=predicted_losses,
             mask=mask,
             ids_restore=ids_restore,
             gpa=gpa,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+
+def decoder_input(
+    decoder: ViTMAEDecoder, latent: torch.Tensor, ids_restore: torch.Tensor | None, interpolate_pos_encoding: bool
+) -> torch.Tensor:
+    """(B, 1+len_keep, D) latent -> (B, 1+n, D_dec) decoder input tokens in patch order, CLS first.
+
+    Adapted from ``ViTMAEDecoder.forward`` up to its blocks: embed, mask tokens where patches were dropped (none when
+    ``ids_restore`` is None: the latent is the full image in patch order), unshuffle, position table.
+    """
+    hidden_states = decoder.decoder_embed(latent)
+    if ids_restore is not None:
+        num_masked = ids_restore.shape[1] + 1 - hidden_states.shape[1]
+        mask_tokens = decoder.mask_token.expand(hidden_states.shape[0], num_masked, -1)
+        tokens = torch.cat([hidden_states[:, 1:], mask_tokens], dim=1)
+        index = ids_restore.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+        hidden_states = torch.cat([hidden_states[:, :1], torch.gather(tokens, dim=1, index=index)], dim=1)
+    if interpolate_pos_encoding:
+        return hidden_states + decoder.interpolate_pos_encoding(hidden_states)
+    return hidden_states + decoder.decoder_pos_embed
+
+
+def decoder_blocks(decoder: ViTMAEDecoder, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, 1+n, D_dec) input tokens -> (B, 1+n, D_dec) hidden states after the blocks and ``decoder_norm``
+    (``ViTMAEDecoder.forward`` before its prediction layer)."""
+    for layer in decoder.decoder_layers:
+        tokens = layer(tokens)
+    return decoder.decoder_norm(tokens)
 
 
 class GPAModel(GPAAutoMapMixin, ViTPreTrainedModel):
@@ -456,6 +640,129 @@ class GPAForImageClassification(GPAAutoMapMixin, ViTForImageClassification):
     _keys_to_ignore_on_load_unexpected = PRETRAINING_ONLY_KEYS
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zeroes a residual branch for a random ``rate`` share of the samples and scales
+    the others by ``1 / (1 - rate)`` (timm's ``DropPath``); the identity in eval."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, ...) -> (B, ...)."""
+        if not self.training or self.rate == 0.0:
+            return hidden_states
+        keep = 1.0 - self.rate
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        return hidden_states * hidden_states.new_empty(shape).bernoulli_(keep) / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+class GPAFeaturePyramid(nn.Module):
+    """BEiT/MAE's neck for a plain ViT: four (B, D, h, w) maps of one scale -> 4x, 2x, 1x and 1/2x of it.
+
+    4x: two stride-2 transposed convolutions with BatchNorm and GELU between; 2x: one; 1x: the map itself; 1/2x:
+    2x2 max-pooling. The same modules as ``BeitFPNNeck``, so weights move between the two.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.fpn1 = nn.Sequential(
+            nn.ConvTranspose2d(hidden_size, hidden_size, kernel_size=2, stride=2),
+            nn.BatchNorm2d(hidden_size),
+            nn.GELU(),
+            nn.ConvTranspose2d(hidden_size, hidden_size, kernel_size=2, stride=2),
+        )
+        self.fpn2 = nn.ConvTranspose2d(hidden_size, hidden_size, kernel_size=2, stride=2)
+        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Four (B, D, h, w) maps -> (B, D, 4h, 4w), (B, D, 2h, 2w), (B, D, h, w), (B, D, h/2, w/2)."""
+        return self.fpn1(feature_maps[0]), self.fpn2(feature_maps[1]), feature_maps[2], self.fpn4(feature_maps[3])
+
+
+class GPABackbone(GPAAutoMapMixin, BackboneMixin, ViTPreTrainedModel):
+    """A GPA, ViTMAE or ViT encoder as a Transformers backbone: ``AutoBackbone.from_pretrained(<GPA checkpoint>)``,
+    ``UperNetConfig(backbone_config=GPAConfig(...))``, DETR's ``backbone_config``.
+
+    As ``BeitBackbone``: stages ``stem`` (patch embeddings + position table) and ``stage1..stageN`` (the blocks'
+    outputs, before the final LayerNorm); ``out_features`` / ``out_indices`` pick them; each feature map is
+    (B, D, H / patch, W / patch), the patch tokens in their image order (the CLS token dropped). The encoder sees
+    every patch: no masking and no token shuffle. The position table is interpolated (bicubic) to the input's size,
+    so a 224-pixel checkpoint runs on 512-pixel crops. ``config.drop_path_rate`` adds stochastic depth rising
+    linearly over the blocks, and ``config.add_fpn`` the four-scale neck of [`GPAFeaturePyramid`].
+    """
+
+    config_class = GPAConfig
+    config: GPAConfig
+    # The final LayerNorm is not on any stage's path: leaving it out keeps every parameter in the graph (DDP).
+    _keys_to_ignore_on_load_unexpected = [*PRETRAINING_ONLY_KEYS, r"^vit\.layernorm\.", r"^vit\.pooler\."]
+
+    def __init__(self, config: GPAConfig):
+        super().__init__(config)
+        self.vit = ViTModel(config, add_pooling_layer=False)
+        self.vit.layernorm = nn.Identity()
+        depth = config.num_hidden_layers
+        rates = [config.drop_path_rate * index / max(depth - 1, 1) for index in range(depth)]
+        for layer, rate in zip(self.vit.layers, rates, strict=True):
+            # ViTLayer applies its `dropout` to each residual branch right before the addition: where timm's blocks
+            # apply drop path. Dropout (hidden_dropout_prob) still runs first.
+            layer.dropout = nn.Sequential(layer.dropout, DropPath(rate))
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.fpn = GPAFeaturePyramid(config.hidden_size) if config.add_fpn else None
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+            Images whose sides are multiples of the patch size.
+        output_hidden_states (`bool`, *optional*):
+            Also return the (B, 1 + n, D) tokens of every stage, CLS first.
+
+        Returns: `BackboneOutput` with `feature_maps`, one (B, D, h, w) map per `out_features` stage (the neck's four
+        scales with `add_fpn`). Attentions are not returned (SDPA computes none).
+        """
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        height, width = pixel_values.shape[-2:]
+        patch_height, patch_width = self.vit.embeddings.patch_embeddings.patch_size
+        if height % patch_height or width % patch_width:
+            raise ValueError(
+                f"GPABackbone takes images whose sides are multiples of patch_size {self.config.patch_size}; got "
+                f"{height}x{width}: crop or pad them."
+            )
+        grid = (height // patch_height, width // patch_width)
+        pixel_values = pixel_values.to(self.vit.embeddings.patch_embeddings.projection.weight.dtype)
+        hidden_states = self.vit.embeddings(pixel_values, interpolate_pos_encoding=True)
+        stages = [hidden_states]
+        for layer in self.vit.layers:
+            hidden_states = layer(hidden_states, None)
+            stages.append(hidden_states)
+        feature_maps = tuple(
+            tokens_to_map(stages[index], grid)
+            for index, name in enumerate(self.stage_names)
+            if name in self.out_features
+        )
+        if self.fpn is not None:
+            feature_maps = self.fpn(feature_maps)
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=tuple(stages) if output_hidden_states else None)
+
+
+def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, 1 + h*w, D) tokens, CLS first and patches in row-major order -> (B, D, h, w) map of the patch tokens."""
+    return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], *grid)
+
+
 def init_position_tables(module: ViTMAEEmbeddings | ViTMAEDecoder, initializer_range: float) -> None:
     """Sin-cos position table and N(0, initializer_range) CLS or mask token, skipping tensors already loaded.
 
@@ -477,4 +784,11 @@ def sincos_table(grid_size: int, embed_dim: int) -> torch.Tensor:
     return torch.cat([table[..., half:], table[..., :half]], dim=-1).unsqueeze(0)
 
 
-__all__ = ["GPAForPreTraining", "GPAForPreTrainingOutput", "GPAModel", "GPAForImageClassification"]
+__all__ = [
+    "GPAForPreTraining",
+    "GPAForPreTrainingOutput",
+    "GPAModel",
+    "GPAForImageClassification",
+    "GPABackbone",
+    "HPMLossPredictor",
+]

@@ -13,6 +13,7 @@ block ``depth - 3`` (clamped at 0) and the last head.
 | gpa_loss_patches | masked | visible | all | all |
 | gpa_target_norm | population | population | released | released |
 | gpa_prediction | (unchanged) | (unchanged) | (unchanged) | True |
+| gpa_decoder_layers, gpa_decoder_switch | (unchanged) | (unchanged) | (unchanged) | the pixel decoder's depth, 0.75 |
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ def released_block(num_layers: int) -> int:
     return max(num_layers - RELEASED_BLOCKS_FROM_END, 0)
 
 
-def preset_fields(name: str, num_layers: int, num_heads: int) -> dict:
+def preset_fields(name: str, num_layers: int, num_heads: int, decoder_layers: int = 8) -> dict:
     """The ``GPAConfig`` fields of preset ``name`` for a teacher of ``num_layers`` blocks and ``num_heads`` heads.
+
+    ``decoder_layers``: the pixel decoder's depth, which ``released_mam``'s MAM decoder takes (MAE's ViT-B: 8).
 
     Block and head come back as non-negative indices. ``"ours"`` is ``GPAConfig``'s defaults; ``"paper"`` the
     paper's text (Eq. 6 ratios, the 10-shot block and head of Table 5, Eq. 7's ``(1 - M_i)`` read with ``M_i = 1``
     on masked patches); ``"released"`` the authors' pretraining script; ``"released_mam"`` their MAM script, which
-    holds the soft share at 0.3 for the whole run and turns MAM on.
+    holds the soft share at 0.3 for the whole run and turns MAM on, with an attention decoder of its own that
+    predicts straight from its input tokens for the first 75% of training and through its blocks after.
     """
     if name not in GPA_PRESETS:
         raise ValueError(f"preset {name!r} is invalid; allowed values: {', '.join(map(repr, GPA_PRESETS))}.")
@@ -61,7 +65,9 @@ def preset_fields(name: str, num_layers: int, num_heads: int) -> dict:
         }
     fields.update(soft_ratio_start=0.3, soft_ratio_end=0.0, gpa_loss_patches="all", gpa_target_norm="released")
     if name == "released_mam":
-        fields.update(soft_ratio_end=0.3, gpa_prediction=True)
+        fields.update(
+            soft_ratio_end=0.3, gpa_prediction=True, gpa_decoder_layers=decoder_layers, gpa_decoder_switch=0.75
+        )
     return fields
 
 

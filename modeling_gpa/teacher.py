@@ -23,6 +23,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 from transformers.utils import logging as transformers_logging
 
 from .checkpoint_files import safetensors_problem
+from .cls_attention import cls_patch_attention
 from .finite_weights import nonfinite_tensors
 from .gpa import global_patch_attention
 
@@ -57,14 +58,30 @@ def query_key_at(
         hidden_states = block(hidden_states)
     block = encoder.layers[layer]
     with gathered_block(block):
-        layernorm = block.layernorm_before
         # FSDP's mixed precision casts a unit's inputs in its forward hook, which this partial block bypasses.
-        normed = layernorm(hidden_states.to(layernorm.weight.dtype))
-        attention = block.attention
-        shape = (*normed.shape[:2], -1, attention.head_dim)
-        query = attention.q_proj(normed).view(shape).transpose(1, 2)
-        key = attention.k_proj(normed).view(shape).transpose(1, 2)
+        query, key = block_query_key(block, hidden_states.to(block.layernorm_before.weight.dtype))
     return query, key
+
+
+def block_query_key(block: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1+n, D) input of a ViT / ViTMAE block -> its queries and keys, each (B, H, 1+n, d).
+
+    The one place that reads transformers' block internals (``layernorm_before``, ``attention.{q,k}_proj``,
+    ``head_dim``): the teacher's score and the few-shot selection both call it.
+    """
+    normed = block.layernorm_before(hidden_states)
+    attention = block.attention
+    shape = (*normed.shape[:2], -1, attention.head_dim)
+    return attention.q_proj(normed).view(shape).transpose(1, 2), attention.k_proj(normed).view(shape).transpose(1, 2)
+
+
+def patch_scores(
+    query: torch.Tensor, key: torch.Tensor, *, head: int | None, score: str = "logits", queries: str = "all"
+) -> torch.Tensor:
+    """(B, H, 1+n, d) queries and keys -> (B, n) patch scores: the CLS row (``queries="cls"``) or GPA's sum."""
+    if queries == "cls":
+        return cls_patch_attention(query, key, head=head, score=score)
+    return global_patch_attention(query, key, head=head, score=score, queries=queries)
 
 
 @contextmanager
@@ -95,9 +112,12 @@ def teacher_scores(
     queries: str = "all",
     interpolate_pos_encoding: bool = False,
 ) -> torch.Tensor:
-    """(B, C, H, W) -> (B, n) raw float32 GPA of ``encoder`` at block ``layer`` and ``head`` (None: all heads)."""
+    """(B, C, H, W) -> (B, n) raw float32 scores of ``encoder`` at block ``layer`` and ``head`` (None: all heads).
+
+    ``queries``: ``"all"`` / ``"others"`` for GPA's column sum, ``"cls"`` for the CLS row ([`patch_scores`]).
+    """
     query, key = query_key_at(encoder, pixel_values, layer, interpolate_pos_encoding)
-    return global_patch_attention(query, key, head=head, score=score, queries=queries)
+    return patch_scores(query, key, head=head, score=score, queries=queries)
 
 
 def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
@@ -177,6 +197,8 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 __all__ = [
     "full_image_tokens",
     "query_key_at",
+    "block_query_key",
+    "patch_scores",
     "gathered_block",
     "teacher_scores",
     "load_pretrained_teacher",

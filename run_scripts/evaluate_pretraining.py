@@ -38,7 +38,7 @@ from modeling_gpa.evaluation import (  # noqa: E402
     write_results,
 )
 
-CURVES = ("loss", "rgb_loss", "gpa_loss")
+CURVES = ("loss", "pixel_loss", "gpa_loss", "hpm_loss")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

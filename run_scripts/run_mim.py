@@ -8,9 +8,10 @@
 
 Same arguments, with the same meaning, as run_mim.py (--model_type vit|swin, --mask_patch_size, --mask_ratio,
 --patch_size = the model's patch size, --config_overrides, every TrainingArguments flag); datasets as in
-run_pretrain.py. --mask_method random is run_mim.py's mask (ceil(mask_ratio * n) random mask patches per image);
---mask_method gpa draws the same number with GPA's soft-to-hard schedule from a teacher's scores pooled to the
-mask-patch grid (modeling_gpa.simmim.masking). Checkpoints load with ViTForImageClassification /
+run_pretrain.py, and the same mask flags (modeling_gpa.training.masking_arguments). --mask_method random is
+run_mim.py's mask (ceil(mask_ratio * n) random mask patches per image); --mask_method gpa or cls_attention draws the
+same number with Eq. 6's schedule from a teacher's scores pooled to the mask-patch grid (modeling_gpa.simmim.masking);
+--mask_method block draws BEiT's rectangles on that grid. Checkpoints load with ViTForImageClassification /
 SwinForImageClassification.from_pretrained. Run with `accelerate launch --config_file ...` for several processes.
 """
 
@@ -20,6 +21,7 @@ import logging
 import pickle
 import sys
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import transformers
 from transformers import (
@@ -30,6 +32,7 @@ from transformers import (
 )
 
 from modeling_gpa.command_line import pickle_refusal
+from modeling_gpa.configuration_gpa import ATTENTION_SCORED, GPAConfig
 from modeling_gpa.data import (
     collate_pixel_values,
 )
@@ -37,14 +40,15 @@ from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.data.splits import image_geometry, load_splits, with_crops
 from modeling_gpa.head_selection import format_selection, select_attention_head
-from modeling_gpa.simmim.trainer import MASK_METHODS, SIMMIM_TEACHERS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
+from modeling_gpa.masking import MaskSchedule
+from modeling_gpa.simmim.trainer import SIMMIM_FIELDS, SimMIMMasker, SimMIMMaskSettings, SimMIMTrainer
 from modeling_gpa.training.arguments import (
     HubArguments,
     ImageDataArguments,
     hub_kwargs,
-    parse_head,
     parse_script_arguments,
 )
+from modeling_gpa.training.masking_arguments import MASKING_FLAGS, MaskingArguments
 from modeling_gpa.training.script import (
     build_image_processor_for,
     check_checkpoint_flags,
@@ -62,8 +66,8 @@ MODEL_TYPES = ("vit", "swin")
 
 
 @dataclass
-class ModelArguments(HubArguments):
-    """Which model to pretrain (run_mim.py's arguments) and how its masks are drawn (GPA's)."""
+class ModelArguments(MaskingArguments, HubArguments):
+    """Which model to pretrain (run_mim.py's arguments); the mask strategy's flags are [`MaskingArguments`]."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -101,34 +105,6 @@ class ModelArguments(HubArguments):
             )
         },
     )
-    mask_method: str = field(
-        default="gpa",
-        metadata={"help": "Mask patches chosen by GPA's schedule or uniformly (run_mim.py).", "choices": MASK_METHODS},
-    )
-    gpa_teacher: str = field(
-        default="pretrained",
-        metadata={
-            "help": (
-                "Teacher that scores patches: 'pretrained' (frozen --gpa_teacher_name_or_path, any student), 'ema' "
-                "or 'self' (ViT students only)."
-            ),
-            "choices": SIMMIM_TEACHERS,
-        },
-    )
-    gpa_teacher_name_or_path: str | None = field(
-        default=None, metadata={"help": "ViT, ViTMAE or GPA checkpoint of the 'pretrained' teacher."}
-    )
-    gpa_layer: int = field(default=-1, metadata={"help": "Teacher block that scores (negative: from the end)."})
-    gpa_head: str = field(default="-1", metadata={"help": "Teacher head that scores; 'none': all heads summed."})
-    gpa_score: str = field(
-        default="logits", metadata={"help": "'logits' or 'softmax'.", "choices": ["logits", "softmax"]}
-    )
-    gpa_queries: str = field(default="all", metadata={"help": "'all' or 'others'.", "choices": ["all", "others"]})
-    hard_ratio_start: float = field(default=0.0, metadata={"help": "Top-GPA share of the masked patches at the start."})
-    hard_ratio_end: float = field(default=0.5, metadata={"help": "Top-GPA share of the masked patches at the end."})
-    soft_ratio_start: float = field(default=0.5, metadata={"help": "GPA-sampled share of the masked patches at start."})
-    soft_ratio_end: float = field(default=0.0, metadata={"help": "GPA-sampled share of the masked patches at the end."})
-    gpa_ema_momentum: float = field(default=0.996, metadata={"help": "Momentum of the 'ema' teacher."})
 
 
 @dataclass
@@ -190,21 +166,27 @@ def build_config(model_args: ModelArguments, num_channels: int) -> transformers.
 
 
 def mask_settings(model_args: ModelArguments, data_args: DataTrainingArguments, config) -> SimMIMMaskSettings:
+    """The SimMIM mask of the flags given; unset ones take ``GPAConfig``'s defaults, as in run_pretrain.py."""
+    fields = {name: getattr(GPAConfig, name) for name, _, _ in MASKING_FLAGS} | model_args.masking_overrides()
+    unsupported = sorted(name for name in model_args.masking_overrides() if name not in SIMMIM_FIELDS)
+    if unsupported:
+        raise ValueError(f"--{unsupported[0]} has no effect on a SimMIM student; drop it.")
     return SimMIMMaskSettings(
         image_size=config.image_size,
         mask_patch_size=data_args.mask_patch_size,
         model_patch_size=config.patch_size,
         mask_ratio=data_args.mask_ratio,
-        method=model_args.mask_method,
-        teacher=model_args.gpa_teacher,
-        teacher_name_or_path=model_args.gpa_teacher_name_or_path,
-        layer=model_args.gpa_layer,
-        head=parse_head(model_args.gpa_head),
-        score=model_args.gpa_score,
-        queries=model_args.gpa_queries,
-        hard=(model_args.hard_ratio_start, model_args.hard_ratio_end),
-        soft=(model_args.soft_ratio_start, model_args.soft_ratio_end),
-        ema_momentum=model_args.gpa_ema_momentum,
+        method=fields["mask_method"],
+        teacher=fields["gpa_teacher"],
+        teacher_name_or_path=fields["gpa_teacher_name_or_path"],
+        layer=fields["gpa_layer"],
+        head=fields["gpa_head"],
+        score=fields["gpa_score"],
+        queries=fields["gpa_queries"],
+        schedule=MaskSchedule.from_config(SimpleNamespace(**fields)),
+        ema_momentum=fields["gpa_ema_momentum"],
+        block_min_patches=fields["block_min_patches"],
+        block_min_aspect=fields["block_min_aspect"],
     )
 
 
@@ -221,7 +203,8 @@ def select_block_and_head(masker: SimMIMMasker, model, processor, data_args, ima
     pixel_values, objects = annotated_model_inputs(
         data_args.gpa_selection_images, settings, encoder.config.patch_size, dataset=images, image_column=image_column
     )
-    selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio)
+    scoring = dict(score=masker.settings.score, queries=masker.settings.queries)
+    selection = select_attention_head(encoder, pixel_values, objects, mask_ratio=data_args.mask_ratio, **scoring)
     masker.use_block_and_head(selection.best_layer, selection.best_head)
     logger.warning(f"Few-shot attention selection: {format_selection(selection)}")
 
@@ -246,13 +229,13 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
         model = AutoModelForMaskedImageModeling.from_config(config, trust_remote_code=model_args.trust_remote_code)
     masker = SimMIMMasker(settings, model, config.num_channels)
     processor = build_image_processor_for(model_args, config)
-    if data_args.gpa_selection_images and settings.method == "gpa":
+    if data_args.gpa_selection_images and settings.method in ATTENTION_SCORED:
         select_block_and_head(masker, model, processor, data_args, train if train is not None else eval_, image_column)
     logger.info(
         f"SimMIM {config.model_type}: {config.image_size}x{config.image_size}x{config.num_channels} images, patch "
         f"{config.patch_size}, mask patch {data_args.mask_patch_size}, mask ratio {data_args.mask_ratio}, "
         f"{model.num_parameters() / 1e6:.2f}M parameters; masking: {settings.method}"
-        + (f", teacher: {settings.teacher}" if settings.method == "gpa" else "")
+        + (f", teacher: {settings.teacher}" if settings.method in ATTENTION_SCORED else "")
     )
     train, eval_ = with_crops(
         train,

@@ -6,8 +6,9 @@
         --base_learning_rate 1.5e-4 --max_steps 500
 
 Trains from scratch (--config_name or --config_overrides), or from a ViTMAE or GPA checkpoint (--model_name_or_path).
-Resumes from the last complete checkpoint in --output_dir unless --overwrite_output_dir; --mask_method random trains
-the MAE baseline through the same model. Run with `accelerate launch --config_file ...` for several processes.
+Resumes from the last complete checkpoint in --output_dir unless --overwrite_output_dir; --mask_method
+random|block|cls_attention|hpm|gpa picks the mask strategy (random: the MAE baseline through the same model).
+Run with `accelerate launch --config_file ...` for several processes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import tempfile
 from dataclasses import dataclass, field
 
 import datasets
-import torch
 import transformers
 from transformers import AutoConfig, ViTMAEConfig, set_seed
 
@@ -34,16 +34,16 @@ from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.data.splits import image_geometry, load_splits, with_crops
 from modeling_gpa.head_selection import format_selection, select_head_for_pretraining, teacher_encoder_of
-from modeling_gpa.presets import GPA_PRESETS, preset_fields
+from modeling_gpa.presets import preset_fields
 from modeling_gpa.training.arguments import (
     HubArguments,
     ImageDataArguments,
     hub_kwargs,
-    parse_head,
     parse_script_arguments,
 )
 from modeling_gpa.training.head_reselection import HeadReselectionCallback
 from modeling_gpa.training.hub import push_checkpoint_to_hub, write_model_card
+from modeling_gpa.training.masking_arguments import MaskingArguments
 from modeling_gpa.training.script import (
     build_image_processor_for,
     check_checkpoint_flags,
@@ -56,37 +56,10 @@ from modeling_gpa.training.trainer import GPATrainer, GPATrainingArguments
 
 logger = logging.getLogger(__name__)
 
-MASK_METHODS = ("gpa", "random")
-# GPAConfig fields settable from the command line, each by a flag of the same name.
-GPA_FIELDS = (
-    "gpa_teacher",
-    "gpa_teacher_name_or_path",
-    "gpa_ema_momentum",
-    "gpa_layer",
-    "gpa_head",
-    "gpa_score",
-    "gpa_queries",
-    "hard_ratio_start",
-    "hard_ratio_end",
-    "soft_ratio_start",
-    "soft_ratio_end",
-    "gpa_prediction",
-    "gpa_loss_weight",
-    "gpa_loss_patches",
-    "gpa_target_norm",
-    "gpa_decoder_layers",
-    "gpa_teacher_image_size",
-)
-
-
-def gpa_help(text: str, default: object) -> str:
-    """Help of a GPAConfig flag: unset, the config's (or checkpoint's) value stands."""
-    return f"{text} Unset: the config's or checkpoint's value (new configs: {default!r})."
-
 
 @dataclass
-class ModelArguments(HubArguments):
-    """Which model, config and image processor to pretrain, and the GPA method's settings."""
+class ModelArguments(MaskingArguments, HubArguments):
+    """Which model, config and image processor to pretrain; the mask strategy's flags come from [`MaskingArguments`]."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -115,16 +88,6 @@ class ModelArguments(HubArguments):
     norm_pix_loss: bool = field(
         default=True, metadata={"help": "Whether or not to train with normalized pixel values as target."}
     )
-    mask_method: str = field(
-        default="gpa",
-        metadata={
-            "help": (
-                "'gpa': soft-to-hard masking by the teacher's global patch-wise attention; 'random': plain MAE "
-                "masking through the same model, without Masked Attention Modeling (the baseline arm)."
-            ),
-            "choices": list(MASK_METHODS),
-        },
-    )
     image_size: int | None = field(
         default=None,
         metadata={
@@ -143,130 +106,8 @@ class ModelArguments(HubArguments):
             )
         },
     )
-    gpa_teacher: str | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "Who scores the patches: 'self' (the student encoder, no extra weights), 'ema' (its momentum copy) or "
-                "'pretrained' (a frozen ViT/ViTMAE from --gpa_teacher_name_or_path).",
-                "self",
-            ),
-            "choices": ["self", "ema", "pretrained"],
-        },
-    )
-    gpa_teacher_name_or_path: str | None = field(
-        default=None, metadata={"help": "ViTMAE or ViT checkpoint of the 'pretrained' teacher (directory or Hub id)."}
-    )
-    gpa_ema_momentum: float | None = field(
-        default=None, metadata={"help": gpa_help("Momentum of the 'ema' teacher per optimizer step.", 0.999)}
-    )
-    gpa_layer: int | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help("Teacher block whose attention scores the patches; negative counts from the end.", -1)
-        },
-    )
-    gpa_head: str | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "Head of that block (negative counts from the end), or 'none'/'all' for the sum over all heads.", -1
-            )
-        },
-    )
-    gpa_score: str | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "'logits': pre-softmax q.k/sqrt(d) (released code); 'softmax': attention probabilities.", "logits"
-            ),
-            "choices": ["logits", "softmax"],
-        },
-    )
-    gpa_queries: str | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "'all': every query, CLS included (released code); 'others': the other patches (paper's Eq. 5).", "all"
-            ),
-            "choices": ["all", "others"],
-        },
-    )
-    hard_ratio_start: float | None = field(
-        default=None, metadata={"help": gpa_help("Fraction of masked patches chosen by top GPA at the start.", 0.0)}
-    )
-    hard_ratio_end: float | None = field(
-        default=None, metadata={"help": gpa_help("Fraction of masked patches chosen by top GPA at the end.", 0.5)}
-    )
-    soft_ratio_start: float | None = field(
-        default=None, metadata={"help": gpa_help("Fraction sampled in proportion to GPA at the start.", 0.5)}
-    )
-    soft_ratio_end: float | None = field(
-        default=None, metadata={"help": gpa_help("Fraction sampled in proportion to GPA at the end.", 0.0)}
-    )
-    gpa_prediction: bool | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help("Masked Attention Modeling: also regress the z-scored GPA of masked patches.", True)
-        },
-    )
-    gpa_loss_weight: float | None = field(
-        default=None, metadata={"help": gpa_help("loss = rgb_loss + gpa_loss_weight * gpa_loss.", 1.0)}
-    )
-    gpa_loss_patches: str | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "Patches the MAM loss averages over: 'masked', 'all' (released code) or 'visible' (the paper's Eq. 7 "
-                "read literally).",
-                "masked",
-            ),
-            "choices": ["masked", "all", "visible"],
-        },
-    )
-    gpa_target_norm: str | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "Per-image z-score of the MAM target: 'population' std, or 'released': (x - mean) / sqrt(unbiased "
-                "var + 1e-6) as the released code.",
-                "population",
-            ),
-            "choices": ["population", "released"],
-        },
-    )
-    gpa_decoder_layers: int | None = field(
-        default=None,
-        metadata={"help": gpa_help("0: a linear MAM head on the pixel decoder; N > 0: its own N-layer decoder.", 0)},
-    )
-    gpa_preset: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Fill the GPA fields with one named setting (explicit --gpa_*/--*_ratio_* flags still win; the "
-                "checkpoint records the fields, not the name): 'ours' (this implementation's defaults), 'paper' (the "
-                "paper's text), 'released' (the authors' pretraining script), 'released_mam' (their MAM script: soft "
-                "held at 0.3, MAM on). Sets hard/soft ratios, gpa_layer/gpa_head (paper and released: block depth-3, "
-                "last head, i.e. block 9 head 11 of ViT-B), gpa_loss_patches and gpa_target_norm; see the README."
-            ),
-            "choices": list(GPA_PRESETS),
-        },
-    )
-
-    gpa_teacher_image_size: int | None = field(
-        default=None,
-        metadata={
-            "help": gpa_help(
-                "Cheaper teacher: score the image downscaled to this size (a multiple of patch_size) and upsample "
-                "the score map to the student's patch grid.",
-                None,
-            )
-        },
-    )
 
     def __post_init__(self):
-        if self.mask_method not in MASK_METHODS:
-            raise ValueError(f"--mask_method {self.mask_method!r} is invalid; allowed values: gpa, random.")
         if self.num_channels is not None and self.num_channels not in (1, 3):
             raise ValueError(f"--num_channels {self.num_channels} is invalid; allowed values: 1, 3.")
         if self.image_size is not None and self.image_size < 1:
@@ -276,13 +117,6 @@ class ModelArguments(HubArguments):
                 "--config_overrides only applies to a model trained from scratch; with --model_name_or_path set the "
                 "GPA flags (--gpa_*, --mask_ratio) instead."
             )
-
-    def gpa_overrides(self) -> dict:
-        """The GPAConfig fields given on the command line, ``--gpa_head none``/``all`` as None."""
-        overrides = {name: getattr(self, name) for name in GPA_FIELDS if getattr(self, name) is not None}
-        if "gpa_head" in overrides:
-            overrides["gpa_head"] = parse_head(overrides["gpa_head"])
-        return overrides
 
 
 @dataclass
@@ -405,29 +239,30 @@ def build_config(model_args: ModelArguments, train_images: datasets.Dataset | No
 
     config.mask_ratio = model_args.mask_ratio
     config.norm_pix_loss = model_args.norm_pix_loss
-    explicit = model_args.gpa_overrides()
-    for name, value in explicit.items():
-        setattr(config, name, value)
+    explicit = model_args.masking_overrides()
+    config.update(explicit)
+    config.update(
+        {name: value for name, value in strategy_defaults(config.mask_method).items() if name not in explicit}
+    )
     if model_args.gpa_preset is not None:
         config.validate_gpa()
-        fields = preset_fields(model_args.gpa_preset, *teacher_depth(config, model_args))
+        depth = teacher_depth(config, model_args)
+        fields = preset_fields(model_args.gpa_preset, *depth, decoder_layers=config.decoder_num_hidden_layers)
         config.update({name: value for name, value in fields.items() if name not in explicit})
-    if model_args.mask_method == "random":
-        if model_args.gpa_prediction:
-            raise ValueError("--gpa_prediction needs GPA scores; drop it with --mask_method random.")
-        # Masks come from the collator's uniform noise: no teacher, no GPA target, no GPA schedule.
-        config.update(
-            {
-                "gpa_teacher": "self",
-                "gpa_prediction": False,
-                "hard_ratio_start": 0.0,
-                "hard_ratio_end": 0.0,
-                "soft_ratio_start": 0.0,
-                "soft_ratio_end": 0.0,
-            }
-        )
     config.validate_gpa()
     return config
+
+
+def strategy_defaults(mask_method: str) -> dict:
+    """Config fields a strategy changes unless flags set them: no MAM without an attention score; HPM's EMA copy
+    and hard share 0 -> 0.5 with no soft share; the CLS row for ``cls_attention``."""
+    if mask_method in ("random", "block"):
+        return {"gpa_prediction": False}
+    if mask_method == "hpm":
+        return {"gpa_prediction": False, "gpa_teacher": "ema", "soft_ratio_start": 0.0, "soft_ratio_end": 0.0}
+    if mask_method == "cls_attention":
+        return {"gpa_queries": "cls"}
+    return {}
 
 
 def teacher_depth(config: GPAConfig, model_args: ModelArguments) -> tuple[int, int]:
@@ -457,18 +292,6 @@ def build_model(model_args: ModelArguments, config: GPAConfig) -> GPAForPreTrain
     return model
 
 
-@dataclass
-class RandomMaskingCollator:
-    """Adds uniform ``noise`` (B, num_patches) to each batch: the model then masks exactly as ViTMAE does."""
-
-    num_patches: int
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_pixel_values(examples)
-        batch["noise"] = torch.rand(len(examples), self.num_patches)
-        return batch
-
-
 def parse_arguments(argv: list[str] | None = None):
     return parse_script_arguments((ModelArguments, DataTrainingArguments, GPATrainingArguments), __doc__, argv)
 
@@ -491,7 +314,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
     logger.info(
         f"Model: {config.image_size}x{config.image_size}x{config.num_channels} images, patch {config.patch_size}, "
         f"hidden {config.hidden_size} x {config.num_hidden_layers} layers, {model.num_parameters() / 1e6:.2f}M "
-        f"parameters; masking: {model_args.mask_method}, teacher: {config.gpa_teacher}, MAM: {config.gpa_prediction}"
+        f"parameters; masking: {config.mask_method}, teacher: {config.gpa_teacher}, MAM: {config.gpa_prediction}"
     )
 
     reselection = None
@@ -511,15 +334,13 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
         seed=training_args.seed,
         rank=training_args.process_index,
     )
-    num_patches = (config.image_size // config.patch_size) ** 2
-    collator = RandomMaskingCollator(num_patches) if model_args.mask_method == "random" else collate_pixel_values
     trainer = GPATrainer(
         model=model,
         args=training_args,
         train_dataset=train,
         eval_dataset=eval_,
         processing_class=processor,
-        data_collator=collator,
+        data_collator=collate_pixel_values,
     )
     if reselection is not None:
         trainer.add_callback(reselection)

@@ -16,15 +16,13 @@ import os
 import re
 
 import numpy as np
-import skimage.data
 import torch
 from PIL import Image
 
 from modeling_gpa.command_line import TRUST_REMOTE_CODE_HELP, exit_on_bad_input
-from modeling_gpa.data.fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist_arrays
-from modeling_gpa.data.image_inputs import ImageSettings
+from modeling_gpa.data.image_inputs import SKIMAGE_PHOTOS, ImageSettings, example_images
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
-from modeling_gpa.masking import KEPT, gpa_mask_groups, noise_from_mask
+from modeling_gpa.masking import KEPT, MaskSchedule, mask_groups, noise_from_mask, num_masked_patches
 from modeling_gpa.tools.visualization import (
     configured_layer_head,
     gpa_figure,
@@ -33,9 +31,6 @@ from modeling_gpa.tools.visualization import (
     mae_reconstruction,
     reconstruction_figure,
 )
-
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-DEFAULT_SCHEDULE = ((0.0, 0.5), (0.5, 0.0))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,27 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-
-
-def default_images(skimage_names: list[str], num_fashion_mnist: int) -> list[tuple[str, Image.Image]]:
-    """scikit-image's bundled photos and the first Fashion-MNIST test images, as (name, image) pairs."""
-    images = []
-    for name in skimage_names:
-        if name not in skimage.data.__all__:
-            raise ValueError(
-                f"--skimage_images: {name!r} is not a scikit-image image; try {', '.join(SKIMAGE_PHOTOS)}."
-            )
-        images.append((name, Image.fromarray(getattr(skimage.data, name)())))
-    if num_fashion_mnist > 0:
-        try:
-            pixels, labels = fashion_mnist_arrays("test")
-        except FileNotFoundError as error:
-            print(f"note: skipping Fashion-MNIST samples ({error})")
-        else:
-            for index in range(min(num_fashion_mnist, len(pixels))):
-                label = FASHION_MNIST_CLASSES[int(labels[index])]
-                images.append((f"fashion_mnist_{index}_{label}", Image.fromarray(pixels[index])))
-    return images
 
 
 def load_images(paths: list[str]) -> list[tuple[str, Image.Image]]:
@@ -118,20 +92,17 @@ def run(args: argparse.Namespace) -> list[str]:
     model = load_scoring_model(args.model_name_or_path, args.trust_remote_code)
     config = model.config
     settings = ImageSettings.from_pretrained(args.model_name_or_path, config)
-    named = load_images(args.images) if args.images else default_images(args.skimage_images, args.num_fashion_mnist)
+    named = load_images(args.images) if args.images else example_images(args.skimage_images, args.num_fashion_mnist)
     if not named:
         raise ValueError("no images to draw: pass --images or keep the default photos / Fashion-MNIST samples.")
     layer, head = layer_and_head(model, args)
     mask_ratio = args.mask_ratio if args.mask_ratio is not None else getattr(config, "mask_ratio", 0.75)
-    hard, soft = DEFAULT_SCHEDULE
-    if hasattr(config, "hard_ratio_end"):
-        hard = (config.hard_ratio_start, config.hard_ratio_end)
-        soft = (config.soft_ratio_start, config.soft_ratio_end)
+    schedule = MaskSchedule.from_config(config) if hasattr(config, "hard_ratio_end") else MaskSchedule()
 
     pixel_values = settings.to_pixel_values([image for _, image in named])
     gpa = gpa_scores(model, pixel_values, layer=layer, head=head)
     generator = torch.Generator().manual_seed(args.seed)
-    groups = gpa_mask_groups(gpa.cpu(), mask_ratio, 1.0, hard=hard, soft=soft, generator=generator)
+    groups = mask_groups(gpa.cpu(), num_masked_patches(gpa.shape[1], mask_ratio), 1.0, schedule, generator=generator)
     display = settings.to_display(pixel_values)
     patch_size = teacher_encoder_of(model).config.patch_size
     checkpoint = os.path.basename(os.path.normpath(args.model_name_or_path))

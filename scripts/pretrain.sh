@@ -63,4 +63,5 @@ echo
 echo "Checkpoint:  $output_dir"
 echo "Figures:     $output_dir/figures/*.png"
 echo "Evaluation:  $output_dir/evaluation/evaluation.png, $output_dir/evaluation/mask_recall.json"
+echo "Explorer:    .venv/bin/python run_scripts/gpa_explorer.py --model_name_or_path $output_dir   # http://127.0.0.1:7860"
 echo "Next: python run_scripts/run_linear_probe.py --model_name_or_path $output_dir --dataset_name fashion_mnist --output_dir $output_dir/linear"

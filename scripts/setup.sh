@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup: .venv with torch 2.14.1 + torchvision 0.29.1, this package editable with its dev extras (timm
-# among its dependencies) and its deepspeed extra (so the tests run the DeepSpeed ZeRO-2 launch we ship), and
-# Fashion-MNIST.
+# among its dependencies), its deepspeed extra (so the tests run the DeepSpeed ZeRO-2 launch we ship) and its demo
+# extra (gradio, for the explorer), Fashion-MNIST, and Chromium with its WebDriver (the explorer's browser test).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,24 +27,35 @@ fi
 stamp=.venv/.modeling-gpa-setup
 wanted=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/pip show --quiet modeling-gpa 2>/dev/null; then
-    echo "Installing modeling-gpa (editable, with dev and deepspeed extras)"
-    "${pip[@]}" install -e '.[dev,deepspeed]'
+    echo "Installing modeling-gpa (editable, with dev, deepspeed and demo extras)"
+    "${pip[@]}" install -e '.[dev,deepspeed,demo]'
     echo "$wanted" >"$stamp"
 fi
 
+can_apt=true sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else can_apt=false; fi
+fi
+
+# apt_install HINT PACKAGE... : Debian packages as root (or through sudo); without either, a warning with HINT.
+apt_install() {
+    local hint=$1
+    shift
+    if ! $can_apt; then
+        echo "setup.sh: $* missing: run 'sudo apt-get install $*'$hint" >&2
+        return 0
+    fi
+    echo "Installing Debian's $*"
+    if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "$@"; }; then
+        echo "setup.sh: apt-get could not install $*; the tests that need it will fail" >&2
+    fi
+}
+
 fashion_mnist=${GPA_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 if [ ! -d "$fashion_mnist" ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        sudo=()
-    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-        sudo=(sudo -n)
-    else
-        echo "setup.sh: Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'," \
-            "or set GPA_FASHION_MNIST_DIR to a folder with its gzip IDX files" >&2
-        exit 0
-    fi
-    echo "Installing Debian's dataset-fashion-mnist"
-    if ! { "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq dataset-fashion-mnist; }; then
-        echo "setup.sh: apt-get could not install dataset-fashion-mnist; Fashion-MNIST runs and tests will fail" >&2
-    fi
+    apt_install ", or set GPA_FASHION_MNIST_DIR to a folder with its gzip IDX files" dataset-fashion-mnist
+fi
+# The explorer's browser test drives Debian's Chromium through its WebDriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install "" chromium chromium-driver
 fi

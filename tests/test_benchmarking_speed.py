@@ -19,6 +19,7 @@ ARMS = [
     "gpa-pretrained-16px",
     "gpa-pretrained-16px-mam",
 ]
+STRATEGY_ARMS = ["block", "cls-attention-pretrained", "hpm"]
 # Runs the script as __main__, then checks that the GPU machine's missing packages were never imported.
 RUNNER = """
 import runpy, sys
@@ -42,7 +43,7 @@ def quick_results(tmp_path_factory):
 def test_quick_run_reports_every_arm_with_positive_ratios(quick_results):
     results, _ = quick_results
     rows = {row["arm"]: row for row in results["steps"]}
-    assert list(rows) == ARMS
+    assert list(rows) == ARMS + STRATEGY_ARMS
     for row in rows.values():
         assert row["step_ms"] > 0 and row["images_per_s"] > 0 and row["ratio_to_mae"] > 0
         assert row["resident_mib"] > 0 and row["step_peak_mib"] > 0
@@ -54,6 +55,11 @@ def test_quick_run_reports_every_arm_with_positive_ratios(quick_results):
     assert rows["gpa-self"]["flops_per_image"] == rows["gpa-pretrained"]["flops_per_image"]
     assert rows["gpa-pretrained-16px"]["flops_ratio"] < rows["gpa-pretrained"]["flops_ratio"]
     assert rows["gpa-ema"]["resident_mib"] > rows["gpa-self"]["resident_mib"]
+    # Block masks cost MAE's FLOPs, the CLS score the exact teacher's; HPM's step is measured, its FLOPs not modelled.
+    assert rows["block"]["flops_ratio"] == 1.0 and rows["block"]["mask_share"] is None
+    assert rows["cls-attention-pretrained"]["flops_per_image"] == rows["gpa-pretrained"]["flops_per_image"]
+    assert rows["hpm"]["flops_ratio"] is None and rows["hpm"]["ratio_to_mae"] > 0
+    assert rows["hpm"]["resident_mib"] > rows["gpa-ema"]["resident_mib"]
 
 
 @pytest.mark.slow

@@ -37,6 +37,6 @@ def test_compares_the_pretrained_encoder_with_its_random_init_and_draws_the_curv
             assert 0.2 < results["knn_top1"][encoder][pooling] <= 1.0
     curves = evaluate_pretraining.training_curves(str(checkpoint))
     assert [step for step, _ in curves["loss"]] == [1, 2, 3, 4]
-    assert set(curves) == {"loss", "rgb_loss", "gpa_loss"}
+    assert set(curves) == {"loss", "pixel_loss", "gpa_loss"}
     with Image.open(output_dir / "evaluation.png") as figure:
         assert figure.size[0] > 1000

@@ -47,5 +47,19 @@ def test_object_recall_rejects_empty_masks():
 
 
 def test_unknown_metric_names_the_available_ones():
-    with pytest.raises(ValueError, match="accuracy, object_recall, top_k_accuracy"):
+    with pytest.raises(ValueError, match="accuracy, box_map, mean_iou, object_recall, top_k_accuracy"):
         load_metric("f1")
+
+
+def test_mean_iou_sums_areas_over_images_and_ignores_255_and_reduced_zeros():
+    mean_iou = load_metric("mean_iou")
+    mean_iou.add_batch(predictions=[np.array([[0, 1], [2, 2]])], references=[np.array([[1, 1], [3, 0]])])
+    mean_iou.add_batch(predictions=[np.array([[1, 1]])], references=[np.array([[2, 255]])])
+    result = mean_iou.compute(num_labels=3, reduce_labels=True)
+    # After reduce_labels the references are [[0, 0], [2, ignored]] and [[1, ignored]]: per class, intersection /
+    # union summed over both images: 0 -> 1/2, 1 -> 1/2 (the second image's ignored pixel is not counted), 2 -> 1/1.
+    np.testing.assert_allclose(result["per_category_iou"], [0.5, 0.5, 1.0])
+    assert result["mean_iou"] == pytest.approx(2 / 3)
+    assert result["overall_accuracy"] == pytest.approx(3 / 4)
+    plain = mean_iou.compute(predictions=[np.array([[0, 1]])], references=[np.array([[0, 0]])], num_labels=3)
+    assert plain["mean_iou"] == pytest.approx(0.25) and np.isnan(plain["per_category_iou"][2])

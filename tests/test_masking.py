@@ -4,15 +4,21 @@ import torch
 from modeling_gpa.masking import (
     HARD,
     KEPT,
+    PAPER_SCHEDULE,
     RANDOM,
     SOFT,
-    gpa_mask_groups,
-    gpa_noise,
-    mask_count_tensors,
+    MaskSchedule,
     mask_counts,
     mask_fractions,
+    mask_groups,
+    num_masked_patches,
     progress_tensor,
+    scheduled_noise,
 )
+
+
+def gpa_mask_groups(score, mask_ratio, progress, schedule=PAPER_SCHEDULE, generator=None):
+    return mask_groups(score, num_masked_patches(score.shape[1], mask_ratio), progress, schedule, generator=generator)
 
 
 def test_fractions_follow_eq6_linearly():
@@ -25,7 +31,7 @@ def test_fractions_follow_eq6_linearly():
 
 
 def test_soft_is_clipped_so_hard_plus_soft_fit():
-    hard, soft, random = mask_fractions(1.0, hard=(0.0, 0.8), soft=(0.0, 0.6))
+    hard, soft, random = mask_fractions(1.0, MaskSchedule(0.0, 0.8, 0.0, 0.6))
     assert (hard, soft, random) == pytest.approx((0.8, 0.2, 0.0))
 
 
@@ -50,7 +56,7 @@ def test_noise_makes_vitmae_drop_exactly_the_chosen_patches():
     generator = torch.Generator().manual_seed(3)
     gpa = torch.randn(8, 49, generator=generator)
     groups = gpa_mask_groups(gpa, 0.75, 0.5, generator=torch.Generator().manual_seed(1))
-    noise = gpa_noise(gpa, 0.75, 0.5, generator=torch.Generator().manual_seed(1))
+    noise = scheduled_noise(gpa, 0.75, 0.5, generator=torch.Generator().manual_seed(1))
     len_keep = int(49 * 0.25)
     kept = torch.zeros_like(noise, dtype=torch.bool).scatter_(1, noise.argsort(dim=1)[:, :len_keep], True)
     assert torch.equal(kept, groups == KEPT)
@@ -58,8 +64,8 @@ def test_noise_makes_vitmae_drop_exactly_the_chosen_patches():
 
 def test_reproducible_with_a_generator():
     gpa = torch.randn(4, 49)
-    first = gpa_noise(gpa, 0.75, 0.2, generator=torch.Generator().manual_seed(7))
-    second = gpa_noise(gpa, 0.75, 0.2, generator=torch.Generator().manual_seed(7))
+    first = scheduled_noise(gpa, 0.75, 0.2, generator=torch.Generator().manual_seed(7))
+    second = scheduled_noise(gpa, 0.75, 0.2, generator=torch.Generator().manual_seed(7))
     assert torch.equal(first, second)
 
 
@@ -80,20 +86,26 @@ def test_soft_sampling_prefers_high_gpa_and_random_is_uniform():
 def test_constant_gpa_gives_uniform_masks_without_nan():
     gpa = torch.zeros(3000, 49)
     for progress in (0.0, 1.0):
-        noise = gpa_noise(gpa, 0.75, progress, generator=torch.Generator().manual_seed(0))
+        noise = scheduled_noise(gpa, 0.75, progress, generator=torch.Generator().manual_seed(0))
         assert torch.isfinite(noise).all()
         masked_rate = (noise >= 1).float().mean(0)
         assert masked_rate.min() > 0.7 and masked_rate.max() < 0.8
 
 
 @pytest.mark.parametrize("num_patches, mask_ratio", [(49, 0.75), (196, 0.75), (196, 0.6), (16, 0.9)])
-def test_tensor_counts_equal_the_python_reference_at_every_step(num_patches, mask_ratio):
-    schedules = [((0.0, 0.5), (0.5, 0.0)), ((0.0, 0.8), (0.0, 0.6)), ((0.1, 0.9), (0.7, 0.1))]
-    for hard, soft in schedules:
-        for step in range(1001):
-            progress = step / 1000
-            tensors = mask_count_tensors(num_patches, mask_ratio, progress_tensor(progress), hard, soft)
-            assert tuple(int(count) for count in tensors) == mask_counts(num_patches, mask_ratio, progress, hard, soft)
+def test_counts_are_eq6_in_float_arithmetic_at_every_step(num_patches, mask_ratio):
+    """The one count implementation (tensors on the device) against Eq. 6 written out in Python floats."""
+    schedules = [MaskSchedule(), MaskSchedule(0.0, 0.8, 0.0, 0.6), MaskSchedule(0.1, 0.9, 0.7, 0.1)]
+    len_mask = num_patches - int(num_patches * (1 - mask_ratio))
+    for schedule in schedules:
+        for step in range(0, 1001, 7):
+            p = step / 1000
+            hard = schedule.hard_start + p * (schedule.hard_end - schedule.hard_start)
+            soft = min(schedule.soft_start + p * (schedule.soft_end - schedule.soft_start), 1.0 - hard)
+            num_hard = min(int(len_mask * hard), len_mask)
+            num_soft = min(int(len_mask * soft), len_mask - num_hard)
+            expected = (num_hard, num_soft, len_mask - num_hard - num_soft)
+            assert mask_counts(num_patches, mask_ratio, p, schedule) == expected
 
 
 def test_a_tensor_progress_gives_the_float_progress_masks():

@@ -48,3 +48,9 @@ def test_unknown_presets_and_empty_teachers_fail_clearly():
         preset_fields("mae", 12, 12)
     with pytest.raises(ValueError, match="at least one block"):
         preset_fields("paper", 0, 12)
+
+
+def test_released_mam_switches_its_own_decoder_at_three_quarters():
+    fields = preset_fields("released_mam", 12, 12, decoder_layers=8)
+    assert (fields["gpa_decoder_layers"], fields["gpa_decoder_switch"], fields["gpa_prediction"]) == (8, 0.75, True)
+    assert "gpa_decoder_switch" not in preset_fields("released", 12, 12)

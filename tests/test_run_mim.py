@@ -116,7 +116,7 @@ def test_ema_teacher_follows_the_vit_student(images, tmp_path):
     assert not torch.equal(teacher, initial) and not torch.equal(teacher, student)
 
 
-@pytest.mark.parametrize("method", ["gpa", "random"])
+@pytest.mark.parametrize("method", ["gpa", "cls_attention", "block", "random"])
 def test_swin_student_with_a_pretrained_vitmae_teacher(images, tmp_path, teacher_dir, method):
     output_dir = tmp_path / f"swin_{method}"
     extra = ["--mask_method", method, "--gpa_teacher_name_or_path", teacher_dir, "--max_steps", "2", "--do_eval"]

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_gpa.masking import HARD, KEPT, SOFT, mask_fractions
+from modeling_gpa.masking import HARD, KEPT, SOFT, MaskSchedule, mask_fractions
 from modeling_gpa.simmim.masking import (
     area_pool_matrix,
     check_mask_geometry,
     expand_to_model_grid,
-    gpa_bool_masked_pos,
-    gpa_mask_patch_groups,
     pool_scores,
     random_bool_masked_pos,
+    scheduled_bool_masked_pos,
+    scheduled_mask_patch_groups,
     simmim_mask_count,
 )
 
@@ -51,7 +51,7 @@ def test_counts_exact_for_every_geometry(mask_ratio):
         scores = torch.randn(3, teacher_grid**2, generator=generator)
         for progress in (0.0, 0.4, 1.0):
             geometry = dict(image_size=image_size, mask_patch_size=mask_patch, model_patch_size=model_patch)
-            groups = gpa_mask_patch_groups(
+            groups = scheduled_mask_patch_groups(
                 scores, mask_ratio=mask_ratio, progress=progress, generator=generator, **geometry
             )
             hard_fraction, soft_fraction, _ = mask_fractions(progress)
@@ -59,7 +59,7 @@ def test_counts_exact_for_every_geometry(mask_ratio):
             num_soft = min(int(count * soft_fraction), count - num_hard)
             assert ((groups != KEPT).sum(1) == count).all()
             assert ((groups == HARD).sum(1) == num_hard).all() and ((groups == SOFT).sum(1) == num_soft).all()
-            masked = gpa_bool_masked_pos(
+            masked = scheduled_bool_masked_pos(
                 scores, mask_ratio=mask_ratio, progress=progress, generator=generator, **geometry
             )
             assert masked.shape == (3, (image_size // model_patch) ** 2) and masked.dtype == torch.bool
@@ -73,7 +73,7 @@ def test_soft_and_hard_counts_follow_eq6():
     scores = torch.randn(4, 64)
     # 64 px, mask patch 16: 16 mask patches, ceil(16 * 0.75) = 12 masked.
     for progress, hard, soft in ((0.0, 0, 6), (0.5, 3, 3), (1.0, 6, 0)):
-        groups = gpa_mask_patch_groups(
+        groups = scheduled_mask_patch_groups(
             scores, image_size=64, mask_patch_size=16, model_patch_size=4, mask_ratio=0.75, progress=progress
         )
         assert ((groups == HARD).sum(1) == hard).all() and ((groups == SOFT).sum(1) == soft).all()
@@ -84,22 +84,21 @@ def test_hard_set_is_top_pooled_mask_patches():
     generator = torch.Generator().manual_seed(1)
     scores = torch.randn(5, 16 * 16, generator=generator)
     pooled = pool_scores(scores, 4)
-    groups = gpa_mask_patch_groups(
+    groups = scheduled_mask_patch_groups(
         scores,
         image_size=128,
         mask_patch_size=32,
         model_patch_size=4,
         mask_ratio=0.6,
         progress=1.0,
-        hard=(1.0, 1.0),
-        soft=(0.0, 0.0),
+        schedule=MaskSchedule(1.0, 1.0, 0.0, 0.0),
         generator=generator,
     )
     count = simmim_mask_count(16, 0.6)
     top = pooled.topk(count, dim=1).indices
     expected = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, top, True)
     assert torch.equal(groups == HARD, expected)
-    default = gpa_mask_patch_groups(
+    default = scheduled_mask_patch_groups(
         scores, image_size=128, mask_patch_size=32, model_patch_size=4, mask_ratio=0.6, progress=1.0
     )
     hard = default == HARD
@@ -135,7 +134,7 @@ def test_expand_repeats_each_mask_patch():
 
 def test_blank_image_gives_exact_counts_and_random_tie_break():
     scores = torch.full((64, 64), 3.0)
-    masked = gpa_bool_masked_pos(
+    masked = scheduled_bool_masked_pos(
         scores,
         image_size=64,
         mask_patch_size=16,
@@ -152,9 +151,9 @@ def test_blank_image_gives_exact_counts_and_random_tie_break():
 def test_generator_reproducible():
     scores = torch.randn(4, 64)
     kwargs = dict(image_size=64, mask_patch_size=16, model_patch_size=4, mask_ratio=0.6, progress=0.3)
-    first = gpa_bool_masked_pos(scores, generator=torch.Generator().manual_seed(7), **kwargs)
-    again = gpa_bool_masked_pos(scores, generator=torch.Generator().manual_seed(7), **kwargs)
-    other = gpa_bool_masked_pos(scores, generator=torch.Generator().manual_seed(8), **kwargs)
+    first = scheduled_bool_masked_pos(scores, generator=torch.Generator().manual_seed(7), **kwargs)
+    again = scheduled_bool_masked_pos(scores, generator=torch.Generator().manual_seed(7), **kwargs)
+    other = scheduled_bool_masked_pos(scores, generator=torch.Generator().manual_seed(8), **kwargs)
     assert torch.equal(first, again) and not torch.equal(first, other)
     geometry = dict(image_size=64, mask_patch_size=16, model_patch_size=4, mask_ratio=0.6)
     assert torch.equal(
@@ -177,7 +176,7 @@ def test_generator_reproducible():
 def test_argument_errors_name_the_argument(kwargs, name):
     kwargs = {"mask_ratio": 0.6, **kwargs}
     with pytest.raises(ValueError, match=name) as error:
-        gpa_bool_masked_pos(torch.randn(2, 16), progress=0.0, **kwargs)
+        scheduled_bool_masked_pos(torch.randn(2, 16), progress=0.0, **kwargs)
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match=name):
         random_bool_masked_pos(2, **kwargs)

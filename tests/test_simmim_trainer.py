@@ -6,6 +6,7 @@ from transformers import (
     ViTForMaskedImageModeling,
 )
 
+from modeling_gpa.masking import MaskSchedule
 from modeling_gpa.simmim.masking import simmim_mask_count
 from modeling_gpa.simmim.trainer import SimMIMMasker, SimMIMMaskSettings
 from modeling_gpa.teacher import query_key_at, teacher_scores
@@ -80,8 +81,7 @@ def test_pretrained_teacher_for_a_swin_student_at_another_grid(mae_teacher_dir):
         mask_patch_size=8,
         model_patch_size=4,
         teacher_name_or_path=mae_teacher_dir,
-        hard=(1.0, 1.0),
-        soft=(0.0, 0.0),
+        schedule=MaskSchedule(1.0, 1.0, 0.0, 0.0),
     )
     masker = SimMIMMasker(settings, student, num_channels=1)
     pixel_values = torch.randn(3, 1, 64, 64)
@@ -107,10 +107,10 @@ def test_teachers_that_need_a_vit_student_refuse_a_swin():
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        (dict(method="block"), "mask_method"),
+        (dict(method="hpm"), "mask_method"),
         (dict(teacher="frozen"), "gpa_teacher"),
         (dict(teacher="pretrained"), "gpa_teacher_name_or_path"),
-        (dict(teacher="self", hard=(0.8, 0.5), soft=(0.5, 0.0)), "hard"),
+        (dict(teacher="self", schedule=MaskSchedule(0.8, 0.5, 0.5, 0.0)), "schedule"),
         (dict(teacher="self", mask_patch_size=6), "mask_patch_size"),
     ],
 )

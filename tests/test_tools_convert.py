@@ -75,3 +75,25 @@ def test_command_line_converts_both_ways(tmp_path, capsys):
     assert all(torch.equal(restored.state_dict()[key], value) for key, value in original.state_dict().items())
     config = vit_config_from_timm(weights, 4)
     assert (config.image_size, config.patch_size, config.num_hidden_layers, config.intermediate_size) == (28, 4, 3, 64)
+
+
+def test_mae_layout_has_maes_keys_and_shapes_and_reads_back(tmp_path):
+    torch.manual_seed(0)
+    decoder = dict(decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2)
+    model = GPAForPreTraining(GPAConfig(**VIT_B16_NARROW, **decoder, decoder_intermediate_size=32))
+    model.save_pretrained(tmp_path / "gpa")
+    path = tmp_path / "gpa-mae.pth"
+    main(["to-timm", "--layout", "mae", "--model_name_or_path", str(tmp_path / "gpa"), "--output", str(path)])
+    checkpoint = torch.load(path, weights_only=True)
+    assert list(checkpoint) == ["model"]
+    # mae_pretrain_vit_base.pth's layout: timm's vit_base_patch16_224 without its head (at a small width).
+    timm_model = timm_vit(model.config, num_classes=0)
+    assert len(expected_keys := timm_model.state_dict()) == 4 + 12 * 12 + 2 and "head.weight" not in expected_keys
+    expected = {key: tuple(value.shape) for key, value in timm_model.state_dict().items()}
+    assert {key: tuple(value.shape) for key, value in checkpoint["model"].items()} == expected
+    timm_model.load_state_dict(checkpoint["model"])
+    main(["from-timm", "--checkpoint", str(path), "--num_attention_heads", "4", "--output_dir", str(tmp_path / "vit")])
+    restored = ViTModel.from_pretrained(tmp_path / "vit", add_pooling_layer=False).state_dict()
+    original = ViTModel.from_pretrained(tmp_path / "gpa", add_pooling_layer=False).state_dict()
+    assert restored.keys() == original.keys()
+    assert all(torch.equal(restored[key], value) for key, value in original.items())

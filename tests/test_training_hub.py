@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 import torch
-from huggingface_hub import ModelCard, constants
+from huggingface_hub import ModelCard, SpaceCard, constants
 from safetensors.torch import load_file, save_file
 from tiny import WITHOUT_THE_PACKAGE, tiny_kwargs
 from transformers import AutoModelForPreTraining, ViTForImageClassification
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.training.hub import push_checkpoint_to_hub, redact_command, write_model_card
+from modeling_gpa.training.hub import push_checkpoint_to_hub, redact_command, write_model_card, write_space
 
 TOKEN = "hf_TestOnlyToken1234567890abcdef"
 MODEL_FILES = {"configuration_gpa.py", "modeling_gpa.py", "gpa.py", "masking.py", "teacher.py"}
@@ -41,6 +41,7 @@ def test_save_pretrained_writes_safetensors_the_model_code_and_auto_map(checkpoi
         "AutoModel": "modeling_gpa.GPAModel",
         "AutoModelForPreTraining": "modeling_gpa.GPAForPreTraining",
         "AutoModelForImageClassification": "modeling_gpa.GPAForImageClassification",
+        "AutoBackbone": "modeling_gpa.GPABackbone",
     }
 
 
@@ -189,3 +190,30 @@ def test_push_checks_the_directory_and_the_repo_id(checkpoint, tmp_path):
         push_checkpoint_to_hub(str(tmp_path), "someone/gpa-tiny")
     with pytest.raises(ValueError, match="not a valid repository id"):
         push_checkpoint_to_hub(str(checkpoint[1]), "not a/valid/id")
+
+
+def test_space_folder_has_the_space_metadata_an_app_on_the_checkpoint_and_its_requirement(tmp_path):
+    requirement = "modeling-gpa[demo] @ git+https://example.org/gpa.git"
+    space = write_space(str(tmp_path / "space"), "someone/gpa-tiny", requirement=requirement)
+    card = SpaceCard.load(os.path.join(space, "README.md"))
+    metadata = card.data.to_dict()
+    assert metadata["sdk"] == "gradio" and metadata["sdk_version"] == "6.31.0" and metadata["app_file"] == "app.py"
+    assert metadata["models"] == ["someone/gpa-tiny"] and metadata["license"] == "apache-2.0"
+    assert "gpa" in metadata["tags"] and len(metadata["short_description"]) <= 60
+    assert "[someone/gpa-tiny](https://huggingface.co/someone/gpa-tiny)" in card.text
+    app = (tmp_path / "space" / "app.py").read_text()
+    compile(app, "app.py", "exec")
+    assert "from modeling_gpa.tools.explorer_app import launch" in app and "launch('someone/gpa-tiny')" in app
+    assert (tmp_path / "space" / "requirements.txt").read_text() == requirement + "\n"
+
+
+def test_a_space_needs_a_hub_id_and_one_requirement_line(tmp_path):
+    checkpoint_dir = tmp_path / "gpa"
+    checkpoint_dir.mkdir()
+    with pytest.raises(ValueError, match=r"^--model_name_or_path .*gpa' is a local directory; a Space loads a publ"):
+        write_space(str(tmp_path / "space"), str(checkpoint_dir))
+    with pytest.raises(ValueError, match=r"^--model_name_or_path 'a/b/c' is not a Hub id"):
+        write_space(str(tmp_path / "space"), "a/b/c")
+    with pytest.raises(ValueError, match=r"requirement .* is invalid; give one requirements.txt line\.$"):
+        write_space(str(tmp_path), "someone/gpa-tiny", requirement="a\nb")
+    assert os.listdir(tmp_path) == ["gpa"]

@@ -40,7 +40,7 @@ def test_step_schedule_reaches_every_forward_and_fractions_are_logged(tmp_path):
         assert entry["hard_fraction"] == pytest.approx(hard)
         assert entry["soft_fraction"] == pytest.approx(soft)
         assert entry["random_fraction"] == pytest.approx(random)
-        assert entry["loss"] == pytest.approx(entry["rgb_loss"] + entry["gpa_loss"], rel=1e-5)
+        assert entry["loss"] == pytest.approx(entry["pixel_loss"] + entry["gpa_loss"], rel=1e-5)
     assert logs[-1]["hard_fraction"] == pytest.approx(0.375)
 
 
@@ -135,7 +135,7 @@ def test_gradient_accumulation_matches_one_step_of_the_doubled_batch(tmp_path):
         runs[accumulation] = gradient, log
 
     (full_gradient, full_log), (accumulated_gradient, accumulated_log) = runs[1], runs[2]
-    for key in ("loss", "rgb_loss", "gpa_loss"):
+    for key in ("loss", "pixel_loss", "gpa_loss"):
         assert accumulated_log[key] == pytest.approx(full_log[key], rel=1e-5)
     with torch.no_grad():
         model = tiny_model()
@@ -160,7 +160,7 @@ def test_evaluation_uses_the_progress_reached(tmp_path):
         expected = model.eval()(dataset.pixel_values, mask_progress=1.0)
     assert trainer.mask_progress() == 1.0
     assert metrics["eval_loss"] == pytest.approx(expected.loss.item(), rel=1e-5)
-    assert metrics["eval_rgb_loss"] == pytest.approx(expected.rgb_loss.item(), rel=1e-5)
+    assert metrics["eval_pixel_loss"] == pytest.approx(expected.pixel_loss.item(), rel=1e-5)
     assert metrics["eval_gpa_loss"] == pytest.approx(expected.gpa_loss.item(), rel=1e-5)
 
 
@@ -391,3 +391,28 @@ def test_what_a_resumed_run_reproduces(tmp_path, save_steps, loader, bit_for_bit
     else:
         assert resumed_losses[save_steps] != losses[save_steps]
         assert resumed_losses[save_steps:] == pytest.approx(losses[save_steps:], rel=0.05)
+
+
+def test_a_resumed_hpm_run_goes_on_with_the_ema_momentum_schedule(tmp_path):
+    """Two steps per epoch, momentum 0.9 -> 0.99 over two epochs: resumed after epoch 2, the run logs epoch 3's
+    momentum and ends with the uninterrupted run's EMA copy."""
+    hpm = dict(mask_method="hpm", gpa_teacher="ema", gpa_prediction=False, soft_ratio_start=0.0)
+    hpm |= dict(hpm_momentum_start=0.9, hpm_momentum_end=0.99, hpm_momentum_epochs=2)
+    args = dict(max_steps=6, save_strategy="steps", save_steps=2)
+    whole = tiny_model(**hpm)
+    trainer = GPATrainer(
+        model=whole, args=tiny_training_arguments(tmp_path / "whole", **args), train_dataset=RandomImages(4)
+    )
+    trainer.train()
+    momenta = [entry["ema_momentum"] for entry in trainer.state.log_history if "loss" in entry]
+    assert momenta == pytest.approx([0.9, 0.9, 0.945, 0.945, 0.99, 0.99])
+
+    resumed = tiny_model(seed=1, **hpm)
+    trainer = GPATrainer(
+        model=resumed, args=tiny_training_arguments(tmp_path / "whole", **args), train_dataset=RandomImages(4)
+    )
+    trainer.train(resume_from_checkpoint=str(tmp_path / "whole" / "checkpoint-4"))
+    late = [entry["ema_momentum"] for entry in trainer.state.log_history if "loss" in entry and entry["step"] > 4]
+    assert late == pytest.approx([0.99, 0.99])
+    for name, tensor in resumed.teacher_loss_predictor.state_dict().items():
+        torch.testing.assert_close(tensor, whole.teacher_loss_predictor.state_dict()[name], msg=name)

@@ -403,7 +403,7 @@ def pretrain(
             optimizer.zero_grad(set_to_none=True)
             output.loss.backward()
             optimizer.step()
-            model.update_teacher()
+            model.update_teacher(epoch)
             # Kept on the device: a per-step .item() or .cpu() would stall an accelerator after every step.
             progress.losses.append(output.loss.detach())
             progress.masks.append(output.mask[:32].detach().to(torch.int8))
@@ -478,20 +478,22 @@ def fewshot_indices(num_train: int, seed: int) -> torch.Tensor:
     return torch.randperm(num_train, generator=rng)[:FEWSHOT_IMAGES]
 
 
-def fewshot_head_selection(teacher: torch.nn.Module, arrays: dict, patch_size: int, seed: int):
-    """``select_attention_head`` of ``teacher`` on the ``FEWSHOT_IMAGES`` train images of ``seed``."""
+def fewshot_head_selection(teacher: torch.nn.Module, arrays: dict, patch_size: int, seed: int, queries: str = "all"):
+    """``select_attention_head`` of ``teacher`` on the ``FEWSHOT_IMAGES`` train images of ``seed``, scoring with
+    ``queries`` (``"cls"``: the CLS row)."""
     from modeling_gpa.head_selection import select_attention_head
 
     index = fewshot_indices(len(arrays["train_x"]), seed)
     objects = object_patches_of(arrays["train_mask"][index], patch_size)
-    return select_attention_head(teacher, arrays["train_x"][index], objects)
+    return select_attention_head(teacher, arrays["train_x"][index], objects, queries=queries)
 
 
-def fewshot_selection(teacher_dir: Path, arrays: dict, patch_size: int, seed: int) -> dict:
-    """Block and head of the teacher whose top-k GPA best covers the garment on ``FEWSHOT_IMAGES`` train images."""
+def fewshot_selection(teacher_dir: Path, arrays: dict, patch_size: int, seed: int, queries: str = "all") -> dict:
+    """Block and head of the teacher whose top-k score best covers the garment on ``FEWSHOT_IMAGES`` train images."""
     from modeling_gpa.teacher import load_pretrained_teacher
 
-    selection = fewshot_head_selection(load_pretrained_teacher(str(teacher_dir)), arrays, patch_size, seed)
+    teacher = load_pretrained_teacher(str(teacher_dir))
+    selection = fewshot_head_selection(teacher, arrays, patch_size, seed, queries)
     return {
         "layer": selection.best_layer,
         "head": selection.best_head,
@@ -635,12 +637,15 @@ def arm_fields(arm: str, job: Job) -> tuple[dict, dict | None]:
     return {**fields, "gpa_layer": selection["layer"], "gpa_head": selection["head"]}, selection
 
 
-def run_arm(arm: str, job: Job) -> dict:
-    """Pretrains one arm for one seed (or loads its cached result, or resumes its last epoch) and evaluates it."""
+def run_arm(arm: str, job: Job, fields_of=arm_fields) -> dict:
+    """Pretrains one arm for one seed (or loads its cached result, or resumes its last epoch) and evaluates it.
+
+    ``fields_of(arm, job)`` gives the arm's GPAConfig fields and few-shot selection ([`arm_fields`] by default).
+    """
     path = job.path(arm)
     if (result := cached(path)) is not None:
         return result
-    fields, selection = arm_fields(arm, job)
+    fields, selection = fields_of(arm, job)
     model = initial_model(job.dataset, job.settings, job.seed, **fields)
     path.mkdir(parents=True, exist_ok=True)
     label = f"{job.dataset} {arm} seed {job.seed}"

@@ -44,7 +44,7 @@ from modeling_gpa.evaluation import cosine_lr, knn_scores, probe_logits, train_l
 from modeling_gpa.head_selection import select_attention_head
 from modeling_gpa.masking import KEPT
 from modeling_gpa.modeling_gpa import GPAForPreTraining
-from modeling_gpa.simmim.masking import gpa_mask_patch_groups, random_mask_patches
+from modeling_gpa.simmim.masking import random_mask_patches, scheduled_mask_patch_groups
 from modeling_gpa.simmim.trainer import SimMIMMasker, SimMIMMaskSettings
 
 from .fashion_mnist import cached, flipped_batches, save_result
@@ -327,7 +327,7 @@ def run_arm(dataset: str, student_name: str, arm: str, seed: int, arrays: dict, 
     def step(model, batch, batch_masks, progress):
         nonlocal hits, objects
         if arm == "simmim_gpa":
-            groups = gpa_mask_patch_groups(
+            groups = scheduled_mask_patch_groups(
                 masker.scores(batch, model),
                 image_size=image_size,
                 mask_patch_size=mask_patch,

@@ -16,17 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from ..configuration_gpa import pair
+from .fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, fashion_mnist_arrays
 from .pipeline import IMAGENET_MEAN, IMAGENET_STD, PixelNormalizer, to_num_channels, to_uint8_tensor
 
 
 def default_mean_std(num_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``data.sources.build_image_processor``'s defaults: Fashion-MNIST's statistics for 1 channel, ImageNet's for 3."""
     return (FASHION_MNIST_MEAN, FASHION_MNIST_STD) if num_channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
-
-
-def _as_pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _per_channel(name: str, values: float | Sequence[float], num_channels: int) -> tuple[float, ...]:
@@ -43,6 +40,9 @@ def _per_channel(name: str, values: float | Sequence[float], num_channels: int) 
         f"{name} has {len(values)} values but the model has {num_channels} channels; "
         f"give 1 or {num_channels} values (fix image_{name.split('_')[-1]} in preprocessor_config.json)."
     )
+
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class ImageSettings:
         image_mean = default_mean if image_mean is None else image_mean
         image_std = default_std if image_std is None else image_std
         return cls(
-            image_size=_as_pair(config.image_size),
+            image_size=pair(config.image_size),
             num_channels=channels,
             image_mean=_per_channel("image_mean", image_mean, channels),
             image_std=_per_channel("image_std", image_std, channels),
@@ -142,4 +142,30 @@ def resize_masks(masks: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Te
     return torch.from_numpy(np.stack(resized))
 
 
-__all__ = ["ImageSettings", "resize_masks"]
+def example_images(skimage_names: Sequence[str], num_fashion_mnist: int) -> list[tuple[str, Image.Image]]:
+    """scikit-image's bundled photos and the first Fashion-MNIST test images, as (name, image) pairs.
+
+    Fashion-MNIST is left out, with a note, when its files are missing.
+    """
+    # scikit-image loads in seconds: only the callers that want its photos pay for it.
+    import skimage.data
+
+    images = []
+    for name in skimage_names:
+        if name not in skimage.data.__all__:
+            photos = ", ".join(SKIMAGE_PHOTOS)
+            raise ValueError(f"--skimage_images: {name!r} is not a scikit-image image; try {photos}.")
+        images.append((name, Image.fromarray(getattr(skimage.data, name)())))
+    if num_fashion_mnist > 0:
+        try:
+            pixels, labels = fashion_mnist_arrays("test")
+        except FileNotFoundError as error:
+            print(f"note: skipping Fashion-MNIST samples ({error})")
+        else:
+            for index in range(min(num_fashion_mnist, len(pixels))):
+                label = FASHION_MNIST_CLASSES[int(labels[index])]
+                images.append((f"fashion_mnist_{index}_{label}", Image.fromarray(pixels[index])))
+    return images
+
+
+__all__ = ["SKIMAGE_PHOTOS", "ImageSettings", "example_images", "resize_masks"]

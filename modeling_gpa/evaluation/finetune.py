@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -53,17 +53,21 @@ def param_groups_layer_decay(
     weight_decay: float = 0.05,
     layer_decay: float = 0.75,
     no_weight_decay: Iterable[str] = ("cls_token", "position_embeddings", "relative_position_bias_table"),
+    num_layers: int | None = None,
+    layer_id_of: Callable[[str], int] | None = None,
 ) -> list[dict]:
     """Optimizer groups with ``lr * layer_decay ** (num_layers + 1 - layer_id)`` per block (MAE/BEiT fine-tuning;
     for a Swin, SimMIM's: ``num_layers`` counts the blocks of every stage, see [`swin_layer_id`]).
 
     Biases, norm weights (1-D) and the names in ``no_weight_decay`` get no weight decay. Each group carries its
-    ``lr`` (schedulers such as HF Trainer's scale each group's initial lr) and its ``lr_scale``.
+    ``lr`` (schedulers such as HF Trainer's scale each group's initial lr) and its ``lr_scale``. ``num_layers`` and
+    ``layer_id_of`` (parameter name -> layer id) replace those read from ``model.config`` (a ViT classifier's or a
+    Swin's), for models that hold the encoder inside, such as UperNet.
     """
-    if is_swin(model.config):
+    if layer_id_of is None and is_swin(model.config):
         num_layers = sum(model.config.depths)
         layer_id_of = functools.partial(swin_layer_id, depths=list(model.config.depths))
-    else:
+    elif layer_id_of is None:
         num_layers = model.config.num_hidden_layers
         layer_id_of = functools.partial(vit_layer_id, num_layers=num_layers)
 

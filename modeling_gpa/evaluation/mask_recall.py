@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..head_selection import attention_head_ranking, candidate_name, recall_ceiling, teacher_encoder_of
-from ..masking import KEPT, gpa_mask_groups, mask_counts, num_masked_patches
+from ..masking import KEPT, MaskSchedule, mask_counts, mask_groups, num_masked_patches
 
 
 @dataclass
@@ -83,8 +83,8 @@ def measure_mask_recall(
     )
     num_patches = object_patches.shape[1]
     num_masked = num_masked_patches(num_patches, config.mask_ratio)
-    hard, soft = (config.hard_ratio_start, config.hard_ratio_end), (config.soft_ratio_start, config.soft_ratio_end)
-    num_hard = mask_counts(num_patches, config.mask_ratio, 1.0, hard, soft)[0]
+    schedule = MaskSchedule.from_config(config)
+    num_hard = mask_counts(num_patches, config.mask_ratio, 1.0, schedule)[0]
     generator = torch.Generator().manual_seed(seed)
     hard_total, schedule_totals = 0.0, [0.0] * len(progress)
     was_training = model.training
@@ -97,7 +97,7 @@ def measure_mask_recall(
                 top = torch.zeros_like(objects).scatter_(1, gpa.topk(num_hard, dim=-1).indices, True)
                 hard_total += masked_object_share(top, objects).sum().item()
             for index, p in enumerate(progress):
-                groups = gpa_mask_groups(gpa, config.mask_ratio, p, hard=hard, soft=soft, generator=generator)
+                groups = mask_groups(gpa, num_masked, p, schedule, generator=generator)
                 schedule_totals[index] += masked_object_share(groups != KEPT, objects).sum().item()
     finally:
         model.train(was_training)

@@ -11,7 +11,8 @@ METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 
 def load_metric(name: str):
-    """One of this package's metric modules (``accuracy``, ``top_k_accuracy``, ``object_recall``), offline.
+    """One of this package's metric modules (``accuracy``, ``top_k_accuracy``, ``object_recall``, ``mean_iou``,
+    ``box_map``), offline.
 
     Where `evaluate` is not installed (the GPU machines benchmarks run on), returns an object whose ``compute`` calls
     the same function of `metric_functions` that the module's ``_compute`` calls.
@@ -32,6 +33,14 @@ class ArrayMetric:
 
     def __init__(self, function: Callable[..., dict]):
         self.function = function
+        self.predictions, self.references = [], []
 
-    def compute(self, *, predictions, references, **kwargs) -> dict:
+    def add_batch(self, *, predictions, references) -> None:
+        self.predictions.extend(predictions)
+        self.references.extend(references)
+
+    def compute(self, *, predictions=None, references=None, **kwargs) -> dict:
+        if predictions is None:
+            predictions, references = self.predictions, self.references
+            self.predictions, self.references = [], []
         return self.function(predictions, references, **kwargs)

@@ -3,7 +3,7 @@
 
 SimMIM (Hugging Face's ``run_mim.py``) masks on a coarse grid of ``mask_patch_size`` pixels and repeats each mask
 patch over the ``(mask_patch_size / model_patch_size)**2`` model patches it covers. Here the teacher's patch scores
-are pooled to that mask grid, the soft-to-hard schedule of [`gpa_mask_groups`] picks exactly as many mask patches as
+are pooled to that mask grid, the soft-to-hard schedule of [`masking.mask_groups`] picks exactly as many mask patches as
 ``run_mim.py``'s random ``MaskGenerator`` does, and the result is expanded to the student's patch grid.
 
 Pooling is the *area mean*: a mask patch's score is the mean of the teacher scores over its pixels, each teacher
@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ..masking import KEPT, mask_groups_of_count
+from ..masking import KEPT, PAPER_SCHEDULE, MaskSchedule, mask_groups
 
 
 def check_mask_geometry(image_size: int, mask_patch_size: int, model_patch_size: int) -> None:
@@ -76,7 +76,7 @@ def pool_scores(scores: torch.Tensor, mask_grid: int) -> torch.Tensor:
     return torch.einsum("ij,bjk,lk->bil", weights, grid, weights).reshape(-1, mask_grid * mask_grid).float()
 
 
-def gpa_mask_patch_groups(
+def scheduled_mask_patch_groups(
     scores: torch.Tensor,
     *,
     image_size: int,
@@ -84,8 +84,7 @@ def gpa_mask_patch_groups(
     model_patch_size: int,
     mask_ratio: float,
     progress: float | torch.Tensor,
-    hard: tuple[float, float] = (0.0, 0.5),
-    soft: tuple[float, float] = (0.5, 0.0),
+    schedule: MaskSchedule = PAPER_SCHEDULE,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """(B, n_teacher) raw scores -> (B, (image_size / mask_patch_size)**2) groups on the mask grid.
@@ -99,7 +98,7 @@ def gpa_mask_patch_groups(
     token_count = mask_grid * mask_grid
     pooled = pool_scores(scores, mask_grid)
     count = simmim_mask_count(token_count, mask_ratio)
-    return mask_groups_of_count(pooled, count, progress, hard=hard, soft=soft, generator=generator)
+    return mask_groups(pooled, count, progress, schedule, generator=generator)
 
 
 def random_mask_patches(
@@ -128,7 +127,7 @@ def expand_to_model_grid(mask_patches: torch.Tensor, scale: int) -> torch.Tensor
     return grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).flatten(1)
 
 
-def gpa_bool_masked_pos(
+def scheduled_bool_masked_pos(
     scores: torch.Tensor,
     *,
     image_size: int,
@@ -136,23 +135,21 @@ def gpa_bool_masked_pos(
     model_patch_size: int,
     mask_ratio: float,
     progress: float | torch.Tensor,
-    hard: tuple[float, float] = (0.0, 0.5),
-    soft: tuple[float, float] = (0.5, 0.0),
+    schedule: MaskSchedule = PAPER_SCHEDULE,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """(B, n_teacher) raw teacher scores -> (B, (image_size / model_patch_size)**2) bool ``bool_masked_pos``.
 
-    The soft-to-hard GPA mask of [`gpa_mask_patch_groups`] on the mask grid, repeated to the student's patch grid.
+    The soft-to-hard GPA mask of [`scheduled_mask_patch_groups`] on the mask grid, repeated to the student's patch grid.
     """
-    groups = gpa_mask_patch_groups(
+    groups = scheduled_mask_patch_groups(
         scores,
         image_size=image_size,
         mask_patch_size=mask_patch_size,
         model_patch_size=model_patch_size,
         mask_ratio=mask_ratio,
         progress=progress,
-        hard=hard,
-        soft=soft,
+        schedule=schedule,
         generator=generator,
     )
     return expand_to_model_grid(groups != KEPT, mask_patch_size // model_patch_size)
@@ -185,8 +182,8 @@ __all__ = [
     "area_pool_matrix",
     "check_mask_geometry",
     "expand_to_model_grid",
-    "gpa_bool_masked_pos",
-    "gpa_mask_patch_groups",
+    "scheduled_bool_masked_pos",
+    "scheduled_mask_patch_groups",
     "pool_scores",
     "random_bool_masked_pos",
     "random_mask_patches",

@@ -21,23 +21,42 @@ from accelerate.utils import extract_model_from_parallel
 from torch import nn
 from transformers import Trainer, TrainerCallback, ViTModel
 
+from ..block_masking import block_mask
+from ..configuration_gpa import ATTENTION_SCORED, GPA_QUERIES, GPA_SCORES
+from ..masking import PAPER_SCHEDULE, MaskSchedule
 from ..teacher import ema_update, freeze, load_pretrained_teacher, teacher_scores
 from ..training.guards import TrainingGuardsMixin
 from ..training.seeding import ProcessSeedsMixin
 from ..training.streaming import StreamingTrainerMixin
 from ..training.trainer import DeviceInputsMixin, GPATrainer
-from .masking import check_mask_geometry, gpa_bool_masked_pos, random_bool_masked_pos
+from .masking import (
+    check_mask_geometry,
+    expand_to_model_grid,
+    random_bool_masked_pos,
+    scheduled_bool_masked_pos,
+    simmim_mask_count,
+)
 
-MASK_METHODS = ("gpa", "random")
+# The strategies that fit a SimMIM student (HPM's loss predictor is a decoder branch of MAE's model).
+MASK_METHODS = ("gpa", "cls_attention", "block", "random")
 SIMMIM_TEACHERS = ("pretrained", "ema", "self")
-GPA_SCORES = ("logits", "softmax")
-GPA_QUERIES = ("all", "others")
-
-
-def _fraction_pair(name: str, pair: tuple[float, float]) -> tuple[float, float]:
-    if len(pair) != 2 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in pair):
-        raise ValueError(f"{name}={pair!r} is invalid; pass (start, end) fractions in [0, 1].")
-    return float(pair[0]), float(pair[1])
+# The mask flags (modeling_gpa.training.masking_arguments) a SimMIM student takes.
+SIMMIM_FIELDS = (
+    "mask_method",
+    "gpa_teacher",
+    "gpa_teacher_name_or_path",
+    "gpa_ema_momentum",
+    "gpa_layer",
+    "gpa_head",
+    "gpa_score",
+    "gpa_queries",
+    "hard_ratio_start",
+    "hard_ratio_end",
+    "soft_ratio_start",
+    "soft_ratio_end",
+    "block_min_patches",
+    "block_min_aspect",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +64,7 @@ class SimMIMMaskSettings:
     """How ``bool_masked_pos`` is drawn. Geometry as ``run_mim.py``; GPA fields as ``GPAConfig``'s.
 
     ``layer`` / ``head`` index the teacher's blocks and heads (negative from the end; ``head=None``: all heads).
-    ``hard`` / ``soft``: the Eq. 6 fractions of the masked mask patches at progress 0 and 1.
+    ``schedule``: the Eq. 6 shares of the masked mask patches at progress 0 and 1.
     """
 
     image_size: int
@@ -59,9 +78,10 @@ class SimMIMMaskSettings:
     head: int | None = -1
     score: str = "logits"
     queries: str = "all"
-    hard: tuple[float, float] = (0.0, 0.5)
-    soft: tuple[float, float] = (0.5, 0.0)
-    ema_momentum: float = 0.996
+    schedule: MaskSchedule = PAPER_SCHEDULE
+    ema_momentum: float = 0.999
+    block_min_patches: int = 16
+    block_min_aspect: float = 0.3
 
     def __post_init__(self) -> None:
         check_mask_geometry(self.image_size, self.mask_patch_size, self.model_patch_size)
@@ -75,12 +95,23 @@ class SimMIMMaskSettings:
         ):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is invalid; allowed values: {', '.join(allowed)}.")
-        hard, soft = _fraction_pair("hard", self.hard), _fraction_pair("soft", self.soft)
-        if hard[0] + soft[0] > 1.0 + 1e-9 or hard[1] + soft[1] > 1.0 + 1e-9:
-            raise ValueError(f"hard={hard} and soft={soft} are invalid; pass fractions summing to at most 1.")
+        shares = dataclasses.astuple(self.schedule)
+        if (
+            not all(0.0 <= share <= 1.0 for share in shares)
+            or shares[0] + shares[2] > 1 + 1e-9
+            or shares[1] + shares[3] > 1 + 1e-9
+        ):
+            raise ValueError(
+                f"schedule={self.schedule} is invalid; pass hard and soft shares in [0, 1] summing to <= 1."
+            )
+        if (self.method == "cls_attention") != (self.queries == "cls"):
+            raise ValueError(
+                f"gpa_queries={self.queries!r} is invalid with mask_method={self.method!r}; 'cls' goes with "
+                "'cls_attention' and only with it."
+            )
         if not 0.0 <= self.ema_momentum <= 1.0:
             raise ValueError(f"gpa_ema_momentum={self.ema_momentum!r} is invalid; pass a number in [0, 1].")
-        if self.method == "gpa" and self.teacher == "pretrained" and not self.teacher_name_or_path:
+        if self.method in ATTENTION_SCORED and self.teacher == "pretrained" and not self.teacher_name_or_path:
             raise ValueError(
                 "gpa_teacher_name_or_path is required with gpa_teacher='pretrained'; pass a ViT, ViTMAE or GPA "
                 "checkpoint directory or Hub id."
@@ -105,7 +136,7 @@ class SimMIMMasker(nn.Module):
         super().__init__()
         self.settings = settings
         self.teacher: nn.Module | None = None
-        if settings.method != "gpa":
+        if settings.method not in ATTENTION_SCORED:
             return
         if settings.teacher == "pretrained":
             self.teacher = load_pretrained_teacher(settings.teacher_name_or_path)
@@ -170,13 +201,26 @@ class SimMIMMasker(nn.Module):
         )
         if s.method == "random":
             return random_bool_masked_pos(len(pixel_values), device=pixel_values.device, **geometry)
+        if s.method == "block":
+            grid = s.image_size // s.mask_patch_size
+            count = simmim_mask_count(grid * grid, s.mask_ratio)
+            blocks, _, _ = block_mask(
+                len(pixel_values),
+                (grid, grid),
+                count,
+                min_patches=s.block_min_patches,
+                min_aspect=s.block_min_aspect,
+                generator=generator,
+                device=pixel_values.device,
+            )
+            return expand_to_model_grid(blocks, s.mask_patch_size // s.model_patch_size)
         scores = self.scores(pixel_values, student)
-        return gpa_bool_masked_pos(scores, progress=progress, hard=s.hard, soft=s.soft, **geometry)
+        return scheduled_bool_masked_pos(scores, progress=progress, schedule=s.schedule, **geometry)
 
     @torch.no_grad()
     def update_teacher(self, student: nn.Module) -> None:
         """One EMA step of the ``ema`` teacher towards the student's encoder; nothing for other teachers."""
-        if self.settings.method == "gpa" and self.settings.teacher == "ema":
+        if self.settings.method in ATTENTION_SCORED and self.settings.teacher == "ema":
             ema_update(self.teacher, student_encoder(student), self.settings.ema_momentum)
 
 
@@ -230,6 +274,7 @@ class SimMIMTrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin,
 __all__ = [
     "EMAMaskTeacherCallback",
     "MASK_METHODS",
+    "SIMMIM_FIELDS",
     "SIMMIM_TEACHERS",
     "SimMIMMaskSettings",
     "SimMIMMasker",

@@ -1,3 +1,4 @@
 """Tools around a model, none needed to train it: analytic FLOPs (``flops``), memory per distributed engine
 (``memory``, ``python -m modeling_gpa.tools.memory``), timm weight conversion (``convert``,
-``python -m modeling_gpa.tools.convert``) and figures of GPA scores and masks (``visualization``)."""
+``python -m modeling_gpa.tools.convert``), figures of GPA scores and masks (``visualization``) and the GPA explorer
+(``explorer``: its logic; ``explorer_app``: its Gradio page, the only module that imports gradio)."""

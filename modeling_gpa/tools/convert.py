@@ -13,10 +13,15 @@ MAE's checkpoints, and every MAE-style fine-tuning codebase, use timm's names; T
     layers.{i}.mlp.fc1, fc2                         blocks.{i}.mlp.fc1, fc2
     layernorm                                       norm
 
+``--layout mae`` writes ``torch.save({"model": weights})`` as MAE's released ``mae_pretrain_vit_base.pth`` (the
+encoder with its final ``norm``, no decoder, no head): detectron2's ViTDet configs and mmsegmentation's MAE configs
+load it as they load MAE's own file (docs/dense_transfer.md has their commands).
+
 The LayerNorm eps is not in a state dict: [`timm_vit_kwargs`] carries the config's (Transformers' ViTs default to
 1e-12, timm to 1e-6) into the timm model, and [`vit_config_from_timm`] takes it as an argument the other way.
 
     python -m modeling_gpa.tools.convert to-timm --model_name_or_path outputs/gpa --output outputs/gpa-timm.safetensors
+    python -m modeling_gpa.tools.convert to-timm --layout mae --model_name_or_path outputs/gpa --output outputs/gpa.pth
     python -m modeling_gpa.tools.convert from-timm --checkpoint mae_pretrain_vit_base.pth --num_attention_heads 12 \\
         --output_dir outputs/mae-vit-base
 """
@@ -55,6 +60,7 @@ _PATCH_WEIGHT = "embeddings.patch_embeddings.projection.weight"
 # The well-known ViT shapes (width, depth, heads) and their timm names.
 _TIMM_SIZES = {(192, 12, 3): "tiny", (384, 12, 6): "small", (768, 12, 12): "base", (1024, 24, 16): "large"}
 _TIMM_SIZES[(1280, 32, 16)] = "huge"
+TIMM_LAYOUTS = ("safetensors", "mae")
 
 
 def encoder_prefix(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -209,7 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     to_timm = commands.add_parser("to-timm", help="A GPA / ViTMAE / ViT checkpoint's encoder -> timm safetensors.")
     to_timm.add_argument("--model_name_or_path", required=True)
-    to_timm.add_argument("--output", required=True, help="The .safetensors file to write.")
+    to_timm.add_argument("--output", required=True, help="The .safetensors (or, --layout mae, .pth) file to write.")
+    to_timm.add_argument(
+        "--layout", choices=TIMM_LAYOUTS, default="safetensors", help="mae: {'model': weights}, as MAE's .pth files."
+    )
     from_timm = commands.add_parser("from-timm", help="timm / MAE ViT weights -> a ViTModel checkpoint directory.")
     from_timm.add_argument("--checkpoint", required=True, help="A .safetensors, .pth or .bin file.")
     from_timm.add_argument("--num_attention_heads", type=int, required=True, help="Not in the weights: 12 for ViT-B.")
@@ -224,7 +233,10 @@ def main(argv: list[str] | None = None) -> None:
 
         encoder = load_vit(ViTModel, args.model_name_or_path, add_pooling_layer=False)
         weights = {key: value.contiguous() for key, value in timm_state_dict(encoder.state_dict()).items()}
-        save_file(weights, args.output, metadata={"layer_norm_eps": str(encoder.config.layer_norm_eps)})
+        if args.layout == "mae":
+            torch.save({"model": weights}, args.output)
+        else:
+            save_file(weights, args.output, metadata={"layer_norm_eps": str(encoder.config.layer_norm_eps)})
         print(f"{len(weights)} timm tensors (layer_norm_eps {encoder.config.layer_norm_eps}) -> {args.output}")
         return
     from transformers import ViTModel

@@ -10,12 +10,11 @@ All counts are per image.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from transformers import AutoConfig, PretrainedConfig
 
-from ..configuration_gpa import GPAConfig
+from ..configuration_gpa import GPAConfig, pair
 
 
 @dataclass(frozen=True)
@@ -38,10 +37,6 @@ class StepFlops:
         return 3 * self.trained + self.teacher
 
 
-def _pair(size: int | Iterable[int]) -> tuple[int, int]:
-    return tuple(size) if isinstance(size, Iterable) else (size, size)
-
-
 def linear_flops(tokens: int, in_features: int, out_features: int) -> int:
     """A linear layer on ``tokens`` vectors."""
     return 2 * tokens * in_features * out_features
@@ -61,14 +56,14 @@ def block_flops(tokens: int, hidden_size: int, intermediate_size: int) -> int:
 
 def num_patches(config: PretrainedConfig, image_size: int | None = None) -> int:
     """Patches of an ``image_size`` square image (default: the configuration's image size)."""
-    height, width = _pair(config.image_size) if image_size is None else (image_size, image_size)
-    patch_height, patch_width = _pair(config.patch_size)
+    height, width = pair(config.image_size) if image_size is None else (image_size, image_size)
+    patch_height, patch_width = pair(config.patch_size)
     return (height // patch_height) * (width // patch_width)
 
 
 def patch_embedding_flops(config: PretrainedConfig, image_size: int | None = None) -> int:
     """The patch-embedding convolution: one ``C * p * p -> hidden`` linear map per patch."""
-    patch_height, patch_width = _pair(config.patch_size)
+    patch_height, patch_width = pair(config.patch_size)
     patch_features = config.num_channels * patch_height * patch_width
     return linear_flops(num_patches(config, image_size), patch_features, config.hidden_size)
 
@@ -94,7 +89,7 @@ def decoder_forward_flops(
     """
     num_layers = config.decoder_num_hidden_layers if num_layers is None else num_layers
     if out_features is None:
-        patch_height, patch_width = _pair(config.patch_size)
+        patch_height, patch_width = pair(config.patch_size)
         out_features = config.num_channels * patch_height * patch_width
     tokens = 1 + num_patches(config)
     embed = linear_flops(1 + kept_patches(config), config.hidden_size, config.decoder_hidden_size)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig, ViTMAEConfig
 
-from ..configuration_gpa import GPAConfig
-from .flops import _pair, num_patches
+from ..configuration_gpa import GPAConfig, pair
+from .flops import num_patches
 
 ENGINES = ("ddp", "fsdp", "deepspeed_zero2")
 GIB = 2**30
@@ -47,7 +47,7 @@ def position_table_parameters(config: PretrainedConfig, width: int) -> int:
 
 def encoder_parameters(config: PretrainedConfig) -> int:
     """A ``ViTMAEModel`` / ``ViTModel`` without pooler: patch projection, CLS, position table, blocks, final norm."""
-    patch_height, patch_width = _pair(config.patch_size)
+    patch_height, patch_width = pair(config.patch_size)
     hidden = config.hidden_size
     patch_projection = linear_parameters(config.num_channels * patch_height * patch_width, hidden)
     blocks = config.num_hidden_layers * block_parameters(hidden, config.intermediate_size)
@@ -58,7 +58,7 @@ def decoder_parameters(config: ViTMAEConfig, num_layers: int | None = None, out_
     """A ``ViTMAEDecoder``: embedding, mask token, position table, ``num_layers`` blocks, norm, prediction layer."""
     num_layers = config.decoder_num_hidden_layers if num_layers is None else num_layers
     if out_features is None:
-        patch_height, patch_width = _pair(config.patch_size)
+        patch_height, patch_width = pair(config.patch_size)
         out_features = config.num_channels * patch_height * patch_width
     width = config.decoder_hidden_size
     blocks = num_layers * block_parameters(width, config.decoder_intermediate_size)

@@ -15,6 +15,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from ..configuration_gpa import pair
 from ..head_selection import teacher_encoder_of
 from ..masking import HARD, KEPT, RANDOM, SOFT
 from ..teacher import teacher_scores
@@ -29,13 +30,9 @@ def _as_numpy(values) -> np.ndarray:
     return values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 def patch_map(values, image_size: int | Sequence[int], patch_size: int | Sequence[int]) -> np.ndarray:
     """(n,) per-patch values in row-major patch order -> (H, W), each patch's value over its pixels."""
-    (height, width), (patch_h, patch_w) = _pair(image_size), _pair(patch_size)
+    (height, width), (patch_h, patch_w) = pair(image_size), pair(patch_size)
     grid = _as_numpy(values).reshape(height // patch_h, width // patch_w)
     return np.kron(grid, np.ones((patch_h, patch_w), dtype=grid.dtype))
 

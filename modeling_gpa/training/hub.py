@@ -2,7 +2,8 @@
 
 ``write_model_card`` fills ``model_cards/gpa_model_card.md`` (metadata header, training command, GPA settings,
 evaluation results, usage, citation) into ``README.md`` of a checkpoint directory. ``push_checkpoint_to_hub``
-uploads that directory; when the Hub cannot be reached it raises one ``RuntimeError`` line saying how to push later,
+uploads that directory; ``write_space`` writes a Hugging Face Space folder (the GPA explorer on a published
+checkpoint). When the Hub cannot be reached, the upload raises one ``RuntimeError`` line saying how to push later,
 and leaves the local files as they are. Tokens are never printed or written: flags that carry one are redacted
 from the training command, and error messages name no credentials.
 """
@@ -17,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from huggingface_hub import HfApi, ModelCardData
+from huggingface_hub import HfApi, ModelCardData, SpaceCard, SpaceCardData
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
@@ -39,6 +40,14 @@ HUB_DATASET_IDS = {
 # Pickle files (optimizer states, training arguments, .bin weights) and intermediate checkpoints stay local: the
 # Hub copy holds safetensors weights, config, code, card and logs only.
 UPLOAD_IGNORE = ["checkpoint-*", "checkpoint-*/**", "*.pt", "*.pth", "*.bin", "*.pkl", "*.pickle"]
+# The Gradio release the explorer was built and tested with; a Space installs the SDK version its README names.
+SPACE_SDK_VERSION = "6.31.0"
+DEFAULT_SPACE_REQUIREMENT = "modeling-gpa[demo]"
+SPACE_APP = """from modeling_gpa.tools.explorer_app import launch
+
+# The Space sets GRADIO_SERVER_NAME; Gradio serves on 127.0.0.1 elsewhere.
+launch({model_id!r})
+"""
 
 
 def redact_command(command: str | Sequence[str]) -> str:
@@ -220,6 +229,58 @@ def write_model_card(
     return path
 
 
+def write_space(
+    space_dir: str, model_id: str, *, requirement: str = DEFAULT_SPACE_REQUIREMENT, license: str = "apache-2.0"
+) -> str:
+    """Writes a Gradio Space that opens the GPA explorer on the Hub checkpoint ``model_id``; returns ``space_dir``.
+
+    ``app.py`` launches ``modeling_gpa.tools.explorer_app``; ``requirements.txt`` holds ``requirement`` (how the Space
+    installs this package, e.g. ``modeling-gpa[demo] @ git+https://...``); ``README.md`` has the Space metadata.
+    """
+    if os.path.isdir(model_id):
+        raise ValueError(
+            f"--model_name_or_path {model_id!r} is a local directory; a Space loads a published checkpoint: push it "
+            "(--push_to_hub) and pass its Hub id ('user-or-org/model-name')."
+        )
+    try:
+        validate_repo_id(model_id)
+    except HFValidationError:
+        raise ValueError(
+            f"--model_name_or_path {model_id!r} is not a Hub id; a Space loads a published checkpoint "
+            "('user-or-org/model-name')."
+        ) from None
+    if not requirement.strip() or "\n" in requirement:
+        raise ValueError(f"requirement {requirement!r} is invalid; give one requirements.txt line.")
+    metadata = SpaceCardData(
+        title=f"GPA explorer: {model_id.split('/')[-1]}"[:60],
+        emoji="🎭",
+        colorFrom="red",
+        colorTo="blue",
+        sdk="gradio",
+        sdk_version=SPACE_SDK_VERSION,
+        app_file="app.py",
+        pinned=False,
+        license=license,
+        models=[model_id],
+        tags=TAGS,
+        short_description="GPA heat maps, Eq. 6 masks and MAE reconstructions",
+    )
+    text = (
+        f"# GPA explorer for [{model_id}](https://huggingface.co/{model_id})\n\n"
+        "Upload an image or pick an example, choose the teacher's block and head, the score, the mask ratio and the "
+        "training progress: the page shows the Global Patch-wise Attention heat map, the soft-to-hard mask (hard, "
+        "soft and random patches) and the MAE reconstruction under it; with an object mask, the share of the object "
+        "the mask hides, for every block and head.\n"
+    )
+    os.makedirs(space_dir, exist_ok=True)
+    SpaceCard(f"---\n{metadata.to_yaml()}\n---\n\n{text}").save(os.path.join(space_dir, "README.md"))
+    files = {"app.py": SPACE_APP.format(model_id=model_id), "requirements.txt": f"{requirement.strip()}\n"}
+    for name, content in files.items():
+        with open(os.path.join(space_dir, name), "w", encoding="utf-8") as handle:
+            handle.write(content)
+    return space_dir
+
+
 def push_checkpoint_to_hub(output_dir: str, hub_model_id: str, token: str | None = None, private: bool = False) -> str:
     """Uploads the checkpoint directory (safetensors weights, config, model code, card, logs) to ``hub_model_id``.
 
@@ -271,4 +332,11 @@ def push_checkpoint_to_hub(output_dir: str, hub_model_id: str, token: str | None
     return str(getattr(commit, "commit_url", commit))
 
 
-__all__ = ["push_checkpoint_to_hub", "redact_command", "render_model_card", "settings_rows", "write_model_card"]
+__all__ = [
+    "push_checkpoint_to_hub",
+    "redact_command",
+    "render_model_card",
+    "settings_rows",
+    "write_model_card",
+    "write_space",
+]

@@ -2,8 +2,8 @@
 
 [`GPATrainer`] feeds the soft-to-hard schedule its progress ``p = global_step / max_steps`` on every forward (training
 and evaluation), steps the EMA teacher once per optimizer step, divides the per-batch mean loss by the gradient
-accumulation steps, and logs ``rgb_loss``, ``gpa_loss`` and the hard / soft / random fractions in use. Its batches are
-the input pipeline's uint8 images, normalised on the device by [`DeviceInputsMixin`].
+accumulation steps, and logs ``pixel_loss``, ``gpa_loss``, ``hpm_loss`` and the hard / soft / random fractions in
+use. Its batches are the input pipeline's uint8 images, normalised on the device by [`DeviceInputsMixin`].
 """
 
 from __future__ import annotations
@@ -208,13 +208,18 @@ def _refuse_fsdp_without_gpus() -> None:
 
 
 class EMATeacherCallback(TrainerCallback):
-    """Steps the model's EMA teacher after each optimizer step.
+    """Steps the model's EMA copy after each optimizer step, with the index of the epoch the step belongs to.
 
     ``on_step_end`` fires once per optimizer step, after ``optimizer.step()``, never per accumulated micro-batch.
+    ``state.epoch`` is restored on resume, so a momentum schedule (HPM's) goes on where it was. ``momentum`` is the
+    last momentum used (``None`` without an EMA copy), for the logs.
     """
 
+    momentum: float | None = None
+
     def on_step_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
-        extract_model_from_parallel(model).update_teacher()
+        epoch = max(math.ceil((state.epoch or 0.0) - 1e-9) - 1, 0)
+        self.momentum = extract_model_from_parallel(model).update_teacher(epoch)
 
 
 class RunningMeans:
@@ -391,8 +396,9 @@ class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, Tr
     - The model's loss is a per-batch mean, so it is divided by the gradient accumulation steps: accumulating two
       batches of ``B`` gives the loss and gradient of one batch of ``2B`` (``Trainer`` would otherwise read the
       model's ``**kwargs`` as "the model normalises over the whole accumulated batch itself").
-    - Training logs add ``rgb_loss``, ``gpa_loss`` and the ``hard/soft/random_fraction`` in use, averaged over the
-      logging interval; evaluation adds ``eval_rgb_loss`` and ``eval_gpa_loss``.
+    - Training logs add ``pixel_loss``, ``gpa_loss``, ``hpm_loss`` (the terms in use) and the
+      ``hard/soft/random_fraction`` in use, averaged over the logging interval, and the EMA copy's ``ema_momentum``;
+      evaluation adds ``eval_pixel_loss``, ``eval_gpa_loss`` and ``eval_hpm_loss``.
     - uint8 batches are normalised on the device ([`DeviceInputsMixin`]); images that could not be decoded are
       counted, logged at the end of training and reported as ``train_unreadable_images`` / ``eval_unreadable_images``.
     """
@@ -403,7 +409,8 @@ class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, Tr
         super().__init__(*args, **kwargs)
         # GPAForPreTraining.forward passes **kwargs to its encoder; it takes no num_items_in_batch.
         self.model_accepts_loss_kwargs = False
-        self.add_callback(EMATeacherCallback())
+        self.ema_callback = EMATeacherCallback()
+        self.add_callback(self.ema_callback)
         self.add_callback(BatchGeometryCallback())
         self._train_means = RunningMeans()
         self._eval_means = RunningMeans()
@@ -492,9 +499,10 @@ class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, Tr
         # nn.DataParallel (several GPUs, one process) splits tensor arguments along dim 0, so it gets the float.
         model_progress = progress if self.args.n_gpu > 1 else progress_tensor(progress, self.args.device)
         outputs = model(**inputs, mask_progress=model_progress)
-        parts = {"rgb_loss": outputs.rgb_loss}
-        if outputs.gpa_loss is not None:
-            parts["gpa_loss"] = outputs.gpa_loss
+        parts = {"pixel_loss": outputs.pixel_loss}
+        for name in ("gpa_loss", "hpm_loss"):
+            if getattr(outputs, name) is not None:
+                parts[name] = getattr(outputs, name)
         if model.training:
             fractions = extract_model_from_parallel(model).mask_fractions(progress)
             self._train_means.add({**parts, **dict(zip(FRACTION_NAMES, fractions, strict=True))})
@@ -506,6 +514,8 @@ class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, Tr
         """Adds the interval means of the loss parts and mask fractions to each training log."""
         if "loss" in logs:
             logs.update(self._train_means.pop(self.accelerator))
+            if self.ema_callback.momentum is not None:
+                logs["ema_momentum"] = self.ema_callback.momentum
         super().log(logs, start_time)
 
     def evaluation_loop(
@@ -516,7 +526,7 @@ class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, Tr
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
-        """``Trainer``'s loop, plus ``{prefix}_rgb_loss`` and ``{prefix}_gpa_loss`` averaged per image."""
+        """``Trainer``'s loop, plus ``{prefix}_pixel_loss``, ``_gpa_loss`` and ``_hpm_loss`` averaged per image."""
         self._eval_means = RunningMeans()
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         for name, value in self._eval_means.pop(self.accelerator).items():
