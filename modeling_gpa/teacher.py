@@ -123,7 +123,8 @@ def teacher_scores(
 def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
     """Loads a frozen ViTMAE / ViT / GPA encoder from a local directory or Hub id, in eval mode."""
     try:
-        teacher_config = AutoConfig.from_pretrained(name_or_path)
+        # A teacher's own code (config.json's auto_map) is never run: it loads as one of the classes below.
+        teacher_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError) as error:
         where = "directory" if os.path.isdir(name_or_path) else "path or Hub id"
         raise OSError(

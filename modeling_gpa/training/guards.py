@@ -11,9 +11,11 @@
   inf with [`NonFiniteTrainingError`], so nothing downstream (model card, push, evaluation) ever sees them.
 - **SIGTERM** (what preemptible cloud GPUs and schedulers send before killing a job): the step that is running
   finishes, a checkpoint is written and training stops with [`TrainingInterrupted`]; the scripts exit 143 without
-  saving a final model, writing a model card or pushing. The same command resumes from the checkpoint.
-- **Resume.** An explicit checkpoint that cannot load fails in one line; ``resume_from_checkpoint=True`` takes the
-  last checkpoint that can (`modeling_gpa.checkpoint_files`).
+  saving a final model, writing a model card or pushing. The same command resumes from the checkpoint. DataLoader
+  workers ignore SIGTERM, so a signal to the whole process group does not kill them under the step.
+- **Resume.** An explicit checkpoint that cannot load, lacks its optimizer, scheduler or state (unless
+  ``resume_from_weights_only``) or holds another model fails in one line; ``resume_from_checkpoint=True`` takes the
+  last checkpoint that can (`modeling_gpa.checkpoint_files`, `modeling_gpa.training.resume`).
 - **Space.** Before training, an ``output_dir`` with less free space than about one checkpoint fails in one line.
 - ``--hub_token`` never reaches the ``training_args.bin`` that every save writes.
 """
@@ -30,12 +32,14 @@ from collections.abc import Iterator
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from ..checkpoint_files import check_resumable
 from ..finite_weights import nonfinite_tensors
+from .resume import checkpoint_for_model
+from .worker_signals import stop_persistent_workers, workers_ignore_sigterm
 
 logger = logging.get_logger(__name__)
 
@@ -190,6 +194,14 @@ class TrainingGuardsMixin:
 
     # ---- training: SIGTERM, resume, space ---------------------------------------------------------------------
 
+    def get_train_dataloader(self) -> DataLoader:
+        """``Trainer``'s, with workers that leave SIGTERM to the main process (`training.worker_signals`)."""
+        return workers_ignore_sigterm(super().get_train_dataloader())
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        """``Trainer``'s, with workers that leave SIGTERM to the main process."""
+        return workers_ignore_sigterm(super().get_eval_dataloader(eval_dataset))
+
     def sigterm_received(self) -> bool:
         """Whether SIGTERM reached this process, or (distributed) any process. Collective call when distributed."""
         received = self._sigterm.is_set()
@@ -218,7 +230,13 @@ class TrainingGuardsMixin:
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train`` with the guards above; raises [`TrainingInterrupted`] when SIGTERM stopped it."""
         if isinstance(resume_from_checkpoint, str):
-            check_resumable(resume_from_checkpoint)
+            resume_from_checkpoint = checkpoint_for_model(
+                resume_from_checkpoint,
+                extract_model_from_parallel(self.model),
+                self.args.output_dir,
+                chosen_in_output_dir=self._chosen_in_output_dir(resume_from_checkpoint),
+                weights_only=getattr(self.args, "resume_from_weights_only", False),
+            )
         self.check_free_space()
         self.nonfinite_steps = self._nonfinite_in_a_row = 0
         self._sigterm.clear()
@@ -228,6 +246,7 @@ class TrainingGuardsMixin:
             if not self._sigterm_callback.saved:
                 # SIGTERM came after the last step (during the final evaluation or logging): save that step now.
                 self._save_checkpoint(self.model, trial=None)
+            stop_persistent_workers()
             checkpoint = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             raise TrainingInterrupted(
                 f"stopped by SIGTERM at step {self.state.global_step} of {self.state.max_steps}: saved {checkpoint}; "
@@ -236,6 +255,13 @@ class TrainingGuardsMixin:
         if self.nonfinite_steps:
             output.metrics["train_nonfinite_steps"] = self.nonfinite_steps
         return output
+
+    def _chosen_in_output_dir(self, checkpoint: str) -> bool:
+        """Whether ``checkpoint`` sits in ``output_dir`` and --resume_from_checkpoint did not name it."""
+        if self.args.resume_from_checkpoint is not None or not self.args.output_dir:
+            return False
+        parent = os.path.dirname(os.path.abspath(checkpoint))
+        return parent == os.path.abspath(self.args.output_dir)
 
     def check_free_space(self) -> None:
         """Raises [`NotEnoughSpace`] when ``output_dir`` has less free space than about one checkpoint."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -19,17 +18,18 @@ from accelerate.utils import extract_model_from_parallel, gather_object
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
-from ..checkpoint_files import checkpoint_problem
 from ..data.device_decoding import JpegDecoder, decode_on_device, nvjpeg_decoder
 from ..data.encoded_images import ENCODED_KEY
 from ..data.image_inputs import ImageSettings
 from ..data.pipeline import UNREADABLE_KEY, PixelNormalizer
 from ..masking import progress_tensor
 from .distributed import BatchGeometryCallback, check_output_dir_is_shared, check_resume_geometry
+from .flag_ranges import TRAINING_FLAG_RANGES, check_flag_ranges
 from .guards import TrainingGuardsMixin
+from .resume import last_complete_checkpoint
 from .seeding import ProcessSeedsMixin
 from .streaming import StreamingTrainerMixin
 
@@ -37,7 +37,6 @@ logger = logging.get_logger(__name__)
 
 MASK_SCHEDULES = ("step", "epoch")
 FRACTION_NAMES = ("hard_fraction", "soft_fraction", "random_fraction")
-_CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # DataLoader settings when --dataloader_num_workers > 0 and the flags are not given: workers live across epochs and
 # each keeps this many batches ready, so the accelerator never waits for a worker to start or to catch up.
 DEFAULT_PREFETCH_FACTOR = 4
@@ -109,6 +108,17 @@ class GPATrainingArguments(TrainingArguments):
         },
     )
 
+    resume_from_weights_only: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Resume from a checkpoint that lacks optimizer.pt, scheduler.pt or trainer_state.json (one saved with "
+                "--save_only_model, or copied without them): its weights load and what is missing starts afresh, "
+                "as a warning says (AdamW's moments, the learning-rate schedule, the step count). Without it such a "
+                "checkpoint is skipped as incomplete."
+            )
+        },
+    )
     max_nonfinite_steps: int = field(
         default=10,
         metadata={
@@ -120,7 +130,8 @@ class GPATrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        self._check_guard_arguments()
+        # Before anything else: Transformers and torch would find a bad number only once training starts.
+        check_flag_ranges(self, TRAINING_FLAG_RANGES)
         _refuse_fsdp_without_gpus()
         if (
             not self.use_cpu
@@ -148,8 +159,6 @@ class GPATrainingArguments(TrainingArguments):
                 f"--mask_schedule {self.mask_schedule!r} is invalid; allowed values: {', '.join(MASK_SCHEDULES)}."
             )
         if self.base_learning_rate is not None:
-            if self.base_learning_rate <= 0:
-                raise ValueError(f"--base_learning_rate {self.base_learning_rate} is invalid; pass a number > 0.")
             default_rate = TrainingArguments.__dataclass_fields__["learning_rate"].default
             if self.learning_rate != default_rate:
                 logger.warning(
@@ -161,16 +170,6 @@ class GPATrainingArguments(TrainingArguments):
                 f"learning_rate = base_learning_rate {self.base_learning_rate} * total batch size "
                 f"{self.total_train_batch_size} / 256 = {self.learning_rate:g}"
             )
-
-    def _check_guard_arguments(self) -> None:
-        """--max_steps 0 would train one step; --max_nonfinite_steps must allow at least one skip."""
-        if self.max_steps == 0:
-            raise ValueError(
-                "--max_steps 0 is invalid; pass a positive number of optimizer steps, or -1 to train "
-                "--num_train_epochs epochs."
-            )
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} is invalid; pass a number >= 1.")
 
     def _set_loader_defaults(self) -> None:
         """Persistent workers and a prefetch factor when there are workers, unless the flags were given; pinned
@@ -248,28 +247,6 @@ class RunningMeans:
         totals = accelerator.reduce(totals, reduction="sum")
         self.sums, self.weight = {}, 0.0
         return {name: (total / totals[-1]).item() for name, total in zip(names, totals[:-1], strict=True)}
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The highest-step ``checkpoint-N`` in ``output_dir`` that can be loaded, or None; warnings name the others.
-
-    ``Trainer`` writes ``trainer_state.json`` last, so a checkpoint without it was cut off (e.g. by SIGKILL) mid-save;
-    one with a truncated file (`modeling_gpa.checkpoint_files.checkpoint_problem`) is passed over the same way.
-    """
-    if not os.path.isdir(output_dir):
-        return None
-    steps = []
-    for name in os.listdir(output_dir):
-        match = _CHECKPOINT_RE.match(name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append((int(match.group(1)), name))
-    for _, name in sorted(steps, reverse=True):
-        path = os.path.join(output_dir, name)
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path
-        logger.warning(f"Skipping checkpoint {path}, which cannot be loaded: {problem}.")
-    return None
 
 
 def _has_safetensors(checkpoint: str) -> bool:
@@ -451,7 +428,8 @@ class GPATrainer(ProcessSeedsMixin, StreamingTrainerMixin, DeviceInputsMixin, Tr
         """
         check_output_dir_is_shared(self.args.output_dir)
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            weights_only = getattr(self.args, "resume_from_weights_only", False)
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, weights_only)
             if resume_from_checkpoint is None:
                 raise ValueError(
                     f"no complete checkpoint in {self.args.output_dir} to resume from: train without "
