@@ -6,7 +6,7 @@ A teacher encoder is a ``ViTMAEModel`` (the student's own encoder, its EMA copy,
 
 Under FSDP2 (``fsdp.yaml``) every ``ViTMAELayer`` is its own shard unit, whose parameters are gathered by the hooks
 around its ``forward``. The score runs only part of block ``layer``, so it gathers that block itself
-([`gathered_block`]); the teacher stays sharded like the student (see the README's distributed section for why).
+([`gathered_block`]); the teacher stays sharded like the student (docs/distributed.md says why).
 """
 
 from __future__ import annotations
