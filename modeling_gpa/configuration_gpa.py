@@ -188,6 +188,19 @@ class GPAConfig(BackboneConfigMixin, ViTMAEConfig):
         super().__post_init__(**kwargs)
         self.validate_gpa()
 
+    def __setattr__(self, key, value):
+        # A depth set after construction (--config_overrides, `config.num_hidden_layers = 6`) must carry the backbone
+        # stages with it, or the next save fails on stage names the encoder no longer has. Explicit out indices stay
+        # as given: when they no longer fit, the check names them.
+        old_default = None
+        if key == "num_hidden_layers" and "stage_names" in self.__dict__:
+            old_default = default_out_indices(self.num_hidden_layers)
+        super().__setattr__(key, value)
+        if old_default is not None:
+            self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, value + 1)]
+            if list(self._out_indices or []) == old_default:
+                self.set_output_features_output_indices(out_features=None, out_indices=default_out_indices(value))
+
     def validate_gpa(self) -> None:
         """Raises ``ValueError`` naming the first invalid GPA field and its allowed values."""
         _require_choice("mask_method", self.mask_method, MASK_METHODS)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoConfig, AutoModelForPreTraining, ViTMAEModel, ViTModel
 
+from .command_line import check_checkpoint
 from .masking import num_masked_patches
 from .teacher import block_query_key, full_image_tokens, patch_scores, teacher_scores
 
@@ -156,22 +157,28 @@ def teacher_encoder_of(model: torch.nn.Module) -> ViTMAEModel | ViTModel:
     return encoder
 
 
-def load_scoring_model(model_name_or_path: str) -> torch.nn.Module:
+def load_scoring_model(model_name_or_path: str, trust_remote_code: bool = False) -> torch.nn.Module:
     """A checkpoint to score patches with, in eval mode; weights load from safetensors only.
 
     GPA and ViTMAE checkpoints load as pretraining models (so their decoder can reconstruct), ViT ones as encoders.
+    Its weight files and its need for code of its own are checked first (one-line ``ValueError``).
     """
+    check_checkpoint(model_name_or_path, trust_remote_code)
     try:
-        config = AutoConfig.from_pretrained(model_name_or_path)
+        config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise OSError(
             f"no checkpoint at {model_name_or_path!r}: pass a directory with config.json and model.safetensors "
             "(or a Hub id with network access)."
         ) from error
     if config.model_type in ("gpa", "vit_mae"):
-        model = AutoModelForPreTraining.from_pretrained(model_name_or_path, use_safetensors=True)
+        model = AutoModelForPreTraining.from_pretrained(
+            model_name_or_path, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
     elif config.model_type == "vit":
-        model = ViTModel.from_pretrained(model_name_or_path, add_pooling_layer=False, use_safetensors=True)
+        model = ViTModel.from_pretrained(
+            model_name_or_path, add_pooling_layer=False, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
     else:
         raise ValueError(
             f"{model_name_or_path!r} holds a {config.model_type!r} model; pass a gpa, vit_mae or vit checkpoint."

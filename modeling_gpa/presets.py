@@ -5,15 +5,8 @@ the fields, never the preset's name. The released code scores block 9, head 11 o
 (the paper's 10-shot choice, Table 5); for a teacher of another depth the same place is kept relative to the end:
 block ``depth - 3`` (clamped at 0) and the last head.
 
-| field | ours | paper | released | released_mam |
-|---|---|---|---|---|
-| hard_ratio_start / end | 0.0 / 0.5 | 0.0 / 0.5 | 0.0 / 0.5 | 0.0 / 0.5 |
-| soft_ratio_start / end | 0.5 / 0.0 | 0.5 / 0.0 | 0.3 / 0.0 | 0.3 / 0.3 |
-| gpa_layer, gpa_head | last, last | depth-3, last | depth-3, last | depth-3, last |
-| gpa_loss_patches | masked | visible | all | all |
-| gpa_target_norm | population | population | released | released |
-| gpa_prediction | (unchanged) | (unchanged) | (unchanged) | True |
-| gpa_decoder_layers, gpa_decoder_switch | (unchanged) | (unchanged) | (unchanged) | the pixel decoder's depth, 0.75 |
+Each preset's fields, beside the settings they come from: ``docs/model.md`` ("Paper, released code and our
+defaults").
 """
 
 from __future__ import annotations

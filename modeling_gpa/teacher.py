@@ -6,7 +6,7 @@ A teacher encoder is a ``ViTMAEModel`` (the student's own encoder, its EMA copy,
 
 Under FSDP2 (``fsdp.yaml``) every ``ViTMAELayer`` is its own shard unit, whose parameters are gathered by the hooks
 around its ``forward``. The score runs only part of block ``layer``, so it gathers that block itself
-([`gathered_block`]); the teacher stays sharded like the student (see the README's distributed section for why).
+([`gathered_block`]); the teacher stays sharded like the student (docs/distributed.md says why).
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def teacher_scores(
 def load_pretrained_teacher(name_or_path: str) -> ViTMAEModel | ViTModel:
     """Loads a frozen ViTMAE / ViT / GPA encoder from a local directory or Hub id, in eval mode."""
     try:
-        teacher_config = AutoConfig.from_pretrained(name_or_path)
+        # A teacher's own code (config.json's auto_map) is never run: it loads as one of the classes below.
+        teacher_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError) as error:
         where = "directory" if os.path.isdir(name_or_path) else "path or Hub id"
         raise OSError(

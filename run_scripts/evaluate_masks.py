@@ -17,7 +17,7 @@ import argparse
 import json
 import os
 
-from modeling_gpa.command_line import exit_on_bad_input
+from modeling_gpa.command_line import TRUST_REMOTE_CODE_HELP, exit_on_bad_input
 from modeling_gpa.data import load_image_datasets
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
@@ -34,11 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min_object_fraction", type=float, default=0.5, help="Object share for an object patch.")
     parser.add_argument("--seed", type=int, default=0, help="Which images are drawn, and the masks' random draws.")
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict:
-    model = load_scoring_model(args.model_name_or_path)
+    model = load_scoring_model(args.model_name_or_path, args.trust_remote_code)
     if not hasattr(model, "compute_gpa"):
         raise ValueError(f"{args.model_name_or_path!r} is not a GPA checkpoint; pass one written by run_pretrain.py.")
     splits, image_column = load_image_datasets(dataset_name=args.dataset_name)

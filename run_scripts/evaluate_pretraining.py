@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from transformers import AutoConfig, ViTMAEForPreTraining, set_seed  # noqa: E402
 
 from modeling_gpa import GPAForPreTraining  # noqa: E402
+from modeling_gpa.command_line import TRUST_REMOTE_CODE_HELP, check_checkpoint  # noqa: E402
 from modeling_gpa.evaluation import (  # noqa: E402
     POOLINGS,
     add_dataset_arguments,
@@ -49,13 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     add_dataset_arguments(parser)
     return parser.parse_args(argv)
 
 
-def random_init_checkpoint(model_name_or_path: str, directory: str, seed: int) -> str:
+def random_init_checkpoint(model_name_or_path: str, directory: str, seed: int, trust_remote_code: bool = False) -> str:
     """Saves the checkpoint's architecture with fresh weights (seeded) and returns its path."""
-    config = AutoConfig.from_pretrained(model_name_or_path)
+    config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     set_seed(seed)
     if config.model_type == "gpa":
         # The reference is the encoder alone: a self teacher needs no checkpoint of its own.
@@ -74,7 +76,7 @@ def knn_of(
 ) -> dict[str, float]:
     """Top-1 weighted k-NN accuracy of one frozen encoder, per pooling; unreadable images' names go to
     ``unreadable``."""
-    encoder = load_encoder(encoder_path)
+    encoder = load_encoder(encoder_path, args.trust_remote_code)
     accuracies = {}
     for pooling in POOLINGS:
         normalizer = data["normalizer"]
@@ -126,7 +128,8 @@ def plot(curves: dict, accuracies: dict, title: str) -> plt.Figure:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    encoder_config = AutoConfig.from_pretrained(args.model_name_or_path)
+    check_checkpoint(args.model_name_or_path, args.trust_remote_code)
+    encoder_config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     data = load_labelled_splits(
         args, encoder_config.image_size, encoder_config.num_channels, processor_path=args.model_name_or_path
     )
@@ -134,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         accuracies = {
             "pretrained": knn_of(args.model_name_or_path, data, args, unreadable),
-            "random init": knn_of(random_init_checkpoint(args.model_name_or_path, scratch, args.seed), data, args),
+            "random init": knn_of(
+                random_init_checkpoint(args.model_name_or_path, scratch, args.seed, args.trust_remote_code), data, args
+            ),
         }
     results = {
         "model_name_or_path": args.model_name_or_path,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from modeling_gpa.command_line import exit_on_bad_input
+from modeling_gpa.command_line import check_checkpoint, exit_on_bad_input
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> None:
+    # The explorer loads GPA, ViTMAE or ViT classes, never a checkpoint's own code: one that needs it is refused here.
+    check_checkpoint(args.model_name_or_path)
     if args.space_dir is not None:
         from modeling_gpa.training.hub import DEFAULT_SPACE_REQUIREMENT, write_space
 

@@ -39,7 +39,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from transformers import AutoConfig, HfArgumentParser, SwinForImageClassification, Trainer, TrainingArguments
 
-from modeling_gpa.command_line import exit_on_bad_input
+from modeling_gpa.command_line import TRUST_REMOTE_CODE_HELP, check_checkpoint, exit_on_bad_input
 from modeling_gpa.data import collate_pixel_values_and_labels, with_pixel_values
 from modeling_gpa.data.pipeline import PixelNormalizer, TrainCrop, to_num_channels
 from modeling_gpa.evaluation import (
@@ -108,6 +108,7 @@ class FinetuneArguments:
     mixup_prob: float | None = None
     mixup_switch_prob: float | None = None
     label_smoothing: float | None = None
+    trust_remote_code: bool = field(default=False, metadata={"help": TRUST_REMOTE_CODE_HELP})
 
 
 @dataclass
@@ -340,6 +341,7 @@ def build_model(args: FinetuneArguments, recipe: FinetuneRecipe, config, id2labe
         SwinForImageClassification,
         args.model_name_or_path,
         encoder_prefix="swin.",
+        trust_remote_code=args.trust_remote_code,
         num_labels=len(id2label),
         id2label=id2label,
         label2id={name: index for index, name in id2label.items()},
@@ -387,8 +389,9 @@ def parse(argv: list[str] | None) -> tuple[FinetuneArguments, FinetuneTrainingAr
 def main(argv: list[str] | None = None) -> dict:
     args, training_args, given = parse(argv)
     args.seed = training_args.seed
+    check_checkpoint(args.model_name_or_path, args.trust_remote_code)
     try:
-        config = AutoConfig.from_pretrained(args.model_name_or_path)
+        config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"No checkpoint config at {args.model_name_or_path!r}: pass --model_name_or_path a directory saved by "

@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    encoder = load_encoder(args.model_name_or_path)
+    encoder = load_encoder(args.model_name_or_path, args.trust_remote_code)
     check_pooling(encoder, args.pooling)
     config = encoder.config
     data = load_labelled_splits(args, config.image_size, config.num_channels, args.model_name_or_path)

@@ -51,6 +51,7 @@ from modeling_gpa.training.arguments import (
 from modeling_gpa.training.masking_arguments import MASKING_FLAGS, MaskingArguments
 from modeling_gpa.training.script import (
     build_image_processor_for,
+    check_checkpoint_flags,
     check_output_dir_writable,
     checkpoint_to_resume,
     one_line,
@@ -125,6 +126,7 @@ class DataTrainingArguments(ImageDataArguments):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.streaming and self.gpa_selection_images:
             raise ValueError(
                 "--gpa_selection_images reads the first training images, which differ between processes when they "
@@ -212,6 +214,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[SimMIMTrainer, 
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
     check_output_dir_writable(training_args)
+    check_checkpoint_flags(model_args)
     checkpoint = checkpoint_to_resume(training_args)
     train, eval_, image_column = load_splits(model_args, data_args, training_args)
     _, num_channels = image_geometry(train if train is not None else eval_, image_column)

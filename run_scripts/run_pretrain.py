@@ -46,6 +46,7 @@ from modeling_gpa.training.hub import push_checkpoint_to_hub, write_model_card
 from modeling_gpa.training.masking_arguments import MaskingArguments
 from modeling_gpa.training.script import (
     build_image_processor_for,
+    check_checkpoint_flags,
     check_output_dir_writable,
     checkpoint_to_resume,
     start,
@@ -165,10 +166,9 @@ class DataTrainingArguments(ImageDataArguments):
     )
 
     def __post_init__(self):
-        for name in ("max_train_samples", "max_eval_samples", "gpa_selection_images"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name} {value} is invalid; pass a positive number of images.")
+        super().__post_init__()
+        if self.gpa_selection_images is not None and self.gpa_selection_images < 1:
+            raise ValueError(f"--gpa_selection_images {self.gpa_selection_images} is invalid; pass an integer >= 1.")
         if self.gpa_selection_heldout < 0:
             raise ValueError(f"--gpa_selection_heldout {self.gpa_selection_heldout} is invalid; pass 0 or more images.")
         if self.streaming and self.gpa_selection_images and not self.gpa_selection_image_dir:
@@ -301,6 +301,7 @@ def build_trainer(model_args, data_args, training_args) -> tuple[GPATrainer, str
     if not (training_args.do_train or training_args.do_eval):
         raise ValueError("nothing to do: pass --do_train and/or --do_eval.")
     check_output_dir_writable(training_args)
+    check_checkpoint_flags(model_args)
     checkpoint = checkpoint_to_resume(training_args)
 
     train, eval_, image_column = load_splits(model_args, data_args, training_args)

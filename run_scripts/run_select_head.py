@@ -24,7 +24,7 @@ import copy
 import os
 
 from modeling_gpa import GPAConfig
-from modeling_gpa.command_line import exit_on_bad_input
+from modeling_gpa.command_line import TRUST_REMOTE_CODE_HELP, exit_on_bad_input
 from modeling_gpa.data import load_image_datasets
 from modeling_gpa.data.ground_truth import annotated_model_inputs
 from modeling_gpa.data.image_inputs import ImageSettings
@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Which images are drawn.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     parser.add_argument(
         "--write_config", default=None, help="Write a GPAConfig JSON with the chosen gpa_layer / gpa_head here."
     )
@@ -122,7 +123,7 @@ def write_config(config: GPAConfig, path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> HeadSelection:
-    model = load_scoring_model(args.model_name_or_path)
+    model = load_scoring_model(args.model_name_or_path, args.trust_remote_code)
     settings = ImageSettings.from_pretrained(args.model_name_or_path, model.config)
     dataset, image_column = annotated_dataset(args)
     pixel_values, objects = annotated_model_inputs(

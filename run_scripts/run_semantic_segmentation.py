@@ -28,6 +28,7 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from modeling_gpa import GPAConfig
+from modeling_gpa.command_line import check_checkpoint
 from modeling_gpa.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from modeling_gpa.data.segmentation import (
     CLUTTERED_SEGMENTATION_CLASSES,
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
     recipe = resolve_recipe(model_args, training_args, explicit_flags(argv))
     set_seed(training_args.seed)
 
+    # GPABackbone and GPAConfig never run a checkpoint's own code: one that needs it is refused before loading.
+    check_checkpoint(model_args.model_name_or_path)
+    check_checkpoint(model_args.config_name, flag="--config_name")
     dataset, names = load_splits(data_args, model_args, training_args.seed)
     id2label = dict(enumerate(names))
     out_indices = [int(index) for index in model_args.out_indices.split(",")] if model_args.out_indices else None
@@ -223,7 +227,7 @@ def image_statistics(name_or_path: str | None) -> tuple[tuple[float, ...], tuple
     from transformers import AutoImageProcessor
 
     try:
-        processor = AutoImageProcessor.from_pretrained(name_or_path)
+        processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=False)
     except (OSError, ValueError, TypeError):
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(processor.image_mean), tuple(processor.image_std)

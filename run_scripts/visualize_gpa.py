@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from modeling_gpa.command_line import exit_on_bad_input
+from modeling_gpa.command_line import TRUST_REMOTE_CODE_HELP, exit_on_bad_input
 from modeling_gpa.data.image_inputs import SKIMAGE_PHOTOS, ImageSettings, example_images
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
 from modeling_gpa.masking import KEPT, MaskSchedule, mask_groups, noise_from_mask, num_masked_patches
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mask_ratio", type=float, default=None, help="Default: the checkpoint's (0.75 for a ViT).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the soft and random mask patches.")
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     return parser.parse_args(argv)
 
 
@@ -88,7 +89,7 @@ def layer_and_head(model, args: argparse.Namespace) -> tuple[int, int | None]:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    model = load_scoring_model(args.model_name_or_path)
+    model = load_scoring_model(args.model_name_or_path, args.trust_remote_code)
     config = model.config
     settings = ImageSettings.from_pretrained(args.model_name_or_path, config)
     named = load_images(args.images) if args.images else example_images(args.skimage_images, args.num_fashion_mnist)

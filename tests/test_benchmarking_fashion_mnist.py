@@ -78,7 +78,7 @@ def test_report_has_both_tables_and_the_command(finished):
     assert "--train_samples 48" in report and "torch " in report
     assert report.count("| MAE: random masking | – |") == 2
     assert report.count("| GPA, self teacher, no MAM | ours |") == 2 and "| arm | setting | k-NN CLS |" in report
-    assert "garment masked" in report and "*Setting*: the README's GPA settings table" in report
+    assert "garment masked" in report and "*Setting*: the GPA settings table of docs/model.md" in report
     payload = json.loads((work / "fm.json").read_text())
     assert set(payload["summary"]) == {"plain", "cluttered"}
     assert payload["summary"]["plain"]["mae"]["seeds"] == [0]

@@ -45,7 +45,7 @@ def test_one_row_per_setting_with_the_cached_numbers_and_the_margin(work_dir, tm
     assert "| epochs | arm | setting | k-NN CLS |" in table and "| margin | garment masked |" in table
     assert table.count("\n| 1 | MAE: random masking | – |") == 1
     assert table.count("\n| 1 | GPA, self teacher, no MAM | ours |") == 1
-    assert "*Setting*: the README's GPA settings table" in table
+    assert "*Setting*: the GPA settings table of docs/model.md" in table
     assert table.count("\n| 2 |") == 1
     assert json.loads((tmp_path / "report.json").read_text())["varying"] == ["epochs"]
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -65,3 +65,16 @@ def test_round_trip_through_autoconfig(tmp_path):
     assert isinstance(loaded, GPAConfig)
     assert (loaded.gpa_teacher, loaded.gpa_head, loaded.gpa_queries) == ("ema", None, "others")
     assert loaded.hidden_size == 32
+
+
+def test_a_depth_set_after_construction_carries_the_default_backbone_stages_and_saves(tmp_path):
+    config = GPAConfig()
+    config.update_from_string("num_hidden_layers=2")
+    assert config.stage_names == ["stem", "stage1", "stage2"]
+    assert config.out_indices == [2]
+    config.num_hidden_layers = 24
+    config.save_pretrained(tmp_path)
+    assert GPAConfig.from_pretrained(tmp_path).out_indices == [8, 12, 16, 24]
+    explicit = GPAConfig(out_indices=[1, 2])
+    explicit.num_hidden_layers = 6
+    assert explicit.out_indices == [1, 2] and explicit.stage_names[-1] == "stage6"

@@ -34,3 +34,20 @@ def test_an_empty_folder_and_a_nested_one_are_named(tmp_path):
     with pytest.raises(ValueError) as error:
         check_image_folder(root, "--train_dir", labels=True)
     assert str(error.value).startswith(f"--train_dir {root}: {root / 'dog' / 'puppies'} holds images nested one folder")
+
+
+def test_dangling_image_links_are_named_and_counted_once(tmp_path, caplog):
+    for index in range(3):
+        image(tmp_path / "cat" / f"{index}.png")
+    (tmp_path / "cat" / "gone.jpg").symlink_to(tmp_path / "moved" / "gone.jpg")
+    (tmp_path / "cat" / "lost.png").symlink_to(tmp_path / "lost.png")
+    with caplog.at_level("WARNING"):
+        check_image_folder(tmp_path, "--train_dir")
+    assert caplog.text.count("symbolic links to nothing") == 1
+    assert f"--train_dir {tmp_path}: 2 image files are symbolic links to nothing and are skipped: " in caplog.text
+    assert "cat/gone.jpg, cat/lost.png" in caplog.text
+    only_links = tmp_path / "links"
+    only_links.mkdir()
+    (only_links / "a.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(ValueError, match="holds no image files"):
+        check_image_folder(only_links, "--train_dir")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -322,6 +323,38 @@ def test_every_evaluation_script_records_the_distinct_unreadable_files(folder_wi
     for name, results in (("knn", knn), ("probe", probe), ("finetune", finetune)):
         assert results["unreadable_images"] == 3, name
         assert json.loads((tmp_path / name / "results.json").read_text())["unreadable_images"] == 3, name
+
+
+GIT_LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize 1048576\n".format("0" * 64)
+
+
+def test_knn_names_the_empty_training_split(image_folder, checkpoint, tmp_path):
+    argv = ["--model_name_or_path", str(checkpoint), "--max_train_samples", "0", *data_args(image_folder, tmp_path)]
+    with pytest.raises(ValueError, match=r"^the train split has no images after --max_train_samples 0: pass"):
+        run_knn.main(argv)
+
+
+def test_a_git_lfs_pointer_or_custom_code_is_refused_in_one_line_before_loading(image_folder, checkpoint, tmp_path):
+    """A clone without `git lfs pull`, and a checkpoint whose config names its own code: no prompt, nothing run."""
+    pointer = tmp_path / "pointer"
+    shutil.copytree(checkpoint, pointer)
+    (pointer / "model.safetensors").write_text(GIT_LFS_POINTER)
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    auto_map = {"AutoConfig": "configuration_mystery.MysteryConfig", "AutoModel": "modeling_mystery.MysteryModel"}
+    (custom / "config.json").write_text(json.dumps({"model_type": "mystery", "auto_map": auto_map}))
+    (custom / "configuration_mystery.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    expected = {
+        pointer: f"--model_name_or_path {pointer} cannot be loaded: model.safetensors is a git-lfs pointer, not the "
+        "weights: run git lfs pull in its repository",
+        custom: f"--model_name_or_path {custom} needs its own code to load (configuration_mystery.MysteryConfig), "
+        "which was not run: pass --trust_remote_code if you trust that checkpoint and have read its code",
+    }
+    for path, message in expected.items():
+        with pytest.raises(ValueError) as error:
+            run_knn.main(["--model_name_or_path", str(path), *data_args(image_folder, tmp_path / "out")])
+        assert str(error.value) == message
+    assert not list(custom.glob("*.ran"))
 
 
 def test_finetune_script_refuses_a_model_size_the_checkpoint_contradicts_in_one_line(tmp_path):

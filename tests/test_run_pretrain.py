@@ -132,10 +132,13 @@ def test_initialises_from_a_vitmae_checkpoint_and_lists_the_new_weights(images, 
         (["--strict_images", "--max_steps", "5"], "broken.png"),
         (["--model_name_or_path", "x"], "--config_overrides only applies to a model trained from scratch"),
         (["--image_decoding", "device"], "CUDA GPU, but training runs on cpu: use --image_decoding cpu"),
-        (["--max_steps", "0"], "--max_steps 0 is invalid; pass a positive number of optimizer steps"),
+        (["--max_steps", "0"], "--max_steps 0 is invalid; pass an integer >= 1 or -1."),
         (["--mask_ratio", "0"], "GPAConfig.mask_ratio=0.0 is invalid; allowed values: a number in (0, 1)."),
         (["--mask_ratio", "1"], "GPAConfig.mask_ratio=1.0 is invalid; allowed values: a number in (0, 1)."),
         (["--gpa_loss_weight", "nan"], "GPAConfig.gpa_loss_weight=nan is invalid; allowed values: a finite number"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0 is invalid; pass an integer >= 1."),
+        (["--learning_rate", "-1"], "--learning_rate -1.0 is invalid; pass a number > 0."),
+        (["--shuffle_buffer_size", "-1"], "--shuffle_buffer_size -1 is invalid; pass an integer >= 0."),
     ],
 )
 def test_bad_input_gives_one_line_errors(images, tmp_path, extra, expected):
@@ -397,6 +400,20 @@ def test_resume_falls_back_past_a_last_checkpoint_that_cannot_load(images, tmp_p
     assert explicit.startswith(f"run_pretrain.py: error: cannot resume from {output_dir / 'x'}: no such directory")
 
 
+def test_a_checkpoint_cut_off_while_saving_never_blocks_the_restart(images, tmp_path, caplog):
+    """What SIGTERM or SIGKILL during the first save leaves: checkpoint-N with the model's code and config only."""
+    output_dir = tmp_path / "run"
+    (output_dir / "checkpoint-3").mkdir(parents=True)
+    (output_dir / "checkpoint-3" / "config.json").write_text("{}")
+    (output_dir / "checkpoint-3" / "modeling_gpa.py").write_text("")
+    with caplog.at_level("WARNING"):
+        run_pretrain.main(pretrain_args(images, output_dir, "--max_steps", "1"))
+    assert (
+        f"Skipping checkpoint {output_dir / 'checkpoint-3'}, which cannot be loaded: it has no weights" in caplog.text
+    )
+    assert (output_dir / "model.safetensors").is_file()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs mounted at tmp_path/disk (needs root, as on the training machines' containers)."""
@@ -494,8 +511,32 @@ def malicious_pickle(path: Path) -> tuple[list[str], str]:
     return ["--model_name_or_path", str(path)], "refused to load a pickled checkpoint file that would run code"
 
 
+def git_lfs_pointer_model(path: Path) -> tuple[list[str], str]:
+    save_teacher(path)
+    (path / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\nsize 1048576\n")
+    flags = ["--model_name_or_path", str(path)]
+    return flags, f"--model_name_or_path {path} cannot be loaded: model.safetensors is a git-lfs pointer"
+
+
+def custom_code_model(path: Path) -> tuple[list[str], str]:
+    path.mkdir()
+    auto_map = {"AutoConfig": "configuration_mystery.MysteryConfig"}
+    (path / "config.json").write_text(json.dumps({"model_type": "mystery", "auto_map": auto_map}))
+    (path / "configuration_mystery.py").write_text("import os\nopen(os.path.dirname(__file__) + '/pwned', 'w')\n")
+    return ["--model_name_or_path", str(path)], "needs its own code to load (configuration_mystery.MysteryConfig)"
+
+
 @pytest.mark.parametrize(
-    "make", [three_channel_teacher, truncated_teacher, nan_teacher, empty_train_dir, malicious_pickle]
+    "make",
+    [
+        three_channel_teacher,
+        truncated_teacher,
+        nan_teacher,
+        empty_train_dir,
+        malicious_pickle,
+        git_lfs_pointer_model,
+        custom_code_model,
+    ],
 )
 def test_bad_models_and_data_fail_in_one_line_before_training(images, tmp_path, make):
     flags, expected = make(tmp_path / "input")

@@ -101,7 +101,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
 
 
 def test_max_steps_zero_and_a_zero_guard_are_rejected(tmp_path):
-    with pytest.raises(ValueError, match="--max_steps 0 is invalid; pass a positive number"):
+    with pytest.raises(ValueError, match="--max_steps 0 is invalid; pass an integer >= 1 or -1."):
         tiny_training_arguments(tmp_path, max_steps=0)
     with pytest.raises(ValueError, match="--max_nonfinite_steps 0 is invalid"):
         tiny_training_arguments(tmp_path, max_nonfinite_steps=0)

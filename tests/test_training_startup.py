@@ -5,8 +5,8 @@ import torch
 from tiny import RandomImages, tiny_kwargs, tiny_training_arguments
 
 from modeling_gpa import GPAConfig, GPAForPreTraining, checkpoint_files
+from modeling_gpa.training.resume import check_resumable_once
 from modeling_gpa.training.script import checkpoint_to_resume
-from modeling_gpa.training.startup import check_resumable_once
 from modeling_gpa.training.trainer import GPATrainer
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)

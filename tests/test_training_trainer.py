@@ -6,7 +6,7 @@ from tiny import RandomImages, tiny_kwargs, tiny_training_arguments
 from transformers import TrainerCallback
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
-from modeling_gpa.training.startup import last_complete_checkpoint
+from modeling_gpa.training.resume import last_complete_checkpoint
 from modeling_gpa.training.trainer import GPATrainer
 
 TINY = tiny_kwargs(patch_size=7, num_hidden_layers=2)

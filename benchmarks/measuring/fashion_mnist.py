@@ -89,7 +89,7 @@ ARM_DESCRIPTIONS = {
     "random_init": "reference: random-init encoder (no pretraining)",
     "raw_pixels": "reference: raw pixels",
 }
-# The GPA setting of the README's settings table that each arm trains with. Every GPA arm keeps GPAConfig's defaults
+# The column of docs/model.md's settings table that each arm trains with. Every GPA arm keeps GPAConfig's defaults
 # ("ours") for the Eq. 6 ratios, the MAM loss region and the MAM target; the arms differ only in teacher, block/head
 # and MAM on/off, which their descriptions name.
 ARM_SETTINGS = {
@@ -103,10 +103,10 @@ ARM_SETTINGS = {
     "raw_pixels": "–",
 }
 SETTING_NOTE = (
-    "*Setting*: the README's GPA settings table; *ours* = soft 0.5 → 0 and hard 0 → 0.5 of the masked patches over "
-    "training (the paper's Eq. 6), the MAM loss over the masked patches and its target z-scored with the population "
-    "standard deviation; block and head as the arm's name says (not the released code's block 9, head 11, nor its "
-    "soft 0.3, all-patch MAM loss and unbiased-variance target)."
+    "*Setting*: the GPA settings table of docs/model.md; *ours* = soft 0.5 → 0 and hard 0 → 0.5 of the masked patches "
+    "over training (the paper's Eq. 6), the MAM loss over the masked patches and its target z-scored with the "
+    "population standard deviation; block and head as the arm's name says (not the released code's block 9, head 11, "
+    "nor its soft 0.3, all-patch MAM loss and unbiased-variance target)."
 )
 FEWSHOT_IMAGES = 10
 # Per run: the state after the last finished epoch, removed once result.json is written.

@@ -2,16 +2,23 @@
 
 The "imagefolder" builder fails on an empty folder with `Instruction "train" corresponds to no data!` and, when the
 images do not all sit at the same depth (one class folder holding a subfolder), silently infers no labels at all.
-[`check_image_folder`] says either in one line, naming the folder.
+[`check_image_folder`] says either in one line, naming the folder. A symbolic link to a file that is gone (a
+dataset moved, a mount missing) is dropped by the builder without a word: it is named and counted in one warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
 
 from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+# Dangling links named in the warning; the count covers all of them.
+NAMED_LINKS = 5
 
 
 def image_files_by_depth(directory: str | os.PathLike) -> dict[int, list[Path]]:
@@ -30,6 +37,16 @@ def check_image_folder(directory: str | os.PathLike, flag: str, labels: bool = F
     """Raises a one-line ``ValueError`` when ``directory`` holds no image, or (``labels``) when its images are not all
     at one depth, so that no class label can be inferred; the message names the folder that breaks the layout."""
     by_depth = image_files_by_depth(directory)
+    dangling = sorted(path for paths in by_depth.values() for path in paths if not path.exists())
+    if dangling:
+        named = ", ".join(str(path.relative_to(directory)) for path in dangling[:NAMED_LINKS])
+        more = f" and {len(dangling) - NAMED_LINKS} more" if len(dangling) > NAMED_LINKS else ""
+        logger.warning(
+            f"{flag} {directory}: {len(dangling)} image files are symbolic links to nothing and are skipped: "
+            f"{named}{more}"
+        )
+        existing = {depth: [path for path in paths if path.exists()] for depth, paths in by_depth.items()}
+        by_depth = {depth: paths for depth, paths in existing.items() if paths}
     if not by_depth:
         raise ValueError(
             f"{flag} {directory} holds no image files: point it at a folder of images (one subfolder per class)"

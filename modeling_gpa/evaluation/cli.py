@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import SwinModel, ViTModel
 
+from ..command_line import TRUST_REMOTE_CODE_HELP
 from ..data.columns import named_column
 from ..data.folder_checks import check_image_folders
 from ..data.pipeline import PixelNormalizer, collate_pixel_values_and_labels
@@ -87,9 +88,16 @@ def load_labelled_splits(args, image_size: int, num_channels: int, processor_pat
     splits, image_column = load_image_datasets_of(args, args.cache_dir, args.seed)
     label_column = find_label_column(splits["train"], args.label_column_name)
     find_label_column(splits["validation"], label_column)
-    for split, limit in (("train", args.max_train_samples), ("validation", args.max_eval_samples)):
+    for split, flag in (("train", "--max_train_samples"), ("validation", "--max_eval_samples")):
+        limit = getattr(args, flag[2:])
         if limit is not None:
-            splits[split] = splits[split].shuffle(seed=args.seed).select(range(min(limit, len(splits[split]))))
+            splits[split] = splits[split].shuffle(seed=args.seed).select(range(max(0, min(limit, len(splits[split])))))
+        if len(splits[split]) == 0:
+            cause = f" after {flag} {limit}" if limit is not None else ""
+            raise ValueError(
+                f"the {split} split has no images{cause}: pass {flag} 1 or more, or check --train_dir, "
+                "--validation_dir or --dataset_name"
+            )
     names = class_names(splits["train"], label_column)
     if names is None:
         labels = [*splits["train"][label_column], *splits["validation"][label_column]]
@@ -118,7 +126,8 @@ def _saved_processor(path: str | None):
         return None
     from transformers import AutoImageProcessor
 
-    return AutoImageProcessor.from_pretrained(path)
+    # Its preprocessor_config.json may name a processor class of its own: that code is never run here.
+    return AutoImageProcessor.from_pretrained(path, trust_remote_code=False)
 
 
 def labelled_features(
@@ -152,6 +161,7 @@ def add_frozen_encoder_arguments(parser) -> None:
     parser.add_argument("--pooling", choices=POOLINGS, default="cls")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--trust_remote_code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     add_dataset_arguments(parser)
 
 
@@ -162,7 +172,7 @@ def frozen_encoder_features(args) -> dict:
         dict with ``train`` and ``eval`` as ((N, D) features, (N,) labels) pairs, ``num_classes`` and
         ``unreadable_images``: how many distinct images could not be decoded (each replaced by the next readable one).
     """
-    encoder = load_encoder(args.model_name_or_path)
+    encoder = load_encoder(args.model_name_or_path, args.trust_remote_code)
     check_pooling(encoder, args.pooling)
     data = load_labelled_splits(args, encoder.config.image_size, encoder.config.num_channels, args.model_name_or_path)
     unreadable: set[str] = set()

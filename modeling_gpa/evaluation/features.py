@@ -10,6 +10,7 @@ import torch
 from transformers import AutoConfig, SwinModel, ViTModel
 from transformers.utils import logging as transformers_logging
 
+from ..command_line import check_checkpoint
 from ..data.pipeline import UNREADABLE_KEY
 from ..finite_weights import nonfinite_tensors
 
@@ -19,19 +20,24 @@ SWIN_HAS_NO_CLS = "A Swin encoder has no CLS token: pass --pooling mean."
 logger = logging.getLogger(__name__)
 
 
-def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **kwargs):
+def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", trust_remote_code: bool = False, **kwargs):
     """``model_class.from_pretrained`` of a GPA, ViTMAE, ViT or Swin checkpoint, refusing one without encoder weights.
 
     ``encoder_prefix`` is where the encoder sits in ``model_class`` (``""`` for ``ViTModel`` / ``SwinModel``,
     ``"vit."`` for ``ViTForImageClassification``, ``"swin."`` for ``SwinForImageClassification``). Raises a one-line
-    ``ValueError`` when loading fails or when any encoder weight is missing (it would silently stay random).
+    ``ValueError`` when loading fails or when any encoder weight is missing (it would silently stay random), and
+    before loading when its weight files cannot load or its config needs code of its own without
+    ``trust_remote_code`` (`modeling_gpa.command_line.check_checkpoint`).
     """
+    check_checkpoint(name_or_path, trust_remote_code)
     # Transformers' load report tabulates every decoder weight a pretraining checkpoint carries; the checks below say
     # what matters in one line instead.
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     try:
-        model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+        model, info = model_class.from_pretrained(
+            name_or_path, output_loading_info=True, trust_remote_code=trust_remote_code, **kwargs
+        )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"Cannot load an encoder from {name_or_path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
@@ -65,18 +71,17 @@ def load_vit(model_class: type, name_or_path: str, encoder_prefix: str = "", **k
     return model
 
 
-def load_encoder(name_or_path: str) -> ViTModel | SwinModel:
+def load_encoder(name_or_path: str, trust_remote_code: bool = False) -> ViTModel | SwinModel:
     """The encoder of a checkpoint directory (or Hub id), in eval mode: a ``SwinModel`` for a Swin checkpoint, else
     the ``ViTModel`` of a GPA, ViTMAE or ViT one."""
-    if swin_checkpoint(name_or_path):
-        return load_vit(SwinModel, name_or_path, add_pooling_layer=False).eval()
-    return load_vit(ViTModel, name_or_path, add_pooling_layer=False).eval()
+    model_class = SwinModel if swin_checkpoint(name_or_path, trust_remote_code) else ViTModel
+    return load_vit(model_class, name_or_path, trust_remote_code=trust_remote_code, add_pooling_layer=False).eval()
 
 
-def swin_checkpoint(name_or_path: str) -> bool:
+def swin_checkpoint(name_or_path: str, trust_remote_code: bool = False) -> bool:
     """Whether the checkpoint's config is a Swin's; ``False`` without one (``load_vit`` then says what is wrong)."""
     try:
-        return is_swin(AutoConfig.from_pretrained(name_or_path))
+        return is_swin(AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code))
     except (OSError, ValueError, KeyError):
         return False
 
@@ -153,7 +158,7 @@ def extract_features(
         features.append(pool(hidden, pooling, cls_token).float().cpu())
         labels.append(torch.as_tensor(batch["labels"]).long())
     if not features:
-        raise ValueError("No images to extract features from: the evaluation split is empty.")
+        raise ValueError("No images to extract features from: the batches are empty.")
     return torch.cat(features), torch.cat(labels)
 
 

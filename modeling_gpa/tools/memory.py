@@ -13,7 +13,7 @@ parameters and ``N`` GPUs, in bytes:
   (DeepSpeed casts the whole module, teacher included); bf16 gradients, fp32 master weights and moments sharded,
   ``(2 + 4 + 8) P / N``.
 
-Run ``python -m modeling_gpa.tools.memory`` for the README's table.
+Run ``python -m modeling_gpa.tools.memory`` for the table in docs/distributed.md.
 """
 
 from __future__ import annotations

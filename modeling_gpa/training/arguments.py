@@ -12,6 +12,7 @@ from transformers import HfArgumentParser
 
 from ..data.splits import IMAGE_DECODING
 from ..data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE
+from .flag_ranges import DATA_FLAG_RANGES, check_flag_ranges
 
 
 @dataclass
@@ -127,6 +128,9 @@ class ImageDataArguments:
             ),
         },
     )
+
+    def __post_init__(self):
+        check_flag_ranges(self, DATA_FLAG_RANGES)
 
 
 def parse_head(value: str | int | None) -> int | None:

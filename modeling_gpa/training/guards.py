@@ -13,6 +13,7 @@
   finishes (on several processes: the next multiple of [`SIGTERM_CHECK_STEPS`] steps, or the last step, where the
   processes agree on it), a checkpoint is written and training stops with [`TrainingInterrupted`]; the scripts exit
   143 without saving a final model, writing a model card or pushing. The same command resumes from the checkpoint.
+  DataLoader workers ignore SIGTERM, so a signal to the whole process group does not kill them under the step.
 - **Space.** Before training, an ``output_dir`` with less free space than about one checkpoint fails in one line.
 - ``--hub_token`` never reaches the ``training_args.bin`` that every save writes.
 """
@@ -29,10 +30,12 @@ from collections.abc import Iterator
 import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from ..finite_weights import nonfinite_tensors
+from .worker_signals import stop_persistent_workers, workers_ignore_sigterm
 
 logger = logging.get_logger(__name__)
 
@@ -169,6 +172,14 @@ class TrainingGuardsMixin:
 
     # ---- training: SIGTERM, space -----------------------------------------------------------------------------
 
+    def get_train_dataloader(self) -> DataLoader:
+        """``Trainer``'s, with workers that leave SIGTERM to the main process (`training.worker_signals`)."""
+        return workers_ignore_sigterm(super().get_train_dataloader())
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        """``Trainer``'s, with workers that leave SIGTERM to the main process."""
+        return workers_ignore_sigterm(super().get_eval_dataloader(eval_dataset))
+
     def sigterm_received(self) -> bool:
         """Whether SIGTERM reached this process, or (distributed) any process. Collective call when distributed."""
         received = self._sigterm.is_set()
@@ -218,6 +229,7 @@ class TrainingGuardsMixin:
             if not self._sigterm_saved:
                 # SIGTERM came after the last step (during the final evaluation or logging): save that step now.
                 self._save_checkpoint(self.model, trial=None)
+            stop_persistent_workers()
             checkpoint = os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             raise TrainingInterrupted(
                 f"stopped by SIGTERM at step {self.state.global_step} of {self.state.max_steps}: saved {checkpoint}; "

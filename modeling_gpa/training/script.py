@@ -18,14 +18,16 @@ import datasets
 import transformers
 from transformers import AutoImageProcessor, BaseImageProcessor, PretrainedConfig, Trainer, TrainingArguments
 
-from ..command_line import pickle_refusal
+from ..checkpoint_files import TRAINER_STATE_NAME, ResumeRefused
+from ..command_line import check_checkpoint, pickle_refusal
 from ..data import build_image_processor
 from ..data.pipeline import UnreadableImageError
 from ..data.splits import logger as splits_logger
 from .arguments import HubArguments, hub_kwargs
 from .distributed import DistributedSetupError, is_shared_storage_probe
 from .guards import NonFiniteTrainingError, NotEnoughSpace, TrainingInterrupted
-from .startup import check_output_dir_is_shared_once, check_resumable_once, last_complete_checkpoint
+from .resume import check_resumable_once, checkpoint_dirs, last_complete_checkpoint
+from .startup import check_output_dir_is_shared_once
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +39,22 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
     The trainer's ``train`` does not repeat these checks (`modeling_gpa.training.startup`)."""
     if training_args.do_train:
         check_output_dir_is_shared_once(training_args.output_dir)
+    weights_only = training_args.resume_from_weights_only
     if training_args.resume_from_checkpoint is not None:
-        return check_resumable_once(training_args.resume_from_checkpoint)
+        return check_resumable_once(training_args.resume_from_checkpoint, weights_only)
     output_dir = training_args.output_dir
     if not (training_args.do_train and os.path.isdir(output_dir)) or training_args.overwrite_output_dir:
         return None
-    checkpoint = last_complete_checkpoint(output_dir)
-    if checkpoint is None and any(not is_shared_storage_probe(name) for name in os.listdir(output_dir)):
+    checkpoint = last_complete_checkpoint(output_dir, weights_only)
+    # A checkpoint cut off while saving (Trainer writes trainer_state.json last) was named above and holds nothing to
+    # resume; anything else (other files, a checkpoint skipped for another reason) is work a fresh start would lose.
+    cut_off = {
+        os.path.basename(path)
+        for _, path in checkpoint_dirs(output_dir)
+        if not os.path.isfile(os.path.join(path, TRAINER_STATE_NAME))
+    }
+    kept = [name for name in os.listdir(output_dir) if name not in cut_off and not is_shared_storage_probe(name)]
+    if checkpoint is None and kept:
         raise ValueError(
             f"Output directory ({output_dir}) already exists and is not empty. Use --overwrite_output_dir to train "
             "from scratch there, or pick another --output_dir."
@@ -54,6 +65,17 @@ def checkpoint_to_resume(training_args: TrainingArguments) -> str | None:
             "`--output_dir` or add `--overwrite_output_dir` to train from scratch."
         )
     return checkpoint
+
+
+# The flags of both scripts that name a checkpoint directory (or Hub id) to read.
+CHECKPOINT_FLAGS = ("model_name_or_path", "config_name", "config_name_or_path", "gpa_teacher_name_or_path")
+
+
+def check_checkpoint_flags(model_args: HubArguments) -> None:
+    """[`check_checkpoint`] of each local directory named by ``CHECKPOINT_FLAGS`` in ``model_args``, before any data
+    loads: weights that cannot load, or code of its own without --trust_remote_code, end in one line."""
+    for flag in CHECKPOINT_FLAGS:
+        check_checkpoint(getattr(model_args, flag, None), model_args.trust_remote_code, f"--{flag}")
 
 
 def setup_logging(training_args: TrainingArguments, script_logger: logging.Logger) -> None:
@@ -149,13 +171,14 @@ def train_or_exit(script: str, trainer: Trainer, training_args: TrainingArgument
 @contextlib.contextmanager
 def exit_on_training_failure(script: str, trainer: Trainer) -> Iterator[None]:
     """Ends the process with one line when training cannot go on: SIGTERM (exit 143, after its checkpoint),
-    non-finite loss or weights, a full or read-only disk, a checkpoint that cannot be loaded or unpickled."""
+    non-finite loss or weights, a full or read-only disk, a checkpoint that cannot be loaded or unpickled or holds
+    another model."""
     try:
         yield
     except TrainingInterrupted as error:
         print(f"{script}: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except (NonFiniteTrainingError, NotEnoughSpace) as error:
+    except (NonFiniteTrainingError, NotEnoughSpace, ResumeRefused) as error:
         sys.exit(f"{script}: error: {error}")
     except pickle.UnpicklingError as error:
         sys.exit(f"{script}: error: {pickle_refusal(error)}")

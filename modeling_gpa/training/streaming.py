@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from ..data.streaming import StreamingImageDataset
 from .distributed import DistributedSetupError
+from .worker_signals import workers_ignore_sigterm
 
 logger = logging.get_logger(__name__)
 
@@ -58,7 +59,7 @@ class StreamingTrainerMixin:
             worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index),
         )
         self._stream_loader = prepare_data_loader(
-            loader,
+            workers_ignore_sigterm(loader),
             device=self.accelerator.device if self.accelerator.device_placement else None,
             num_processes=1,
             process_index=0,

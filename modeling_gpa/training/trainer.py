@@ -22,6 +22,7 @@ from transformers.trainer_utils import EvalLoopOutput
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, logging
 
 from ..masking import progress_tensor
+from .flag_ranges import TRAINING_FLAG_RANGES, check_flag_ranges
 from .pretraining_trainer import PretrainingTrainer
 
 logger = logging.get_logger(__name__)
@@ -99,6 +100,17 @@ class GPATrainingArguments(TrainingArguments):
         },
     )
 
+    resume_from_weights_only: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Resume from a checkpoint that lacks optimizer.pt, scheduler.pt or trainer_state.json (one saved with "
+                "--save_only_model, or copied without them): its weights load and what is missing starts afresh, "
+                "as a warning says (AdamW's moments, the learning-rate schedule, the step count). Without it such a "
+                "checkpoint is skipped as incomplete."
+            )
+        },
+    )
     max_nonfinite_steps: int = field(
         default=10,
         metadata={
@@ -110,7 +122,8 @@ class GPATrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        self._check_guard_arguments()
+        # Before anything else: Transformers and torch would find a bad number only once training starts.
+        check_flag_ranges(self, TRAINING_FLAG_RANGES)
         _refuse_fsdp_without_gpus()
         if (
             not self.use_cpu
@@ -138,8 +151,6 @@ class GPATrainingArguments(TrainingArguments):
                 f"--mask_schedule {self.mask_schedule!r} is invalid; allowed values: {', '.join(MASK_SCHEDULES)}."
             )
         if self.base_learning_rate is not None:
-            if self.base_learning_rate <= 0:
-                raise ValueError(f"--base_learning_rate {self.base_learning_rate} is invalid; pass a number > 0.")
             default_rate = TrainingArguments.__dataclass_fields__["learning_rate"].default
             if self.learning_rate != default_rate:
                 logger.warning(
@@ -151,16 +162,6 @@ class GPATrainingArguments(TrainingArguments):
                 f"learning_rate = base_learning_rate {self.base_learning_rate} * total batch size "
                 f"{self.total_train_batch_size} / 256 = {self.learning_rate:g}"
             )
-
-    def _check_guard_arguments(self) -> None:
-        """--max_steps 0 would train one step; --max_nonfinite_steps must allow at least one skip."""
-        if self.max_steps == 0:
-            raise ValueError(
-                "--max_steps 0 is invalid; pass a positive number of optimizer steps, or -1 to train "
-                "--num_train_epochs epochs."
-            )
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(f"--max_nonfinite_steps {self.max_nonfinite_steps} is invalid; pass a number >= 1.")
 
     def _set_loader_defaults(self) -> None:
         """Persistent workers and a prefetch factor when there are workers, unless the flags were given; pinned
@@ -283,15 +284,17 @@ class GPATrainer(PretrainingTrainer):
       callback, batch-geometry callback, reseeding, ``PretrainingTrainer`` (no loss kwargs), then this class (EMA
       callback, loss means).
     - ``train``: this class (unreadable count after training) > startup checks (resolves
-      ``resume_from_checkpoint=True``) > streaming (notes the checkpoint for its loader) > guards (free space, SIGTERM
-      handler; raises [`TrainingInterrupted`] after) > ``Trainer``.
+      ``resume_from_checkpoint=True``, checks the checkpoint holds this model) > streaming (notes the checkpoint for
+      its loader) > guards (free space, SIGTERM handler; raises [`TrainingInterrupted`] after) > ``Trainer``.
+    - ``get_train_dataloader``: streaming (its own loader for a stream) > guards (workers that ignore SIGTERM) >
+      ``Trainer``.
     - ``_save_checkpoint``: streaming (the stream positions, before ``Trainer``'s files) > unreadable images (gathers
       every process's names into the state) > guards (no Hub token in the saved arguments) > ``Trainer``.
     - ``_prepare_inputs``: ``Trainer`` moves the batch to the device; on its result the device decoding decodes
       JPEGs, then the normalisation turns uint8 into floats, then the unreadable names leave the batch.
     - Only the guards override ``training_step`` (notes a non-finite loss), ``_get_grad_norm`` (skips a non-finite
-      step), ``_maybe_log_save_evaluate`` (the SIGTERM check) and ``save_model``; only this class ``compute_loss``,
-      ``log``, ``evaluation_loop`` and the checkpoint loads.
+      step), ``_maybe_log_save_evaluate`` (the SIGTERM check), ``get_eval_dataloader`` and ``save_model``; only this
+      class ``compute_loss``, ``log``, ``evaluation_loop`` and the checkpoint loads.
     """
 
     def __init__(self, *args, **kwargs):
