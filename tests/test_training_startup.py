@@ -26,9 +26,9 @@ def test_a_checkpoint_is_read_once_from_the_script_to_the_trainer_and_again_once
     reads = []
     problem = checkpoint_files.checkpoint_problem
 
-    def counted_problem(path):
+    def counted_problem(path, weights_only=False):
         reads.append(path)
-        return problem(path)
+        return problem(path, weights_only)
 
     monkeypatch.setattr(checkpoint_files, "checkpoint_problem", counted_problem)
     args = tiny_training_arguments(tmp_path, max_steps=3, resume_from_checkpoint=checkpoint)
