@@ -207,9 +207,12 @@ class TrainingGuardsMixin:
             yield
             return
 
+        several = self.accelerator.num_processes > 1
+        when = f"the next step that is a multiple of {SIGTERM_CHECK_STEPS}" if several else "this step"
+
         def handler(signum, frame):
             self._sigterm.set()
-            logger.warning("SIGTERM received: saving a checkpoint at the end of this step, then stopping.")
+            logger.warning(f"SIGTERM received: saving a checkpoint at the end of {when}, then stopping.")
 
         previous = signal.signal(signal.SIGTERM, handler)
         try:
