@@ -59,6 +59,7 @@ from modeling_gpa.evaluation import (
 )
 from modeling_gpa.evaluation.features import SWIN_HAS_NO_CLS, is_swin
 from modeling_gpa.training.device_inputs import DeviceDecodingMixin, PixelNormalizationMixin, UnreadableImagesMixin
+from modeling_gpa.training.flag_ranges import TRAINING_FLAG_RANGES, check_flag_ranges
 from modeling_gpa.training.seeding import ProcessSeedsMixin
 
 # MAE's per-GPU batch (main_finetune.py's --batch_size default): the micro-batch when the recipe's total is larger.
@@ -116,6 +117,11 @@ class FinetuneTrainingArguments(TrainingArguments):
     """[`TrainingArguments`] that keep ``pixel_values`` and ``labels``; the recipe sets the rest unless given."""
 
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `pixel_values` and `labels`."})
+
+    def __post_init__(self):
+        # Before anything loads: Transformers and torch would find a bad number only once training starts.
+        check_flag_ranges(self, TRAINING_FLAG_RANGES)
+        super().__post_init__()
 
 
 class FinetuneTrainer(ProcessSeedsMixin, UnreadableImagesMixin, PixelNormalizationMixin, DeviceDecodingMixin, Trainer):

@@ -43,6 +43,7 @@ from modeling_gpa.evaluation.segmentation import (
     segmentation_trainer_class,
     upernet_for_segmentation,
 )
+from modeling_gpa.training.flag_ranges import TRAINING_FLAG_RANGES, check_flag_ranges
 
 logger = logging.getLogger(__name__)
 CLUTTERED = "cluttered_fashion_mnist"
@@ -89,6 +90,11 @@ class SegmentationTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image` and `annotation`."})
     # The heads' BatchNorm (pooled to 1x1 in the pyramid pooling) cannot train on a batch of one image.
     dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete training batch."})
+
+    def __post_init__(self):
+        # Before anything loads: Transformers and torch would find a bad number only once training starts.
+        check_flag_ranges(self, TRAINING_FLAG_RANGES)
+        super().__post_init__()
 
 
 def explicit_flags(argv: list[str]) -> set[str]:

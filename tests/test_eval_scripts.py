@@ -367,3 +367,16 @@ def test_finetune_script_refuses_a_model_size_the_checkpoint_contradicts_in_one_
         ])  # fmt: skip
     assert "\n" not in str(refused.value)
     assert str(refused.value).startswith(f"--model_size base does not match {tmp_path / 'vitl'}, a ViT-L (24 blocks")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("per_device_train_batch_size", 0, "--per_device_train_batch_size 0 is invalid; pass an integer >= 1."),
+        ("learning_rate", -1.0, "--learning_rate -1.0 is invalid; pass a number > 0."),
+    ],
+)
+def test_fine_tuning_refuses_a_bad_number_in_one_line_naming_the_flag(tmp_path, flag, value, message):
+    with pytest.raises(ValueError) as error:
+        run_finetune.FinetuneTrainingArguments(output_dir=str(tmp_path), **{flag: value})
+    assert str(error.value) == message

@@ -50,3 +50,8 @@ def test_a_missing_annotation_is_a_one_line_error(checkpoint, tmp_path):
     argv = ["--model_name_or_path", str(checkpoint), "--train_dir", str(ade), "--num_labels", "2", "--do_train"]
     with pytest.raises(ValueError, match="lacks the annotations of 1 images .* needs annotations/training/<stem>.png"):
         run_semantic_segmentation.main([*argv, "--output_dir", str(tmp_path / "out")])
+
+
+def test_a_bad_number_is_refused_in_one_line_naming_the_flag(tmp_path):
+    with pytest.raises(ValueError, match=r"^--num_train_epochs 0 is invalid; pass a number > 0\.$"):
+        run_semantic_segmentation.SegmentationTrainingArguments(output_dir=str(tmp_path), num_train_epochs=0)
