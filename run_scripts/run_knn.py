@@ -22,8 +22,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=256)
     add_frozen_encoder_arguments(parser)
     args = parser.parse_args(argv)
-    if args.k < 1 or args.temperature <= 0:
-        parser.error(f"--k={args.k} and --temperature={args.temperature} must be positive.")
+    if args.k < 1 or args.temperature <= 0 or args.batch_size < 1:
+        parser.error(
+            f"--k={args.k}, --temperature={args.temperature} and --batch_size={args.batch_size} must be positive."
+        )
     return args
 
 

@@ -380,3 +380,8 @@ def test_fine_tuning_refuses_a_bad_number_in_one_line_naming_the_flag(tmp_path, 
     with pytest.raises(ValueError) as error:
         run_finetune.FinetuneTrainingArguments(output_dir=str(tmp_path), **{flag: value})
     assert str(error.value) == message
+
+
+def test_knn_refuses_an_empty_batch_in_one_line(tmp_path):
+    with pytest.raises(SystemExit):
+        run_knn.parse_args(["--model_name_or_path", "x", "--output_dir", str(tmp_path), "--batch_size", "0"])
