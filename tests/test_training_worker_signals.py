@@ -2,7 +2,10 @@
 
 import os
 import signal
+import subprocess
+import sys
 
+import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -54,3 +57,33 @@ def test_workers_of_an_iterator_alive_at_exit_are_killed_before_multiprocessing_
     assert all(worker.is_alive() for worker in workers)
     kill_leftover_workers()
     assert not any(worker.is_alive() for worker in workers)
+
+
+LEAKED_WORKERS = """
+import time
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from modeling_gpa.training.worker_signals import workers_ignore_sigterm
+
+class Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 100
+
+    def __getitem__(self, index):
+        time.sleep(0.05)
+        return index
+
+iterator = iter(workers_ignore_sigterm(DataLoader(Slow(), batch_size=2, num_workers=2)))
+next(iterator)
+workers = iterator._workers
+iterator._shutdown = True  # torch's own shutdown is skipped: the workers outlive their iterator
+del iterator
+assert all(worker.is_alive() for worker in workers)
+"""
+
+
+@pytest.mark.slow
+def test_a_process_whose_sigterm_ignoring_workers_outlive_their_iterator_still_exits():
+    result = subprocess.run([sys.executable, "-c", LEAKED_WORKERS], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -5,35 +5,22 @@ SIGTERM, and the main process's SIGCHLD handler then raises ``DataLoader worker 
 Terminated`` in the middle of the step whose checkpoint SIGTERM asked for. A worker that ignores SIGTERM keeps
 serving batches while the main process finishes the step and saves. Since it also ignores the SIGTERM with which
 the main process's exit would end it, the main process stops the workers itself before exiting
-([`stop_persistent_workers`], and at exit [`kill_leftover_workers`] for an iterator still referenced then); a worker
+([`stop_persistent_workers`], and at exit [`kill_leftover_workers`] for any worker still running then); a worker
 whose main process is gone (SIGKILL) exits by itself (torch's workers watch their parent).
 """
 
 from __future__ import annotations
 
 import atexit
+import multiprocessing
 import signal
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from torch.utils.data import DataLoader
 
 # The loaders whose workers ignore SIGTERM, so that their persistent workers can be stopped before the process exits.
 _LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
-# Their iterators that are still referenced somewhere, whose workers may still run.
-_ITERATORS: weakref.WeakSet[Iterator] = weakref.WeakSet()
-
-
-class IteratorsRecorded:
-    """A loader's ``_get_iterator`` that records each iterator it makes in ``_ITERATORS``."""
-
-    def __init__(self, get_iterator: Callable[[], Iterator]) -> None:
-        self.get_iterator = get_iterator
-
-    def __call__(self) -> Iterator:
-        iterator = self.get_iterator()
-        _ITERATORS.add(iterator)
-        return iterator
 
 
 class SigtermIgnoredInWorker:
@@ -59,7 +46,6 @@ def workers_ignore_sigterm(loader: DataLoader) -> DataLoader:
     inner = getattr(loader, "base_dataloader", loader)
     if inner.num_workers > 0 and not isinstance(inner.worker_init_fn, SigtermIgnoredInWorker):
         inner.worker_init_fn = SigtermIgnoredInWorker(inner.worker_init_fn)
-        inner._get_iterator = IteratorsRecorded(inner._get_iterator)
         _LOADERS.add(inner)
     return loader
 
@@ -78,16 +64,16 @@ def stop_persistent_workers() -> None:
 
 
 def kill_leftover_workers() -> None:
-    """Kills this process's DataLoader workers that ignore SIGTERM and are still running.
+    """Kills this process's daemonic children (DataLoader workers) that are still running.
 
     Registered to run at exit, before ``multiprocessing`` ends its daemonic children with SIGTERM and waits for them
-    without a timeout, which would wait forever for these (torch stops its workers itself only when their iterator
-    is deleted, or for persistent workers at exit)."""
-    for iterator in list(_ITERATORS):
-        for worker in getattr(iterator, "_workers", ()):
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+    without a timeout, which would wait forever for workers that ignore SIGTERM. Every daemonic child is taken, not
+    only the workers of live iterators: torch ends a worker that does not stop in time with SIGTERM, so a worker of
+    an iterator already deleted can outlive it. Daemonic children end at exit in any case; this only makes it sure."""
+    for child in multiprocessing.active_children():
+        if child.daemon and child.is_alive():
+            child.kill()
+            child.join()
 
 
 # Registered after torch's and multiprocessing's exit hooks, so it runs before them.
