@@ -14,7 +14,7 @@ from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import object_ranking_tables
 from modeling_gpa.masking import HARD, KEPT, RANDOM, SOFT, MaskSchedule, mask_counts
-from modeling_gpa.teacher import teacher_scores
+from modeling_gpa.teacher import query_key_at, teacher_scores
 from modeling_gpa.tools.explorer import MASK_ALPHA, Explorer, hidden_object_share
 from modeling_gpa.tools.visualization import GROUP_COLOURS
 
@@ -44,6 +44,18 @@ def test_the_checkpoint_s_choice_is_compute_gpa_and_any_head_is_teacher_scores(e
     expected = teacher_scores(explorer.encoder, pixel_values, layer=2, head=None, score="softmax", queries="others")
     np.testing.assert_allclose(other.gpa, expected[0].numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(own.gpa, other.gpa)
+
+
+@pytest.mark.parametrize("score", ["softmax", "logits"])
+def test_the_cls_attention_variant_is_the_cls_query_row_of_that_block(explorer, garment, score):
+    image, _ = garment
+    pixel_values = explorer.pixel_values(image)
+    view = explorer.explore(image, layer=1, head="0", score=score, queries="cls", progress=0.3)
+    query, key = query_key_at(explorer.encoder, pixel_values, 1)
+    row = query[:, 0, :1] @ key[:, 0].transpose(-1, -2) / query.shape[-1] ** 0.5
+    expected = (row.softmax(-1) if score == "softmax" else row)[0, 0, 1:]
+    np.testing.assert_allclose(view.gpa, expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert ("softmax", "cls") in explorer.score_variants()
 
 
 @pytest.mark.parametrize("progress", [0.0, 0.4, 1.0])

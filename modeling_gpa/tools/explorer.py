@@ -42,7 +42,16 @@ from .visualization import GROUP_COLOURS, configured_layer_head, mae_reconstruct
 
 CHECKPOINT_CHOICE = "checkpoint"
 ALL_HEADS = "all"
-SCORE_VARIANTS = (("logits", "all"), ("logits", "others"), ("softmax", "all"), ("softmax", "others"))
+# GPA's column sums (Eq. 1-2: logits or softmax, over all queries or the others'), and the CLS query's row alone
+# (``queries="cls"``: AttMask's score, ``mask_method="cls_attention"``).
+SCORE_VARIANTS = (
+    ("logits", "all"),
+    ("logits", "others"),
+    ("softmax", "all"),
+    ("softmax", "others"),
+    ("softmax", "cls"),
+    ("logits", "cls"),
+)
 # How strongly the heat map and the mask colours cover the image.
 HEAT_ALPHA = 0.6
 MASK_ALPHA = 0.75

@@ -29,6 +29,12 @@ def _variant_key(score: str, queries: str) -> str:
     return f"{score}/{queries}"
 
 
+def _variant_label(score: str, queries: str) -> str:
+    if queries == "cls":
+        return f"CLS attention (AttMask), {score}"
+    return f"GPA, {score}, {queries} queries"
+
+
 def _variant(key: str) -> tuple[str, str]:
     """``"logits/all"`` -> ("logits", "all"); anything else raises one line."""
     score, _, queries = str(key).partition("/")
@@ -135,7 +141,7 @@ def build_app(explorer: Explorer, examples: list[tuple[str, Image.Image]]) -> gr
     heads = [(checkpoint_label, CHECKPOINT_CHOICE), ("sum of heads", ALL_HEADS)]
     heads += [(f"head {head}", str(head)) for head in range(explorer.num_heads)]
     variants = [
-        (f"{score}, {queries} queries", _variant_key(score, queries)) for score, queries in explorer.score_variants()
+        (_variant_label(score, queries), _variant_key(score, queries)) for score, queries in explorer.score_variants()
     ]
     with gr.Blocks(title=f"GPA explorer: {explorer.name}") as app:
         gr.Markdown(
