@@ -176,7 +176,9 @@ def exit_on_training_failure(script: str, trainer: Trainer) -> Iterator[None]:
     try:
         yield
     except TrainingInterrupted as error:
-        print(f"{script}: {error}", file=sys.stderr)
+        # One write per line: every rank reports, and two ranks' print() calls (text, then newline) could interleave.
+        sys.stderr.write(f"{script}: {error}\n")
+        sys.stderr.flush()
         sys.exit(error.exit_code)
     except (NonFiniteTrainingError, NotEnoughSpace, ResumeRefused) as error:
         sys.exit(f"{script}: error: {error}")
