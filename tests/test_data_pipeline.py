@@ -171,7 +171,6 @@ def test_a_one_draw_train_crop_takes_maes_box_then_the_flip():
     crop = TrainCrop(16, 1, scale=(0.08, 1.0), one_draw=True)(image)[0].numpy()
     assert np.array_equal(crop, expected[:, ::-1] if flip else expected)
 
-
     with pytest.raises(ValueError, match="num_channels=2"):
         EvalCrop(28, 2)
 

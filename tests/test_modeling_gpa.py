@@ -205,6 +205,7 @@ def test_the_ema_teacher_starts_as_the_student_and_steps_from_there():
     torch.testing.assert_close(model.teacher.layers[0].attention.q_proj.weight, before + 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("teacher", TEACHERS)
 @pytest.mark.parametrize("prediction", [False, True])
 def test_torch_export_equals_eager_with_and_without_noise(teacher, prediction, teacher_dir):
@@ -218,6 +219,7 @@ def test_torch_export_equals_eager_with_and_without_noise(teacher, prediction, t
         assert_same_outputs(seeded(exported, pixels(), **inputs), seeded(model, pixels(), **inputs))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("teacher, prediction", [("self", True), ("ema", False), ("pretrained", True)])
 def test_fullgraph_compile_equals_eager_and_a_new_progress_does_not_recompile(teacher, prediction, teacher_dir):
     model = gpa_model(teacher, teacher_dir, gpa_prediction=prediction)

@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from transformers import (
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "run_scripts"))
 import run_mim  # noqa: E402
-from tiny import check_two_cpu_processes_train_one_model, script_args  # noqa: E402
+from tiny import check_two_cpu_processes_train_one_model, free_port, script_args  # noqa: E402
 
 from modeling_gpa.data import load_image_datasets  # noqa: E402
 
@@ -152,7 +151,7 @@ def test_swin_refuses_the_self_teacher(images, tmp_path):
 def test_two_cpu_processes_train_one_model_with_accelerate(images, tmp_path):
     output_dir = tmp_path / "ddp"
     args = mim_args(images, output_dir, VIT, VIT_OVERRIDES, "--gpa_teacher", "ema", "--max_steps", "2")
-    port = 29600 + os.getpid() % 1000
+    port = free_port()
     check_two_cpu_processes_train_one_model(
         "run_mim.py", [*args, "--save_steps", "2"], output_dir, ViTForMaskedImageModeling, port
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_data_streaming import solid_image_folder
-from tiny import config_overrides
+from tiny import config_overrides, free_port
 
 from modeling_gpa.data.shards import prepare_shards
 
@@ -75,7 +75,7 @@ def test_two_processes_resume_a_killed_stream_and_see_every_image_of_the_epoch_e
     output_dir, killed_ids, resumed_ids = tmp_path / "run", tmp_path / "killed_ids", tmp_path / "resumed_ids"
     killed_ids.mkdir(), resumed_ids.mkdir()
     (tmp_path / "record.py").write_text(RECORDING_RUN)
-    port = 29500 + (os.getpid() + 7) % 1000
+    port = free_port()
     command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
     command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--main_process_port", str(port)]
     command += [str(tmp_path / "record.py"), *stream_args(shards, output_dir, "--max_steps", str(MAX_STEPS))]

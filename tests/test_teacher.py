@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_gpa import brute_force
-from tiny import tiny_kwargs
+from tiny import free_port, tiny_kwargs
 from transformers import ViTConfig, ViTMAEConfig, ViTMAEModel, ViTModel
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
@@ -126,7 +126,7 @@ def test_a_teacher_checkpoint_missing_encoder_weights_fails_clearly(tmp_path):
 @pytest.mark.slow
 def test_every_teacher_trains_under_fsdp2_on_two_processes_as_one_unsharded_model(tmp_path):
     """tests/fsdp_worker.py on two gloo processes, sharded as fsdp.yaml shards on GPUs (see its docstring)."""
-    port = 29500 + (os.getpid() + 7) % 1000
+    port = free_port()
     command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port)]
     command += [str(Path(__file__).parent / "fsdp_worker.py"), str(tmp_path)]
     process = subprocess.run(

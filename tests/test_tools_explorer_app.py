@@ -4,7 +4,6 @@ headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny import tiny_kwargs
+from tiny import free_port, tiny_kwargs
 
 from modeling_gpa import GPAConfig, GPAForPreTraining
 from modeling_gpa.data.ground_truth import object_patches
@@ -33,12 +32,6 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # Where the browser test saves the page once it shows the mask (the README's screenshot is taken this way).
 SCREENSHOT_ENV = "GPA_EXPLORER_SCREENSHOT"
 CHECKPOINT_ENV = "GPA_EXPLORER_CHECKPOINT"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from tiny import config_overrides, script_args
+from tiny import config_overrides, free_port, script_args
 
 from modeling_gpa.checkpoint_files import checkpoint_problem
 from modeling_gpa.training.distributed import BatchGeometry, recorded_geometry, suggestion
@@ -65,7 +65,7 @@ def logged_steps(output_dir: Path) -> dict[int, dict]:
 @pytest.mark.slow
 def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch(images, tmp_path, capsys):
     two = tmp_path / "two"
-    process = launch(images, two, "--main_process_port", str(29500 + (os.getpid() + 11) % 1000))
+    process = launch(images, two, "--main_process_port", str(free_port()))
     out, _ = process.communicate(timeout=240)
     assert process.returncode == 0, out[-3000:]
     assert recorded_geometry(str(two / "checkpoint-2")) == BatchGeometry(2, 4, 1)
@@ -97,7 +97,7 @@ def test_a_two_process_checkpoint_resumes_on_one_process_only_at_its_total_batch
 @pytest.mark.slow
 def test_nodes_that_do_not_share_the_output_dir_stop_at_start_in_one_line(images, tmp_path):
     """Two launches of one process each, as two nodes on 127.0.0.1, each with its own --output_dir."""
-    port = str(29500 + (os.getpid() + 13) % 1000)
+    port = str(free_port())
     nodes = [
         launch(
             images,
@@ -124,7 +124,7 @@ def test_sigterm_to_one_process_stops_both_at_the_next_step_they_agree_on(images
     after rank 0 saved its checkpoint."""
     output_dir = tmp_path / "preempted"
     settings = ("--max_steps", str(3 * SIGTERM_CHECK_STEPS), "--save_strategy", "no")
-    port = str(29500 + (os.getpid() + 17) % 1000)
+    port = str(free_port())
     process = launch(images, output_dir, "--main_process_port", port, extra=settings)
     lines = []
     for line in process.stdout:
@@ -180,7 +180,7 @@ def test_a_checkpoint_without_a_recorded_geometry_resumes_with_a_warning_and_rec
 def test_two_nodes_start_in_one_fresh_output_dir_every_time_with_rank_0_slow(tmp_path):
     """Two simulated nodes (one process each on 127.0.0.1) start 10 times in a fresh shared --output_dir; rank 0 is
     slow to delete its shared-storage check file. No start may take that file for a used folder."""
-    port = str(29500 + (os.getpid() + 17) % 1000)
+    port = str(free_port())
     command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
     command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--num_machines", "2", "--num_processes", "2"]
     command += ["--main_process_ip", "127.0.0.1", "--main_process_port", port]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import config_overrides, script_args
+from tiny import config_overrides, free_port, script_args
 
 from modeling_gpa.checkpoint_files import checkpoint_problem
 
@@ -86,7 +86,7 @@ def test_sigterm_to_the_group_of_an_accelerate_launch_checkpoints_on_every_rank_
     argv = script_args(images, output_dir, "--config_overrides", OVERRIDES, "--max_steps", "500")
     argv += ["--save_strategy", "no", "--dataloader_num_workers", "1"]
     launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
-    launch += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--main_process_port", str(29500 + os.getpid() % 997)]
+    launch += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--main_process_port", str(free_port())]
     log = tmp_path / "log.txt"
     process = start_in_its_own_group([*launch, "run_scripts/run_pretrain.py", *argv], log)
     wait_for(process, lambda: "'loss'" in log.read_text(), log)

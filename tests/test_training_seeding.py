@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import config_overrides, script_args
+from tiny import config_overrides, free_port, script_args
 
 from modeling_gpa.training.seeding import process_seed
 
@@ -36,7 +36,7 @@ def test_two_processes_fed_one_image_draw_their_own_crops_masks_and_mixup_and_re
     finetune += ["--per_device_train_batch_size", "4", "--save_strategy", "no", "--report_to", "none", "--use_cpu"]
     command = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
     command += ["run_scripts/accelerate_configs/cpu_2proc.yaml", "--main_process_port"]
-    command += [str(29500 + (os.getpid() + 19) % 1000), "tests/rank_draws_launch.py", str(tmp_path)]
+    command += [str(free_port()), "tests/rank_draws_launch.py", str(tmp_path)]
     process = subprocess.run(
         [*command, *pretrain, "--", *finetune],
         cwd=ROOT,

@@ -45,6 +45,7 @@ def test_step_schedule_reaches_every_forward_and_fractions_are_logged(tmp_path):
     assert logs[-1]["hard_fraction"] == pytest.approx(0.375)
 
 
+@pytest.mark.slow
 def test_torch_compile_gives_the_eager_losses_with_one_graph_for_the_whole_schedule(tmp_path):
     """Progress reaches the model as a 0-d tensor: a new value each step must not compile the model again."""
     losses = {}

@@ -20,6 +20,16 @@ TINY = dict(
 )
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now: each launch or server of a test gets its own, so parallel tests never share
+    one."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def tiny_kwargs(**overrides) -> dict:
     """TINY with ``overrides`` applied: 49 patches of 4x4 on a 28x28 single-channel image."""
     return {**TINY, **overrides}

@@ -14,14 +14,17 @@ mAP is the offline ``box_map`` module on the test images. Writes ``<output>.json
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.measuring.fashion_mnist import Settings, initial_model, load_arrays
+from benchmarks.measuring.fashion_mnist import Settings, environment, initial_model, load_arrays
 from modeling_gpa.data.fashion_mnist import FASHION_MNIST_CLASSES
 from modeling_gpa.evaluation.detection import conditional_detr, detections, detr_targets, mask_boxes, train_detector
 from modeling_gpa.evaluation.metric_loading import load_metric
@@ -79,6 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": seconds,
         **metric,
     }
+    machine, versions = environment("cpu")
+    command = shlex.join(["benchmark_detection.py", *(sys.argv[1:] if argv is None else argv)])
+    result = {"command": command, "date": datetime.date.today().isoformat(), "machine": machine, **result}
+    result["versions"] = versions
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

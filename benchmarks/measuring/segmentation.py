@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
     step_time = {"shape": shape, **step_time_ratio(**shape, repeats=1 if args.quick else 9)}
     machine, versions = environment("cpu")
     meta = {
-        "command": shlex.join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["benchmark_segmentation.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.date.today().isoformat(),
         "machine": machine,
         "versions": versions,
