@@ -13,8 +13,13 @@ Serves on 127.0.0.1:7860 by default, never through a share link. Needs the demo 
 from __future__ import annotations
 
 import argparse
-
-from modeling_gpa.command_line import check_checkpoint, exit_on_bad_input
+import importlib.util
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Listener
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,24 +43,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace) -> None:
-    # The explorer loads GPA, ViTMAE or ViT classes, never a checkpoint's own code: one that needs it is refused here.
-    check_checkpoint(args.model_name_or_path)
-    if args.space_dir is not None:
-        from modeling_gpa.training.hub import DEFAULT_SPACE_REQUIREMENT, write_space
+def start_page(backend_port: int, authkey: bytes, server_name: str, server_port: int) -> subprocess.Popen:
+    """The explorer's page (``modeling_gpa/tools/explorer_page.py``, which imports gradio but not torch) in a process
+    of its own, started before this one imports torch: the two sets of imports run on two cores at once.
 
-        requirement = args.space_requirement or DEFAULT_SPACE_REQUIREMENT
-        print(f"wrote the Space to {write_space(args.space_dir, args.model_name_or_path, requirement=requirement)}")
-        return
-    try:
-        from modeling_gpa.tools.explorer_app import launch
-    except ImportError as error:
-        raise ValueError(f"the explorer needs gradio ({error}): pip install 'modeling-gpa[demo]'") from None
-    launch(args.model_name_or_path, args.server_name, args.server_port)
+    Its standard input carries the connection's key, then stays open: the page exits when this process does.
+    """
+    # The package's folder, found without importing it (its __init__ imports torch and transformers).
+    package = importlib.util.find_spec("modeling_gpa").submodule_search_locations[0]
+    page = os.path.join(package, "tools", "explorer_page.py")
+    command = [sys.executable, "-P", page, "--backend_port", str(backend_port)]
+    command += ["--server_name", server_name, "--server_port", str(server_port)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE)
+    process.stdin.write(authkey.hex().encode() + b"\n")
+    process.stdin.flush()
+    return process
+
+
+def exit_with_the_page(page: subprocess.Popen, stopping: threading.Event) -> None:
+    """Ends this process when the page's process ends on its own (Ctrl-C, a port in use, a crash): nobody is left to
+    answer. A page this process stops (``stopping`` set) leaves the exit to it."""
+    code = page.wait()
+    if not stopping.is_set():
+        os._exit(code if code >= 0 else 1)
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Starts the page, then imports torch, loads the checkpoint and answers the page until it disconnects."""
+    authkey = secrets.token_bytes(32)
+    stopping = threading.Event()
+    with Listener(("127.0.0.1", 0), authkey=authkey) as listener:
+        page = start_page(listener.address[1], authkey, args.server_name, args.server_port)
+        watcher = threading.Thread(target=exit_with_the_page, args=(page, stopping), name="exit with the page")
+        watcher.daemon = True
+        watcher.start()
+        try:
+            from modeling_gpa.command_line import check_checkpoint, exit_on_bad_input
+            from modeling_gpa.tools.explorer_app import serve_backend
+
+            # The explorer loads GPA, ViTMAE or ViT classes, never a checkpoint's own code: one that needs it is
+            # refused here.
+            exit_on_bad_input(check_checkpoint, args.model_name_or_path)
+            exit_on_bad_input(serve_backend, listener, args.model_name_or_path)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stopping.set()
+            page.terminate()
+            page.wait()
+
+
+def write_space(args: argparse.Namespace) -> None:
+    from modeling_gpa.command_line import check_checkpoint
+    from modeling_gpa.training.hub import DEFAULT_SPACE_REQUIREMENT, write_space
+
+    check_checkpoint(args.model_name_or_path)
+    requirement = args.space_requirement or DEFAULT_SPACE_REQUIREMENT
+    print(f"wrote the Space to {write_space(args.space_dir, args.model_name_or_path, requirement=requirement)}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    exit_on_bad_input(run, parse_args(argv))
+    args = parse_args(argv)
+    if args.space_dir is not None:
+        from modeling_gpa.command_line import exit_on_bad_input
+
+        exit_on_bad_input(write_space, args)
+    elif importlib.util.find_spec("gradio") is None:
+        sys.exit("error: the explorer needs gradio: pip install 'modeling-gpa[demo]'")
+    else:
+        serve(args)
 
 
 if __name__ == "__main__":

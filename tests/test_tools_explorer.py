@@ -1,5 +1,7 @@
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,21 +119,39 @@ def test_bad_choices_give_one_line(explorer, garment):
         explorer.explore(image, progress=1.5)
 
 
-def test_only_the_gradio_page_imports_gradio_and_no_module_of_the_package_imports_the_page():
-    importing = {"gradio": set(), "explorer_app": set()}
+def test_only_the_page_imports_gradio_only_the_backend_imports_the_page_and_nothing_imports_the_backend():
+    importing = {"gradio": set(), "explorer_page": set(), "explorer_app": set()}
     for path in Path(modeling_gpa.__file__).parent.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or "", *(alias.name for alias in node.names)]
-            else:
-                continue
-            for name in names:
-                for module in importing:
-                    if module in name.split("."):
-                        importing[module].add(path.name)
-    assert importing == {"gradio": {"explorer_app.py"}, "explorer_app": set()}
+        for name in imported_names(path):
+            for module in importing:
+                if module in name.split("."):
+                    importing[module].add(path.name)
+    assert importing == {"gradio": {"explorer_page.py"}, "explorer_page": {"explorer_app.py"}, "explorer_app": set()}
+
+
+@pytest.mark.slow
+def test_the_page_runs_as_a_script_without_torch_or_the_package():
+    """The page's process starts beside the backend's: it must not import what the backend imports."""
+    page = Path(modeling_gpa.__file__).parent / "tools" / "explorer_page.py"
+    assert all(
+        name.split(".")[0] not in ("torch", "transformers", "modeling_gpa") and not name.startswith(".")
+        for name in imported_names(page)
+    )
+    check = f"import runpy, sys; runpy.run_path({str(page)!r})\n"
+    check += "print(sorted({'torch', 'modeling_gpa'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-P", "-c", check], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr[-2000:]
+
+
+def imported_names(path: Path) -> list[str]:
+    """Every module a file imports (relative ones with their leading dots), and the names it imports from them."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names += ["." * node.level + (node.module or ""), *(alias.name for alias in node.names)]
+    return names
 
 
 def test_the_script_writes_a_space_for_a_hub_id_and_refuses_a_local_directory(tmp_path, capsys):

@@ -23,6 +23,7 @@ from modeling_gpa.data.image_inputs import ImageSettings
 from modeling_gpa.head_selection import load_scoring_model, teacher_encoder_of
 from modeling_gpa.masking import KEPT, mask_counts
 from modeling_gpa.teacher import teacher_scores
+from modeling_gpa.tools.explorer_app import build_app, load
 
 gradio_client = pytest.importorskip("gradio_client", reason="the explorer needs the demo extra: pip install '.[demo]'")
 
@@ -145,6 +146,27 @@ def test_the_api_answers_with_the_score_the_mask_counts_and_a_reconstruction_of_
     assert len(top) == 10 and read_image(ranking).shape[2] == 3
     shares = [entry["object_share"] for entry in top]
     assert shares == sorted(shares, reverse=True) and all(0.0 <= share <= 1.0 for share in shares)
+
+
+@pytest.mark.slow
+def test_page_and_backend_in_one_process_as_a_space_runs_them_answer_the_same(server, checkpoint, photo):
+    model, directory = checkpoint
+    app = build_app(*load(directory))
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        inputs = (gradio_client.handle_file(photo), "2", "1", "softmax/cls", 0.6, 0.4, None)
+        local = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False).predict(*inputs, api_name="/explore")
+        remote = gradio_client.Client(server, verbose=False).predict(*inputs, api_name="/explore")
+        assert local[3] == remote[3] and local[4] == remote[4]
+        # A ValueError of the backend reaches the client as the page's one-line error, here as across processes.
+        for url in (f"http://127.0.0.1:{port}/", server):
+            with pytest.raises(gradio_client.exceptions.AppError, match=r"^upload an image and its object mask"):
+                gradio_client.Client(url, verbose=False).predict(
+                    gradio_client.handle_file(photo), None, "logits/all", 0.75, 1.0, api_name="/rank"
+                )
+    finally:
+        app.close()
 
 
 def _shot(driver, element_id: str) -> np.ndarray | None:

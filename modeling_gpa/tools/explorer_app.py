@@ -1,12 +1,16 @@
-"""The GPA explorer's Gradio page: a thin layer over ``tools.explorer`` (needs the ``demo`` extra).
+"""The GPA explorer's backend: what its page shows, computed by ``tools.explorer`` (the page: ``explorer_page``).
 
 Two endpoints: ``/explore`` (heat map, Eq. 6 mask, reconstruction and the numbers behind them, on every change of
 the image or a control) and ``/rank`` (every block x head by the share of the uploaded object its mask hides).
+``serve_backend`` answers a page in another process (``run_scripts/gpa_explorer.py``); ``build_app`` and ``launch``
+put page and backend in one process (a Space). Only ``explorer_page`` imports gradio (the ``demo`` extra).
 """
 
 from __future__ import annotations
 
-import gradio as gr
+from collections.abc import Callable
+from multiprocessing.connection import Listener
+
 import numpy as np
 from PIL import Image
 
@@ -19,10 +23,6 @@ from .visualization import recall_heatmap_figure
 DISPLAY_SIDE = 224
 NUM_FASHION_MNIST = 3
 TOP_CANDIDATES = 10
-# Half-way through training, Eq. 6's default schedule has hard, soft and random patches all in the mask.
-START_PROGRESS = 0.5
-# Small inputs (a 28x28 garment) fill their panel, pixels kept sharp.
-CSS = "#image img, #object-mask img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 
 
 def _variant_key(score: str, queries: str) -> str:
@@ -60,25 +60,22 @@ def _candidate(explorer: Explorer, flat: int) -> tuple[int, int | None, int]:
 
 def explore_fn(explorer: Explorer):
     """The ``/explore`` handler: (image, block, head, score variant, mask ratio, progress, object mask) ->
-    (heat map, mask, reconstruction, counts line, numbers)."""
+    (heat map, mask, reconstruction, counts line, numbers); an invalid input raises a one-line ``ValueError``."""
 
     def explore(image, block, head, variant, mask_ratio, progress, object_mask):
         if image is None:
             return None, None, None, "", None
-        try:
-            score, queries = _variant(variant)
-            view = explorer.explore(
-                image,
-                layer=int(block),
-                head=head,
-                score=score,
-                queries=queries,
-                mask_ratio=float(mask_ratio),
-                progress=float(progress),
-                object_mask=object_mask,
-            )
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
+        score, queries = _variant(variant)
+        view = explorer.explore(
+            image,
+            layer=int(block),
+            head=head,
+            score=score,
+            queries=queries,
+            mask_ratio=float(mask_ratio),
+            progress=float(progress),
+            object_mask=object_mask,
+        )
         numbers = {
             "block": view.layer,
             "head": ALL_HEADS if view.head is None else view.head,
@@ -103,18 +100,16 @@ def explore_fn(explorer: Explorer):
 
 
 def rank_fn(explorer: Explorer):
-    """The ``/rank`` handler: (image, object mask, score variant, mask ratio, progress) -> (table image, top list)."""
+    """The ``/rank`` handler: (image, object mask, score variant, mask ratio, progress) -> (table image, top list);
+    an invalid input raises a one-line ``ValueError``."""
 
     def rank(image, object_mask, variant, mask_ratio, progress):
         if image is None or object_mask is None:
-            raise gr.Error("upload an image and its object mask (object = white) to rank the blocks and heads.")
-        try:
-            score, queries = _variant(variant)
-            shares = explorer.rank_heads(
-                image, object_mask, score=score, queries=queries, mask_ratio=float(mask_ratio), progress=float(progress)
-            )
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
+            raise ValueError("upload an image and its object mask (object = white) to rank the blocks and heads.")
+        score, queries = _variant(variant)
+        shares = explorer.rank_heads(
+            image, object_mask, score=score, queries=queries, mask_ratio=float(mask_ratio), progress=float(progress)
+        )
         flat_shares = shares.flatten()
         candidates = [_candidate(explorer, int(flat)) for flat in flat_shares.argsort(descending=True, stable=True)][
             :TOP_CANDIDATES
@@ -131,94 +126,82 @@ def rank_fn(explorer: Explorer):
     return rank
 
 
-def build_app(explorer: Explorer, examples: list[tuple[str, Image.Image]]) -> gr.Blocks:
-    """The page for ``explorer``; ``examples``: (name, image) pairs offered in a drop-down, the first shown first."""
-    named = dict(examples)
-    first = examples[0][0] if examples else None
-    checkpoint_label = (
-        f"checkpoint's choice (block {explorer.checkpoint_layer}, {_head_name(explorer.checkpoint_head)})"
-    )
+def page_spec(explorer: Explorer, examples: list[tuple[str, Image.Image]]) -> dict:
+    """What ``explorer_page.build_page`` needs of the checkpoint: its name, the choices of each control (labels
+    included) and ``examples``, (name, image) pairs of which the first is shown first."""
+    own = f"block {explorer.checkpoint_layer}, {_head_name(explorer.checkpoint_head)}"
+    checkpoint_label = f"checkpoint's choice ({own})"
     heads = [(checkpoint_label, CHECKPOINT_CHOICE), ("sum of heads", ALL_HEADS)]
     heads += [(f"head {head}", str(head)) for head in range(explorer.num_heads)]
-    variants = [
-        (_variant_label(score, queries), _variant_key(score, queries)) for score, queries in explorer.score_variants()
-    ]
-    with gr.Blocks(title=f"GPA explorer: {explorer.name}") as app:
-        gr.Markdown(
-            f"## GPA explorer: `{explorer.name}`\nWhich patches would this teacher hide? The GPA heat map of one block "
-            "and head, the soft-to-hard mask (Eq. 6) at a training progress, and the MAE reconstruction under it."
-        )
-        with gr.Row():
-            with gr.Column():
-                example = gr.Dropdown(list(named), value=first, label="example image")
-                image = gr.Image(named.get(first), type="pil", format="png", label="image", elem_id="image", height=260)
-                object_mask = gr.Image(
-                    type="pil",
-                    format="png",
-                    label="object mask (optional; object = white)",
-                    elem_id="object-mask",
-                    height=160,
-                )
-            with gr.Column():
-                block = gr.Dropdown(
-                    [str(layer) for layer in range(explorer.num_layers)],
-                    value=str(explorer.checkpoint_layer),
-                    label="block (a head other than the checkpoint's choice)",
-                )
-                head = gr.Dropdown(heads, value=CHECKPOINT_CHOICE, label="head")
-                variant = gr.Dropdown(variants, value=variants[0][1], label="score")
-                mask_ratio = gr.Slider(
-                    0.05, 0.95, explorer.mask_ratio, step=0.05, label="mask ratio", elem_id="mask-ratio"
-                )
-                progress = gr.Slider(0.0, 1.0, START_PROGRESS, step=0.05, label="training progress", elem_id="progress")
-        with gr.Row():
-            heat_map = gr.Image(format="png", label="GPA heat map", elem_id="heat-map", interactive=False)
-            mask = gr.Image(
-                format="png", label="mask: hard red, soft orange, random blue", elem_id="mask", interactive=False
-            )
-            reconstruction = gr.Image(
-                format="png",
-                label="MAE reconstruction (visible patches pasted)",
-                elem_id="reconstruction",
-                interactive=False,
-                visible=explorer.has_decoder,
-            )
-        counts = gr.Markdown(elem_id="counts")
-        with gr.Row():
-            rank_button = gr.Button("rank every block x head by the object share hidden", elem_id="rank")
-        ranking = gr.Image(format="png", label="blocks x heads", elem_id="ranking", interactive=False)
-        top = gr.JSON(label="best candidates", elem_id="top")
-        with gr.Accordion("numbers: scores, counts, shares", open=False):
-            numbers = gr.JSON(label="numbers", elem_id="numbers")
-
-        example.change(named.get, example, image, api_name=False)
-        controls = [image, block, head, variant, mask_ratio, progress, object_mask]
-        gr.on(
-            [app.load, *(control.change for control in controls)],
-            explore_fn(explorer),
-            controls,
-            [heat_map, mask, reconstruction, counts, numbers],
-            api_name="explore",
-            trigger_mode="always_last",
-        )
-        rank_button.click(
-            rank_fn(explorer), [image, object_mask, variant, mask_ratio, progress], [ranking, top], api_name="rank"
-        )
-    return app
+    return {
+        "name": explorer.name,
+        "blocks": [str(layer) for layer in range(explorer.num_layers)],
+        "block": str(explorer.checkpoint_layer),
+        "heads": heads,
+        "head": CHECKPOINT_CHOICE,
+        "variants": [
+            (_variant_label(score, queries), _variant_key(score, queries))
+            for score, queries in explorer.score_variants()
+        ],
+        "mask_ratio": explorer.mask_ratio,
+        "has_decoder": explorer.has_decoder,
+        "examples": examples,
+    }
 
 
-def launch(model_name_or_path: str, server_name: str | None = None, server_port: int | None = None, **launch_options):
-    """Loads the checkpoint, builds the page with the bundled examples and serves it (never a share link).
+def backend_of(explorer: Explorer) -> Callable[[str, tuple], object]:
+    """``(endpoint, inputs) -> outputs`` of the page's two endpoints; an invalid input raises one-line ValueError."""
+    handlers = {"explore": explore_fn(explorer), "rank": rank_fn(explorer)}
 
-    ``server_name`` None: Gradio's default (``GRADIO_SERVER_NAME``, else 127.0.0.1), as a Space sets it.
-    """
+    def backend(endpoint: str, inputs: tuple) -> object:
+        return handlers[endpoint](*inputs)
+
+    return backend
+
+
+def load(model_name_or_path: str) -> tuple[Explorer, list[tuple[str, Image.Image]]]:
+    """The checkpoint's explorer and the bundled example images, a garment first for a grey model."""
     explorer = Explorer.from_pretrained(model_name_or_path)
     examples = example_images(SKIMAGE_PHOTOS, NUM_FASHION_MNIST)
     if explorer.settings.num_channels == 1:
         # A grey model was most likely trained on Fashion-MNIST: show a garment first.
         examples = examples[len(SKIMAGE_PHOTOS) :] + examples[: len(SKIMAGE_PHOTOS)]
-    app = build_app(explorer, examples)
+    return explorer, examples
+
+
+def serve_backend(listener: Listener, model_name_or_path: str) -> None:
+    """Loads the checkpoint, then answers the page that connects to ``listener`` until it disconnects."""
+    explorer, examples = load(model_name_or_path)
+    backend = backend_of(explorer)
+    with listener.accept() as connection:
+        connection.send(page_spec(explorer, examples))
+        while True:
+            try:
+                endpoint, inputs = connection.recv()
+            except EOFError:
+                return
+            try:
+                connection.send(("ok", backend(endpoint, inputs)))
+            except ValueError as error:
+                connection.send(("error", str(error)))
+
+
+def build_app(explorer: Explorer, examples: list[tuple[str, Image.Image]]):
+    """The page and its backend in one process: a ``gradio.Blocks``."""
+    from .explorer_page import build_page
+
+    return build_page(page_spec(explorer, examples), backend_of(explorer))
+
+
+def launch(model_name_or_path: str, server_name: str | None = None, server_port: int | None = None, **launch_options):
+    """Loads the checkpoint, builds the page in this process and serves it (never a share link).
+
+    ``server_name`` None: Gradio's default (``GRADIO_SERVER_NAME``, else 127.0.0.1), as a Space sets it.
+    """
+    from .explorer_page import CSS
+
+    app = build_app(*load(model_name_or_path))
     return app.launch(server_name=server_name, server_port=server_port, share=False, css=CSS, **launch_options)
 
 
-__all__ = ["build_app", "explore_fn", "launch", "rank_fn"]
+__all__ = ["backend_of", "build_app", "explore_fn", "launch", "load", "page_spec", "rank_fn", "serve_backend"]
