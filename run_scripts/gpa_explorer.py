@@ -90,7 +90,10 @@ def serve(args: argparse.Namespace) -> None:
         finally:
             stopping.set()
             page.terminate()
-            page.wait()
+            code = page.wait()
+    # The page disconnected because it ended: its failure (a port in use) is this command's.
+    if code > 0:
+        sys.exit(code)
 
 
 def write_space(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ headless Chromium (Debian's chromium + chromium-driver, driven by selenium)."""
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -167,6 +168,19 @@ def test_page_and_backend_in_one_process_as_a_space_runs_them_answer_the_same(se
                 )
     finally:
         app.close()
+
+
+@pytest.mark.slow
+def test_a_port_in_use_ends_both_processes_with_one_line(checkpoint):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        command = [sys.executable, os.path.join(ROOT, "run_scripts", "gpa_explorer.py")]
+        command += ["--model_name_or_path", checkpoint[1], "--server_port", str(taken.getsockname()[1])]
+        environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+        result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "error: Cannot find empty port" in result.stderr
 
 
 def _shot(driver, element_id: str) -> np.ndarray | None:

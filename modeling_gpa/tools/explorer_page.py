@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     threading.Thread(target=exit_with_the_parent, name="exit with the parent", daemon=True).start()
     connection = Client(("127.0.0.1", args.backend_port), authkey=authkey)
     app = build_page(connection.recv(), ConnectedBackend(connection))
-    app.launch(server_name=args.server_name, server_port=args.server_port, share=False, css=CSS)
+    try:
+        app.launch(server_name=args.server_name, server_port=args.server_port, share=False, css=CSS)
+    except OSError as error:
+        # A port in use: one line, as the backend reports its own errors.
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":
