@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup: .venv with torch 2.14.1 + torchvision 0.29.1, this package editable with its dev extras (timm
-# among its dependencies), its deepspeed extra (so the tests run the DeepSpeed ZeRO-2 launch we ship) and its demo
-# extra (gradio, for the explorer), Fashion-MNIST, and Chromium with its WebDriver (the explorer's browser test).
+# among its dependencies), its deepspeed extra (so the tests run the DeepSpeed ZeRO-2 launch we ship), its demo
+# extra (gradio, for the explorer) and its mmseg extra (mmsegmentation, which the tests load our weights into),
+# Fashion-MNIST, and Chromium with its WebDriver (the explorer's browser test).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,8 @@ fi
 stamp=.venv/.modeling-gpa-setup
 wanted=$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/pip show --quiet modeling-gpa 2>/dev/null; then
-    echo "Installing modeling-gpa (editable, with dev, deepspeed and demo extras)"
-    "${pip[@]}" install -e '.[dev,deepspeed,demo]'
+    echo "Installing modeling-gpa (editable, with dev, deepspeed, demo and mmseg extras)"
+    "${pip[@]}" install -e '.[dev,deepspeed,demo,mmseg]'
     echo "$wanted" >"$stamp"
 fi
 

@@ -210,6 +210,24 @@ def _read_timm_checkpoint(path: str) -> dict[str, torch.Tensor]:
     return checkpoint.get("model", checkpoint.get("state_dict", checkpoint))
 
 
+def write_timm_file(model_name_or_path: str, output: str, layout: str = "safetensors") -> tuple[int, float]:
+    """The encoder of a GPA / ViTMAE / ViT checkpoint -> ``output`` in timm's names: a safetensors file (the LayerNorm
+    eps in its metadata) or, ``layout="mae"``, ``torch.save({"model": weights})``. Returns the tensor count and the
+    encoder's LayerNorm eps."""
+    from safetensors.torch import save_file
+    from transformers import ViTModel
+
+    from ..evaluation.features import load_vit
+
+    encoder = load_vit(ViTModel, model_name_or_path, add_pooling_layer=False)
+    weights = {key: value.contiguous() for key, value in timm_state_dict(encoder.state_dict()).items()}
+    if layout == "mae":
+        torch.save({"model": weights}, output)
+    else:
+        save_file(weights, output, metadata={"layer_norm_eps": str(encoder.config.layer_norm_eps)})
+    return len(weights), encoder.config.layer_norm_eps
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -226,18 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     from_timm.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
     if args.command == "to-timm":
-        from safetensors.torch import save_file
-        from transformers import ViTModel
-
-        from ..evaluation.features import load_vit
-
-        encoder = load_vit(ViTModel, args.model_name_or_path, add_pooling_layer=False)
-        weights = {key: value.contiguous() for key, value in timm_state_dict(encoder.state_dict()).items()}
-        if args.layout == "mae":
-            torch.save({"model": weights}, args.output)
-        else:
-            save_file(weights, args.output, metadata={"layer_norm_eps": str(encoder.config.layer_norm_eps)})
-        print(f"{len(weights)} timm tensors (layer_norm_eps {encoder.config.layer_norm_eps}) -> {args.output}")
+        count, layer_norm_eps = write_timm_file(args.model_name_or_path, args.output, args.layout)
+        print(f"{count} timm tensors (layer_norm_eps {layer_norm_eps}) -> {args.output}")
         return
     from transformers import ViTModel
 
