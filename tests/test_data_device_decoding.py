@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
+from tiny import tiny_kwargs
 from torch.utils.data import DataLoader
 from transformers import TrainingArguments
 
@@ -32,7 +33,6 @@ from modeling_gpa.data.pipeline import (
     random_resized_crop_box,
 )
 from modeling_gpa.training.trainer import GPATrainer
-from tests.tiny import tiny_kwargs
 
 MODES = {1: "L", 3: "RGB"}
 
