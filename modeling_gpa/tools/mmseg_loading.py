@@ -16,6 +16,7 @@ mmcv-lite (mmcv without its compiled ops, which the backbone does not use).
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import types
@@ -48,17 +49,14 @@ class _MissingCompiledOps(types.ModuleType):
 
 def import_mmseg() -> types.ModuleType:
     """``mmseg``, importable beside mmcv-lite; a one-line ImportError saying what to install when it is missing."""
-    try:
-        import mmcv
-    except ImportError as error:
-        raise ImportError("mmsegmentation is not installed: pip install -e '.[mmseg]'.") from error
+    if importlib.util.find_spec("mmcv") is None or importlib.util.find_spec("mmseg") is None:
+        raise ImportError("mmsegmentation is not installed: pip install -e '.[mmseg]'.")
     try:
         import mmcv._ext  # noqa: F401
     except ImportError:
         sys.modules["mmcv._ext"] = _MissingCompiledOps("mmcv._ext")
     import mmseg
 
-    del mmcv
     return mmseg
 
 
@@ -135,6 +133,7 @@ def check_mmseg_loading(
     from ..modeling_gpa import GPABackbone
     from .convert import write_timm_file
 
+    mmseg = import_mmseg()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     mae_file, mmseg_file = work_dir / "mae_layout.pth", work_dir / "mmseg_backbone.pth"
@@ -148,18 +147,16 @@ def check_mmseg_loading(
     ours = GPABackbone.from_pretrained(model_name_or_path, out_indices=block_indices).eval()
     height, width = settings["img_size"]
     generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(1, settings.get("in_channels", 3), height, width, generator=generator)
+    image = torch.randn(1, settings["in_channels"], height, width, generator=generator)
     with torch.no_grad():
         their_maps = theirs(image)
         our_maps = ours(image).feature_maps
-    import mmseg
-
     return {
         "mmsegmentation": mmseg.__version__,
         "config": Path(config_path).name,
-        "settings": {key: list(value) if isinstance(value, tuple) else value for key, value in settings.items()},
+        "settings": settings,
         "keys": key_report(torch.load(mmseg_file, map_location="cpu", weights_only=True), theirs),
-        "layer_norm_eps": {"ours": ours.config.layer_norm_eps, "mmsegmentation": settings["norm_cfg"].get("eps")},
+        "layer_norm_eps": {"ours": config.layer_norm_eps, "mmsegmentation": settings["norm_cfg"].get("eps")},
         "feature_maps": [
             {"block": block, "shape": list(their.shape), "max_abs_diff": (their - our).abs().max().item()}
             for block, their, our in zip(block_indices, their_maps, our_maps, strict=True)
